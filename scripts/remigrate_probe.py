@@ -1,0 +1,431 @@
+"""remigrate's helper that runs beside the Django project, in the project's own interpreter.
+
+It is started by the remigrate tasks (locally, or uploaded to a remote host) with the
+project folder as its working directory. Standard library and Django only: the project's
+virtualenv need not have anything of remigrate's installed.
+
+Usage: python remigrate_probe.py [--env-json FILE] [--settings MODULE] COMMAND [ARGS...]
+
+Every command prints one line "REMIGRATE-JSON: {...}" on success, or
+"REMIGRATE-ERROR: message" and exits 2 on a failure it understands.
+"""
+import argparse
+import ast
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+OK = "REMIGRATE-JSON: "
+ERR = "REMIGRATE-ERROR: "
+DB_ENV_NAMES = ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_HOST", "DB_PORT", "DB_PATH")
+
+
+FROM_ENV_FILE = []  # names set from the project's .env (the environment wins over it)
+
+
+class ProbeError(Exception):
+    """A failure with a message meant for the user."""
+
+
+# ---------------------------------------------------------------- Django
+
+def settings_module(explicit):
+    """The settings module: --settings, else DJANGO_SETTINGS_MODULE, else manage.py's setdefault."""
+    if explicit:
+        return explicit
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return os.environ["DJANGO_SETTINGS_MODULE"]
+    manage = Path("manage.py")
+    if not manage.is_file():
+        raise ProbeError(f"no manage.py in {Path.cwd()}; pass --project-dir pointing at the folder that holds manage.py")
+    for node in ast.walk(ast.parse(manage.read_text(encoding="utf-8"))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "setdefault"
+            and len(node.args) == 2
+            and all(isinstance(a, ast.Constant) for a in node.args)
+            and node.args[0].value == "DJANGO_SETTINGS_MODULE"
+        ):
+            return node.args[1].value
+    raise ProbeError("manage.py does not set DJANGO_SETTINGS_MODULE; pass --settings")
+
+
+def setup_django(explicit_settings):
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module(explicit_settings)
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        import django
+    except ImportError:
+        raise ProbeError(f"Django is not importable by {sys.executable}; pass --python with the project's interpreter")
+    try:
+        django.setup()
+    except Exception as exc:  # the project's own settings failed: say so in one line
+        raise ProbeError(f"the project's settings failed to load: {type(exc).__name__}: {exc}")
+    return django
+
+
+def project_apps():
+    """Installed apps, each marked whether its code lives under the project folder."""
+    from django.apps import apps
+    from django.db.migrations.loader import MigrationLoader
+
+    root = Path.cwd().resolve()
+    out = []
+    for config in apps.get_app_configs():
+        path = Path(config.path).resolve()
+        module, _explicit = MigrationLoader.migrations_module(config.label)
+        mig_dir = None
+        if module:
+            try:
+                mod = __import__(module, fromlist=["__path__"])
+                mig_dir = str(Path(list(mod.__path__)[0]).resolve())
+            except ImportError:
+                mig_dir = None
+        in_project = root in path.parents and "site-packages" not in path.parts
+        out.append({
+            "label": config.label,
+            "name": config.name,
+            "path": str(path),
+            "migrations_module": module,
+            "migrations_dir": mig_dir,
+            "in_project": in_project,
+            "models": sorted(m._meta.object_name for m in config.get_models(include_auto_created=False)),
+        })
+    return out
+
+
+def cmd_settings(opts):
+    django = setup_django(opts.settings)
+    from django.conf import settings
+
+    db = dict(settings.DATABASES.get("default") or {})
+    keep = ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS")
+    database = {k: db.get(k) for k in keep}
+    database["NAME"] = str(database["NAME"]) if database["NAME"] is not None else ""
+    database["OPTIONS"] = {k: v for k, v in (db.get("OPTIONS") or {}).items() if isinstance(v, (str, int, float, bool))}
+    return {
+        "settings_module": os.environ["DJANGO_SETTINGS_MODULE"],
+        "django_version": django.get_version(),
+        "python": sys.executable,
+        "python_version": sys.version.split()[0],
+        "database": database,
+        "environment": {name: os.environ[name] for name in DB_ENV_NAMES if name in os.environ},
+        "from_env_file": [name for name in FROM_ENV_FILE if name in DB_ENV_NAMES],
+        "apps": project_apps(),
+    }
+
+
+def pg_stats(cursor):
+    cursor.execute("SHOW server_version_num")
+    version_num = int(cursor.fetchone()[0])
+    cursor.execute("SHOW server_version")
+    version = cursor.fetchone()[0]
+    cursor.execute(
+        "SELECT d.datname, pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, pg_get_userbyid(d.datdba),"
+        " pg_database_size(d.oid), current_user, r.rolsuper, r.rolcreatedb,"
+        " (SELECT setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0)"
+        " FROM pg_database d, pg_roles r WHERE d.datname = current_database() AND r.rolname = current_user"
+    )
+    name, encoding, collate, ctype, owner, size, user, superuser, createdb, config = cursor.fetchone()
+    properties = {
+        "name": name, "encoding": encoding, "collate": collate, "ctype": ctype, "owner": owner,
+        "size_bytes": size, "settings": list(config or []), "connected_as": user,
+        "superuser": superuser, "createdb": createdb,
+    }
+    # Names are quoted by the server (quote_ident), never by string pasting here.
+    user_schemas = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
+    cursor.execute(
+        "SELECT n.nspname, c.relname, c.relkind, quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        f" WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {user_schemas} ORDER BY 1, 2"
+    )
+    relations, tables = [], {}
+    for schema, rel, kind, quoted in cursor.fetchall():
+        key = rel if schema == "public" else f"{schema}.{rel}"
+        relations.append({"schema": schema, "name": rel, "kind": kind})
+        if kind in ("r", "p"):
+            tables[key] = quoted
+    counts = {}
+    for key, quoted in tables.items():
+        cursor.execute(f"SELECT count(*) FROM {quoted}")
+        counts[key] = cursor.fetchone()[0]
+    cursor.execute(
+        "SELECT n.nspname, c.relname, a.attname,"
+        " pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname)"
+        " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        f" WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {user_schemas} ORDER BY 1, 2, 3"
+    )
+    sequences = []
+    for schema, rel, column, seq in cursor.fetchall():
+        if not seq:
+            continue
+        cursor.execute(f"SELECT last_value, is_called FROM {seq}")  # seq comes quoted from the server
+        last_value, is_called = cursor.fetchone()
+        sequences.append({
+            "table": rel if schema == "public" else f"{schema}.{rel}", "column": column, "sequence": seq,
+            "last_value": last_value, "is_called": is_called,
+            "high_water": last_value if is_called else last_value - 1,
+        })
+    return {"server_version": version, "server_version_num": version_num, "properties": properties,
+            "relations": relations, "tables": counts, "sequences": sequences}
+
+
+def sqlite_quote(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sqlite_stats(conn):
+    """Row counts, AUTOINCREMENT high-water marks and properties of an open SQLite database."""
+    rows = conn.execute("SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name").fetchall()
+    counts = {name: conn.execute(f"SELECT count(*) FROM {sqlite_quote(name)}").fetchone()[0] for name, kind in rows if kind == "table"}
+    sequences = []
+    has_seq = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
+    if has_seq:
+        for table, seq in conn.execute("SELECT name, seq FROM sqlite_sequence ORDER BY name").fetchall():
+            pk = [r[1] for r in conn.execute(f"PRAGMA table_info({sqlite_quote(table)})").fetchall() if r[5] == 1]
+            sequences.append({"table": table, "column": pk[0] if len(pk) == 1 else None, "sequence": "sqlite_sequence",
+                              "last_value": seq, "is_called": True, "high_water": seq})
+    props = {p: conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count", "journal_mode", "user_version", "application_id", "encoding", "auto_vacuum")}
+    return {"server_version": sqlite3.sqlite_version, "properties": props,
+            "relations": [{"schema": "main", "name": n, "kind": "r" if k == "table" else "v"} for n, k in rows],
+            "tables": counts, "sequences": sequences}
+
+
+def applied_migrations(cursor, quote):
+    try:
+        cursor.execute(f"SELECT app, name FROM {quote('django_migrations')} ORDER BY id")
+    except Exception:
+        return None
+    return [list(r) for r in cursor.fetchall()]
+
+
+def cmd_stats(opts):
+    """Exact row counts, sequences and properties of the project's live database."""
+    setup_django(opts.settings)
+    from django.db import connection
+
+    try:
+        connection.ensure_connection()
+    except Exception as exc:
+        raise ProbeError(f"cannot connect to the database: {str(exc).strip().splitlines()[0]}")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one snapshot for every count
+            stats = pg_stats(cursor)
+            stats["applied_migrations"] = applied_migrations(cursor, lambda n: f'"{n}"')
+            cursor.execute("COMMIT")
+        return stats
+    if connection.vendor == "sqlite":
+        return file_stats(connection.settings_dict["NAME"])
+    raise ProbeError(f"stats are not implemented for {connection.vendor}")
+
+
+# ---------------------------------------------------------------- SQLite files
+
+def open_ro(path):
+    if not Path(path).is_file():
+        raise ProbeError(f"SQLite file {path} does not exist")
+    return sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+
+
+def integrity(conn):
+    rows = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    if rows != ["ok"]:
+        raise ProbeError("SQLite integrity_check failed: " + "; ".join(rows[:3]))
+    bad = conn.execute("PRAGMA foreign_key_check").fetchall()
+    if bad:
+        raise ProbeError(f"SQLite foreign_key_check found {len(bad)} broken references, e.g. {bad[0]}")
+
+
+def file_stats(path):
+    conn = open_ro(path)
+    try:
+        stats = sqlite_stats(conn)
+        stats["applied_migrations"] = applied_migrations(conn.cursor(), sqlite_quote)
+        return stats
+    finally:
+        conn.close()
+
+
+def cmd_sqlite_backup(opts):
+    """Copy a live SQLite database with the online backup API, then check the copy."""
+    src, dst = opts.args
+    if Path(dst).exists():
+        raise ProbeError(f"{dst} exists already; refusing to overwrite")
+    source = open_ro(src)
+    old = os.umask(0o077)
+    try:
+        target = sqlite3.connect(dst)
+        with target:
+            source.backup(target)
+        target.execute("PRAGMA journal_mode=DELETE")  # a self-contained file, no -wal beside it
+        target.close()
+    finally:
+        os.umask(old)
+        source.close()
+    return cmd_sqlite_verify(argparse.Namespace(args=[dst]))
+
+
+def cmd_sqlite_verify(opts):
+    (path,) = opts.args
+    conn = open_ro(path)
+    try:
+        integrity(conn)
+        stats = sqlite_stats(conn)
+        stats["applied_migrations"] = applied_migrations(conn.cursor(), sqlite_quote)
+        return stats
+    finally:
+        conn.close()
+
+
+def cmd_sqlite_restore(opts):
+    """Put a backup's content into the live database file, in one transaction of the backup API."""
+    src, dst = opts.args
+    source = open_ro(src)
+    integrity(source)
+    target = sqlite3.connect(dst, timeout=30)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    return cmd_sqlite_verify(argparse.Namespace(args=[dst]))
+
+
+# ---------------------------------------------------------------- files
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cmd_checksum(opts):
+    return {name: {"size": os.path.getsize(name), "sha256": sha256_of(name)} for name in opts.args}
+
+
+def cmd_prepare_dir(opts):
+    """Create a private folder if needed, prove it writable, and say how much room it has."""
+    (path,) = opts.args
+    folder = Path(path).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".remigrate-write-test-"):
+            pass
+    except OSError as exc:
+        raise ProbeError(f"backup folder {folder} is not writable ({exc.strerror}); choose another with --backup-dir")
+    return {"path": str(folder.resolve()), "free_bytes": shutil.disk_usage(folder).free}
+
+
+def cmd_archive_migrations(opts):
+    """Tar every file of the given migrations folders (paths stored relative to the project)."""
+    out, *folders = opts.args
+    root = Path.cwd().resolve()
+    files = []
+    old = os.umask(0o077)
+    try:
+        with tarfile.open(out, "x:gz") as tar:
+            for folder in folders:
+                for path in sorted(Path(folder).rglob("*")):
+                    if path.is_file() and "__pycache__" not in path.parts:
+                        rel = path.resolve().relative_to(root)
+                        tar.add(path, arcname=str(rel))
+                        files.append(str(rel))
+    finally:
+        os.umask(old)
+    return {"files": files}
+
+
+def cmd_list_bundles(opts):
+    root = Path(opts.args[0]).expanduser()
+    out = []
+    if not root.is_dir():
+        return out
+    for folder in sorted(root.iterdir()):
+        if not folder.is_dir():
+            continue
+        manifest = None
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            manifest = None
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        out.append({"name": folder.name, "path": str(folder), "manifest": manifest, "size": size,
+                    "mtime": folder.stat().st_mtime})
+    return out
+
+
+def cmd_finalize_bundle(opts):
+    """Make every file owner-only, then rename the verified partial folder to its final name."""
+    partial, final = (Path(a) for a in opts.args)
+    for path in partial.iterdir():
+        path.chmod(0o600)
+    partial.chmod(0o700)
+    if final.exists():
+        raise ProbeError(f"{final} exists already; refusing to overwrite a bundle")
+    os.rename(partial, final)
+    return {"path": str(final)}
+
+
+COMMANDS = {
+    "settings": cmd_settings,
+    "stats": cmd_stats,
+    "sqlite-backup": cmd_sqlite_backup,
+    "sqlite-verify": cmd_sqlite_verify,
+    "sqlite-restore": cmd_sqlite_restore,
+    "checksum": cmd_checksum,
+    "prepare-dir": cmd_prepare_dir,
+    "archive-migrations": cmd_archive_migrations,
+    "file-stats": lambda opts: file_stats(opts.args[0]),
+    "list-bundles": cmd_list_bundles,
+    "finalize-bundle": cmd_finalize_bundle,
+}
+
+
+def scrub(text):
+    """Hide passwords that an error message of the project's settings might quote."""
+    from urllib.parse import urlsplit
+
+    secrets = [os.environ.get("DB_PASSWORD"), os.environ.get("DATABASE_URL")]
+    try:
+        secrets.append(urlsplit(os.environ.get("DATABASE_URL", "")).password)
+    except ValueError:
+        pass
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "***")
+    return text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env-json", help="JSON object of variables from the project's .env (the environment wins)")
+    parser.add_argument("--settings", help="Django settings module")
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("args", nargs="*")
+    opts = parser.parse_args(argv)
+    if opts.env_json:
+        with open(opts.env_json, encoding="utf-8") as fh:
+            for key, value in json.load(fh).items():
+                if key not in os.environ:
+                    os.environ[key] = value
+                    FROM_ENV_FILE.append(key)
+    try:
+        result = COMMANDS[opts.command](opts)
+    except ProbeError as exc:
+        print(ERR + scrub(str(exc)).replace("\n", " "), flush=True)
+        return 2
+    print(OK + json.dumps(result, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

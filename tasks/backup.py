@@ -1,0 +1,172 @@
+"""Backup bundles: take one (verified before it counts), list them, restore one."""
+import json
+import posixpath
+import time
+
+from tasks import bundle as B
+from tasks.base import resolve, task
+from tasks.console import RemigrateError, Timer, confirm, human_age, human_bytes, ok, say, step, table, warn
+from tasks.engines import engine_for, engine_name
+from tasks.project import open_project
+
+HEADROOM = 64 * 1024 * 1024  # free space kept beyond the estimated dump size
+
+
+def _files(project, folder, names):
+    return project.probe("checksum", *[posixpath.join(folder, n) for n in names], what="computing checksums")
+
+
+def take_backup(project, engine, backup_dir, kind="backup"):
+    """Write a verified bundle and return its manifest and path; nothing half-written is left."""
+    timer = Timer()
+    db = project.db
+    step(f"Backing up {engine.name} database {db.name} ({project.target.name})")
+    room = project.probe("prepare-dir", backup_dir, what="preparing the backup folder")
+    engine.preflight()
+    before = engine.stats()
+    need = engine.size_estimate(before)
+    if room["free_bytes"] < need + HEADROOM:
+        raise RemigrateError(f"not enough free space in {room['path']}: the backup needs about {human_bytes(need + HEADROOM)}, "
+                             f"{human_bytes(room['free_bytes'])} is free; free some space or pass --backup-dir")
+    taken = {b["name"] for b in project.probe("list-bundles", room["path"])}
+    name = B.bundle_name(db.name, B.now(), taken)
+    final = posixpath.join(room["path"], name)
+    partial = posixpath.join(room["path"], f".{name}{B.PARTIAL_SUFFIX}")
+    project.target.run(["mkdir", "-m", "700", partial], what="creating the bundle folder")
+    try:
+        dump = engine.dump(posixpath.join(partial, engine.dump_file))
+        stats = dump.pop("stats", None) or engine.stats()
+        if stats["tables"] != before["tables"]:
+            changed = sorted(t for t in set(stats["tables"]) | set(before["tables"]) if stats["tables"].get(t) != before["tables"].get(t))
+            raise RemigrateError(f"the database changed while it was being backed up (tables {', '.join(changed[:5])}); "
+                                 "stop the application's writers and run the backup again")
+        dirs = [a["migrations_dir"] for a in project.own_apps()]
+        archive = project.probe("archive-migrations", posixpath.join(partial, B.MIGRATIONS_ARCHIVE), *dirs,
+                                what="archiving the migration files")
+        names = [engine.dump_file, B.MIGRATIONS_ARCHIVE]
+        files = _files(project, partial, names)
+        files = {posixpath.basename(k): v for k, v in files.items()}
+        dump.update(engine.verify_dump(posixpath.join(partial, engine.dump_file)))
+        settings = project.settings
+        manifest = B.build_manifest(
+            name=name, kind=kind, engine=engine.name, db=db, stats=stats, dump={"file": engine.dump_file, **dump},
+            files=files, archive={"file": B.MIGRATIONS_ARCHIVE, "files": archive["files"]},
+            project={"dir": project.dir, "settings_module": settings["settings_module"],
+                     "django_version": settings["django_version"], "apps": [a["label"] for a in project.own_apps()]},
+            verified={"at": B.now().isoformat(timespec="seconds"), "checks": ["full read of the dump", "sha256 and size recorded", "row counts taken"]},
+            target=project.target.name,
+        )
+        project.target.write_private(posixpath.join(partial, B.MANIFEST), json.dumps(manifest, indent=2, sort_keys=True))
+        project.probe("finalize-bundle", partial, final, what="finishing the bundle")
+    except BaseException:
+        project.target.remove_tree(partial)  # never leave something that could pass for a bundle
+        raise
+    rows = sum(stats["tables"].values())
+    size = sum(f["size"] for f in files.values())
+    ok(f"backup {name}: {len(stats['tables'])} tables, {rows} rows, {human_bytes(size)}, verified ({timer})")
+    say(f"    {final}")
+    return manifest, final
+
+
+def find_bundle(project, backup_dir, wanted):
+    """(manifest, path) of the named bundle, or of the newest one."""
+    if wanted and "/" in wanted and project.target.exists(posixpath.join(wanted, B.MANIFEST), "-f"):
+        path = wanted.rstrip("/")
+        return json.loads(project.target.read_text(posixpath.join(path, B.MANIFEST))), path
+    bundles = project.probe("list-bundles", backup_dir)
+    chosen = B.pick_bundle(bundles, wanted)
+    if chosen is None:
+        if wanted:
+            raise RemigrateError(f"no bundle named {wanted} in {backup_dir}; `inv backups` lists them")
+        raise RemigrateError(f"no backup bundle in {backup_dir}; take one with `inv backup` or pass --backup-dir")
+    return chosen["manifest"], chosen["path"]
+
+
+def verify_bundle(project, engine, manifest, path):
+    """Refuse a bundle that is for another engine, changed since written, or unreadable."""
+    if manifest.get("engine") != engine.name:
+        raise RemigrateError(f"bundle {manifest.get('name')} holds a {manifest.get('engine')} database but this project uses "
+                             f"{engine.name}; pick a {engine.name} bundle (`inv backups`)")
+    actual = _files(project, path, list(manifest.get("files", {})))
+    problems = B.check_files(manifest, {posixpath.basename(k): v for k, v in actual.items()})
+    if problems:
+        raise RemigrateError(f"bundle {manifest['name']} failed verification: {'; '.join(problems)}; nothing was changed")
+    try:
+        engine.verify_dump(posixpath.join(path, manifest["dump"]["file"]))
+    except RemigrateError as exc:
+        raise RemigrateError(f"bundle {manifest['name']} is unreadable ({exc}); nothing was changed")
+
+
+def restore_bundle(project, engine, manifest, path, yes, safety_backup_dir=None):
+    """Put the database back exactly as the bundle holds it, and prove it by row counts."""
+    timer = Timer()
+    verify_bundle(project, engine, manifest, path)
+    ok(f"bundle {manifest['name']} verified (checksums, full read)")
+    engine.preflight(archive_version=manifest["dump"].get("dumped_by"))
+    db = project.db
+    if manifest["database"]["name"] != db.name:
+        warn(f"the bundle was taken from database {manifest['database']['name']}; restoring it into {db.name}")
+    confirm(f"Restore {engine.name} database {db.name} on {project.target.name} from {manifest['name']} "
+            f"(taken {manifest['created_at']})? Its current content will be replaced.", db.name.rsplit("/", 1)[-1], yes)
+    if safety_backup_dir:
+        take_backup(project, engine, safety_backup_dir, kind="pre-restore")
+    current = engine.stats()
+    step(f"Restoring {db.name} from {manifest['name']}")
+    engine.restore(posixpath.join(path, manifest["dump"]["file"]), manifest, current)
+    after = engine.stats()
+    rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
+    if not clean:
+        say(table(("table", "in bundle", "now", "status"), [r for r in rows if r[3] != "ok"]))
+        raise RemigrateError(f"row counts after the restore differ from bundle {manifest['name']} (table above)")
+    if after.get("applied_migrations") != manifest.get("applied_migrations"):
+        raise RemigrateError("the applied migrations after the restore differ from the bundle's")
+    ok(f"restored {manifest['name']}: {len(rows)} tables, {sum(after['tables'].values())} rows, counts match ({timer})")
+
+
+@task("project_dir", "python", "settings", "env_file", "backup_dir")
+def backup(c, project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
+    """Back up the project's database into a verified bundle (dump, manifest, migration files)."""
+    opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
+    with open_project(c, opts) as project:
+        take_backup(project, engine_for(project), project.default_backup_dir())
+
+
+@task("project_dir", "python", "settings", "env_file", "backup_dir", "backup", "yes",
+      help={"no_safety_backup": "do not back up the current database before replacing it"})
+def restore(c, backup=None, yes=False, no_safety_backup=False, project_dir=None, python=None, settings=None,
+            env_file=None, backup_dir=None):
+    """Restore the database from a bundle (newest by default), checked row by row count.
+
+    The bundle is verified (checksums, full read, same engine) before anything is touched;
+    the current database is backed up first unless --no-safety-backup.
+    """
+    opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
+    with open_project(c, opts) as project:
+        engine = engine_for(project)
+        folder = project.default_backup_dir()
+        manifest, path = find_bundle(project, folder, backup)
+        restore_bundle(project, engine, manifest, path, yes, safety_backup_dir=None if no_safety_backup else folder)
+
+
+@task("project_dir", "python", "settings", "env_file", "backup_dir")
+def backups(c, project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
+    """List the backup bundles: name, engine, database, size, age, verified or not."""
+    opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
+    with open_project(c, opts) as project:
+        folder = project.default_backup_dir()
+        bundles = project.probe("list-bundles", folder)
+        if not bundles:
+            say(f"no bundles in {folder}")
+            return
+        rows = []
+        for b in sorted(bundles, key=lambda b: b["mtime"]):
+            m = b["manifest"] or {}
+            partial = b["name"].endswith(B.PARTIAL_SUFFIX)
+            state = "INCOMPLETE (safe to delete)" if partial or not m else ("verified" if m.get("verified") else "unverified")
+            rows.append((b["name"], m.get("kind", "?"), m.get("engine", "?"), (m.get("database") or {}).get("name", "?"),
+                         human_bytes(b["size"]), human_age(time.time() - b["mtime"]), state))
+        say(f"bundles in {folder}:")
+        say(table(("name", "kind", "engine", "database", "size", "age", "state"), rows))
+
+
+__all__ = ["backup", "restore", "backups", "take_backup", "restore_bundle", "engine_name"]

@@ -1,0 +1,106 @@
+"""Backup bundles as data: names, manifests, comparisons. Plain module (no invoke import).
+
+A bundle is a folder <backup-dir>/<database>-<UTC time>/ holding the dump, manifest.json and
+migrations.tar.gz, all 0600. It is written as .<name>.partial and renamed only once verified,
+so a folder with that name and a manifest is a verified bundle, and nothing else looks like one.
+"""
+import datetime as dt
+import re
+
+VERSION = "0.1.0"
+FORMAT = 1
+MANIFEST = "manifest.json"
+MIGRATIONS_ARCHIVE = "migrations.tar.gz"
+PARTIAL_SUFFIX = ".partial"
+
+
+def bundle_name(database_name, when, taken=()):
+    """A timestamped name that never overwrites: <db>-<YYYYmmddTHHMMSSZ>[-N]."""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", database_name.rstrip("/").rsplit("/", 1)[-1]).strip("._") or "database"
+    base = re.sub(r"\.(sqlite3?|db)$", "", base)
+    name = f"{base}-{when.astimezone(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
+    candidate, n = name, 1
+    while candidate in taken or f".{candidate}{PARTIAL_SUFFIX}" in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def now():
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def build_manifest(*, name, kind, engine, db, stats, dump, files, archive, project, verified, target):
+    """Everything a restore or a reset needs to prove nothing was lost. Never the password."""
+    return {
+        "format": FORMAT,
+        "tool": "remigrate",
+        "tool_version": VERSION,
+        "name": name,
+        "kind": kind,
+        "created_at": now().isoformat(timespec="seconds"),
+        "host": target,
+        "engine": engine,
+        "database": {
+            "django_engine": db.engine,
+            "name": db.name,
+            "host": db.host,
+            "port": db.port,
+            "user": db.user,
+            "server_version": stats.get("server_version"),
+            "properties": stats.get("properties", {}),
+            "relations": stats.get("relations", []),
+            "tables": stats.get("tables", {}),
+            "sequences": stats.get("sequences", []),
+        },
+        "applied_migrations": stats.get("applied_migrations"),
+        "dump": dump,
+        "migrations_archive": archive,
+        "files": files,
+        "verified": verified,
+        "project": project,
+    }
+
+
+def compare_counts(expected, actual, expected_missing=(), expected_new=()):
+    """Rows (table, before, after, status) and whether every difference was expected."""
+    rows, clean = [], True
+    for table in sorted(set(expected) | set(actual)):
+        before, after = expected.get(table), actual.get(table)
+        if before == after:
+            status = "ok"
+        elif after is None and table in expected_missing:
+            status = "removed (expected)"
+        elif before is None and table in expected_new:
+            status = "new (expected)"
+        else:
+            status = "MISMATCH" if before is not None and after is not None else ("MISSING" if after is None else "EXTRA")
+            clean = False
+        rows.append((table, "-" if before is None else before, "-" if after is None else after, status))
+    return rows, clean
+
+
+def check_files(manifest, actual):
+    """Problems between the manifest's recorded files and what is on disk now (size, sha256)."""
+    problems = []
+    for name, want in manifest.get("files", {}).items():
+        got = actual.get(name)
+        if got is None:
+            problems.append(f"{name} is missing")
+        elif got["size"] != want["size"]:
+            problems.append(f"{name} is {got['size']} bytes, expected {want['size']} (truncated or changed)")
+        elif got["sha256"] != want["sha256"]:
+            problems.append(f"{name} has a different sha256 than when it was written (corrupted)")
+    return problems
+
+
+def pick_bundle(bundles, wanted=None):
+    """The bundle named `wanted` (a name or a path ending in it), else the newest verified one."""
+    valid = [b for b in bundles if b.get("manifest") and not b["name"].endswith(PARTIAL_SUFFIX)]
+    if wanted:
+        key = wanted.rstrip("/").rsplit("/", 1)[-1]
+        for bundle in valid:
+            if bundle["name"] == key:
+                return bundle
+        return None
+    return max(valid, key=lambda b: b["manifest"].get("created_at", ""), default=None)

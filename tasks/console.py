@@ -1,0 +1,106 @@
+"""What the user sees: colored lines, tables, confirmation, and secret scrubbing.
+Plain module (no invoke import)."""
+import sys
+import time
+
+import colorama
+
+colorama.just_fix_windows_console()
+_C = colorama.Fore
+_S = colorama.Style
+
+
+class RemigrateError(Exception):
+    """A failure explained in one line: what went wrong and what to do."""
+
+
+class Secrets:
+    """Every secret seen in this process; scrub() hides them in any text shown or saved."""
+
+    _values: set = set()
+
+    @classmethod
+    def add(cls, *values):
+        for value in values:
+            if value and len(str(value)) >= 3:
+                cls._values.add(str(value))
+
+    @classmethod
+    def scrub(cls, text):
+        text = str(text)
+        for value in sorted(cls._values, key=len, reverse=True):
+            text = text.replace(value, "***")
+        return text
+
+
+def _color(text, color):
+    if not sys.stdout.isatty():
+        return text
+    return f"{color}{text}{_S.RESET_ALL}"
+
+
+def say(text=""):
+    print(Secrets.scrub(text), flush=True)
+
+
+def step(text):
+    say(_color("==> ", _C.CYAN + _S.BRIGHT) + text)
+
+
+def ok(text):
+    say(_color("ok  ", _C.GREEN + _S.BRIGHT) + text)
+
+
+def warn(text):
+    say(_color("!!  ", _C.YELLOW + _S.BRIGHT) + text)
+
+
+def mask(value):
+    return "***" if value else "(none)"
+
+
+def human_bytes(n):
+    n = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def human_age(seconds):
+    seconds = max(0, int(seconds))
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def table(headers, rows):
+    """Render rows as an aligned text table."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def confirm(question, expected, yes, stdin=None):
+    """Ask the user to type `expected`; --yes skips; with no terminal, refuse instead of waiting."""
+    if yes:
+        return
+    stdin = stdin or sys.stdin
+    if not stdin.isatty():
+        raise RemigrateError(f"{question}: no terminal to confirm on; pass --yes to go ahead without asking")
+    print(f"{question}\nType {expected!r} to continue: ", end="", flush=True)
+    answer = stdin.readline().strip()
+    if answer != expected:
+        raise RemigrateError("not confirmed; nothing was changed")
+
+
+class Timer:
+    def __init__(self):
+        self.start = time.monotonic()
+
+    def __str__(self):
+        return f"{time.monotonic() - self.start:.1f} s"

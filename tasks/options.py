@@ -1,0 +1,52 @@
+"""Options shared by every task: a flag beats the config (environment, invoke.yaml/fabric.yaml,
+code defaults). Plain module: no invoke import, so it is tested as data in, data out."""
+from dataclasses import dataclass
+from typing import Optional
+
+# The `remigrate` section of the config. Set per host in fabric.yaml under remigrate:, or
+# per run with INVOKE_REMIGRATE_PROJECT_DIR=... / FABRIC_REMIGRATE_PROJECT_DIR=...
+DEFAULTS = {
+    "project_dir": ".",  # folder holding manage.py
+    "python": "",  # the project's interpreter; "" finds its virtualenv, else the current one
+    "settings": "",  # Django settings module; "" reads manage.py
+    "env_file": ".env",  # relative to project_dir; loaded without overriding the environment
+    "backup_dir": "",  # "" is <project_dir>/.remigrate/backups
+}
+
+HELP = {
+    "project_dir": "folder of the Django project (the one holding manage.py); default: config remigrate.project_dir or '.'",
+    "python": "the project's Python interpreter; default: its virtualenv (.venv, venv, env) if found, else the current one",
+    "settings": "Django settings module; default: DJANGO_SETTINGS_MODULE, else what manage.py sets",
+    "env_file": "env file loaded for the project (the environment wins over it); default: .env in the project folder",
+    "backup_dir": "folder of the backup bundles; default: <project-dir>/.remigrate/backups",
+    "yes": "do not ask for confirmation (needed when there is no terminal)",
+    "backup": "bundle name or path; default: the newest bundle",
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    project_dir: str
+    python: str
+    settings: str
+    env_file: str
+    backup_dir: str
+
+
+def resolve(config_section, **flags) -> Options:
+    """Flag if given (not None), else the config value, else the code default."""
+    section = dict(DEFAULTS)
+    section.update({k: v for k, v in dict(config_section or {}).items() if k in DEFAULTS})
+    values = {}
+    for key in DEFAULTS:
+        flag = flags.get(key)
+        value = flag if flag is not None else section[key]
+        values[key] = "" if value is None else str(value)
+    return Options(**values)
+
+
+def help_for(*names):
+    return {name: HELP[name] for name in names}
+
+
+COMMON = ("project_dir", "python", "settings", "env_file", "backup_dir")

@@ -1,0 +1,192 @@
+"""The Django project on the target: its folder, interpreter, .env, and what Django resolves.
+
+The truth about the database is Django's own resolved DATABASES["default"], read by
+scripts/remigrate_probe.py running in the project's interpreter with the project's settings.
+"""
+import contextlib
+import io
+import json
+import posixpath
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dj_database_url
+from dotenv import dotenv_values
+
+from tasks.console import RemigrateError, Secrets
+from tasks.target import CommandFailed, Target
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+PROBE = "remigrate_probe.py"
+VENV_CANDIDATES = (".venv", "venv", "env")
+FIELDS = ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")
+FIELD_VARS = {"ENGINE": ("DB_ENGINE",), "NAME": ("DB_NAME", "DB_PATH"), "USER": ("DB_USER",),
+              "PASSWORD": ("DB_PASSWORD",), "HOST": ("DB_HOST",), "PORT": ("DB_PORT",)}
+
+
+@dataclass(frozen=True)
+class DbConfig:
+    """The project's resolved default database, and where each part came from."""
+
+    engine: str
+    name: str
+    user: str = ""
+    password: str = ""
+    host: str = ""
+    port: str = ""
+    options: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+
+    def describe(self):
+        """Field, value, source rows for display; the password masked."""
+        rows = []
+        for key in FIELDS:
+            value = getattr(self, key.lower())
+            shown = ("***" if value else "(none)") if key == "PASSWORD" else (value or "(default)")
+            rows.append((key.lower(), shown, self.sources.get(key, "")))
+        return rows
+
+
+def attribute_sources(database, environment, from_env_file, settings_module):
+    """Say where each field of the resolved database came from: DATABASE_URL, DB_*, or settings."""
+
+    def where(var):
+        return f"{var} ({'.env' if var in from_env_file else 'environment'})"
+
+    parsed = {}
+    if environment.get("DATABASE_URL"):
+        try:
+            parsed = dj_database_url.parse(environment["DATABASE_URL"])
+        except Exception:  # an unparsable URL is reported by the settings themselves
+            parsed = {}
+    sources = {}
+    for key in FIELDS:
+        value = str(database.get(key) or "")
+        source = f"settings ({settings_module})"
+        if parsed and str(parsed.get(key) or "") == value:
+            source = where("DATABASE_URL")
+        else:
+            for var in FIELD_VARS[key]:
+                if var in environment and environment[var] and (environment[var] == value or value.endswith(environment[var]) or key == "ENGINE"):
+                    source = where(var)
+                    break
+        sources[key] = source
+    return sources
+
+
+def db_config_from_probe(settings, project_dir):
+    database = settings["database"]
+    name = str(database.get("NAME") or "")
+    if "sqlite" in str(database.get("ENGINE", "")) and name and not posixpath.isabs(name) and name != ":memory:":
+        name = posixpath.normpath(posixpath.join(project_dir, name))  # Django opens it relative to the cwd
+    return DbConfig(
+        engine=str(database.get("ENGINE") or ""),
+        name=name,
+        user=str(database.get("USER") or ""),
+        password=str(database.get("PASSWORD") or ""),
+        host=str(database.get("HOST") or ""),
+        port=str(database.get("PORT") or ""),
+        options=dict(database.get("OPTIONS") or {}),
+        sources=attribute_sources(database, settings.get("environment", {}), settings.get("from_env_file", []),
+                                  settings.get("settings_module", "settings")),
+    )
+
+
+class Project:
+    """A Django project on a target, with a private scratch folder for the length of one task."""
+
+    def __init__(self, target: Target, options, workdir):
+        self.target = target
+        self.options = options
+        self.workdir = workdir  # private (0700) temporary folder on the target
+        self.dir = self._project_dir(options.project_dir)
+        self.python = self._python(options.python)
+        self.env_values = self._load_env_file(options.env_file)
+        self.probe_path = posixpath.join(workdir, PROBE)
+        target.put_file(SCRIPTS / PROBE, self.probe_path)
+        self.env_json = posixpath.join(workdir, "env.json")
+        target.write_private(self.env_json, json.dumps(self.env_values))
+        self._settings = None
+
+    def _project_dir(self, path):
+        t = self.target
+        resolved = t.run(["sh", "-c", 'cd "$1" 2>/dev/null && pwd -P', "sh", path or "."], check=False).stdout.strip()
+        if not resolved:
+            raise RemigrateError(f"project folder {path} does not exist on {t.name}; pass --project-dir with the folder that holds manage.py")
+        if not t.exists(posixpath.join(resolved, "manage.py"), "-f"):
+            raise RemigrateError(f"no manage.py in {resolved} on {t.name}; pass --project-dir with the folder that holds manage.py")
+        return resolved
+
+    def _python(self, explicit):
+        t = self.target
+        if explicit:
+            path = explicit if posixpath.isabs(explicit) or "/" not in explicit else posixpath.join(self.dir, explicit)
+            if t.run(["sh", "-c", 'command -v "$1"', "sh", path], check=False).exited != 0:
+                raise RemigrateError(f"interpreter {explicit} not found on {t.name}; pass --python with the project's Python")
+            return path
+        for base in (self.dir, posixpath.dirname(self.dir)):
+            for venv in VENV_CANDIDATES:
+                candidate = posixpath.join(base, venv, "bin", "python")
+                if t.exists(candidate, "-x"):
+                    return candidate
+        return "python3" if t.remote else sys.executable
+
+    def _load_env_file(self, env_file):
+        if not env_file:
+            return {}
+        path = env_file if posixpath.isabs(env_file) else posixpath.join(self.dir, env_file)
+        if not self.target.exists(path, "-f"):
+            return {}
+        values = {k: v for k, v in dotenv_values(stream=io.StringIO(self.target.read_text(path))).items() if v is not None}
+        for key, value in values.items():
+            if any(word in key.upper() for word in ("PASSWORD", "SECRET", "TOKEN", "DATABASE_URL")):
+                Secrets.add(value)
+        return values
+
+    def probe(self, command, *args, what=None):
+        """Run a probe command in the project's interpreter; returns its JSON answer."""
+        argv = [self.python, self.probe_path, "--env-json", self.env_json]
+        if self.options.settings:
+            argv += ["--settings", self.options.settings]
+        argv += [command, *map(str, args)]
+        result = self.target.run(argv, cwd=self.dir, check=False)
+        for line in (result.stdout or "").splitlines():
+            if line.startswith("REMIGRATE-JSON: ") and result.exited == 0:
+                return json.loads(line[len("REMIGRATE-JSON: "):])
+            if line.startswith("REMIGRATE-ERROR: "):
+                raise RemigrateError(Secrets.scrub(line[len("REMIGRATE-ERROR: "):]))
+        if result.exited == 127 or "No such file" in (result.stderr or "") and self.python in (result.stderr or ""):
+            raise RemigrateError(f"cannot run {self.python} on {self.target.name}; pass --python with the project's interpreter")
+        raise CommandFailed(what or f"{command} in the project's interpreter", result)
+
+    @property
+    def settings(self):
+        if self._settings is None:
+            self._settings = self.probe("settings", what="reading the project's Django settings")
+            db = self._settings["database"]
+            Secrets.add(db.get("PASSWORD"), self._settings.get("environment", {}).get("DATABASE_URL"),
+                        self._settings.get("environment", {}).get("DB_PASSWORD"))
+        return self._settings
+
+    @property
+    def db(self) -> DbConfig:
+        return db_config_from_probe(self.settings, self.dir)
+
+    def own_apps(self):
+        """The project's own apps (code under the project folder) that have a migrations folder."""
+        return [a for a in self.settings["apps"] if a["in_project"] and a["migrations_dir"]]
+
+    def default_backup_dir(self):
+        return self.options.backup_dir or posixpath.join(self.dir, ".remigrate", "backups")
+
+
+@contextlib.contextmanager
+def open_project(c, options):
+    """The project on the task's target, with a private scratch folder removed afterwards."""
+    target = Target(c)
+    workdir = target.make_private_dir()
+    try:
+        yield Project(target, options, workdir)
+    finally:
+        target.remove_tree(workdir)

@@ -1,0 +1,98 @@
+"""The machine the work happens on: the laptop (invoke.Context) or a host (fabric.Connection).
+
+Every command goes through the task's context, so one code path serves `inv` and `fab -H`.
+Commands are argv lists quoted once here; environment values travel as `env K=V` words
+(never Fabric's env=, which it pastes unquoted) and never carry secrets: those go in 0600 files.
+"""
+import io
+import os
+import shlex
+import shutil
+
+from tasks.console import RemigrateError, Secrets
+
+
+def command_line(argv, env=None, cwd=None):
+    """One shell command line from an argv list, optional environment and working folder."""
+    words = list(argv)
+    if env:
+        words = ["env", *[f"{k}={v}" for k, v in sorted(env.items())], *words]
+    line = shlex.join(words)
+    if cwd:
+        line = f"cd {shlex.quote(str(cwd))} && {line}"
+    return line
+
+
+def group(*argvs):
+    """Several argv lists run one after the other (stopping at the first failure) as one producer."""
+    return "{ " + " && ".join(shlex.join(a) for a in argvs) + "; }"
+
+
+def pipeline(*parts, env=None, cwd=None):
+    """argv lists (or group()s) joined by pipes, run by bash with pipefail so no failure is hidden."""
+    script = " | ".join(p if isinstance(p, str) else shlex.join(p) for p in parts)
+    return command_line(["bash", "-o", "pipefail", "-c", script], env=env, cwd=cwd)
+
+
+class CommandFailed(RemigrateError):
+    def __init__(self, what, result):
+        self.exited = result.exited
+        self.stderr = Secrets.scrub(result.stderr or "")
+        self.stdout = Secrets.scrub(result.stdout or "")
+        lines = [ln for ln in (self.stderr or self.stdout).strip().splitlines() if ln.strip()]
+        detail = lines[-1] if lines else f"exit code {result.exited}"
+        super().__init__(f"{what} failed: {detail}")
+
+
+class Target:
+    """Run commands and move files on the laptop or on a host, through the task's context."""
+
+    def __init__(self, c):
+        self.c = c
+        self.remote = hasattr(c, "sftp") and hasattr(c, "host")
+        self.name = c.host if self.remote else "local"
+
+    def run(self, argv, *, env=None, cwd=None, what=None, check=True, timeout=None):
+        return self.shell(command_line(argv, env=env, cwd=cwd), what=what or argv[0], check=check, timeout=timeout)
+
+    def shell(self, line, *, what, check=True, timeout=None):
+        # in_stream=False: never forward our stdin (no hang in CI, no typed input leaking in).
+        result = self.c.run(line, hide=True, warn=True, in_stream=False, timeout=timeout)
+        if check and result.exited != 0:
+            raise CommandFailed(what, result)
+        return result
+
+    def exists(self, path, kind="-e"):
+        return self.run(["test", kind, str(path)], check=False).exited == 0
+
+    def make_private_dir(self):
+        return self.run(["mktemp", "-d", "-t", "remigrate.XXXXXXXX"], what="creating a private temporary folder").stdout.strip()
+
+    def remove_tree(self, path):
+        self.run(["rm", "-rf", "--", str(path)], check=False)
+
+    def read_text(self, path):
+        if self.remote:
+            buf = io.BytesIO()
+            self.c.get(str(path), buf)
+            return buf.getvalue().decode("utf-8")
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+
+    def write_private(self, path, text):
+        """Write a file readable by its owner only (created 0600, never world-readable for an instant)."""
+        data = text.encode("utf-8")
+        if self.remote:
+            # the private folder we upload into is 0700, so the file is never exposed
+            self.c.put(io.BytesIO(data), str(path))
+            self.run(["chmod", "600", str(path)])
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+
+    def put_file(self, local_path, remote_path):
+        if self.remote:
+            self.c.put(str(local_path), str(remote_path))
+        else:
+            shutil.copyfile(local_path, remote_path)
