@@ -1,0 +1,137 @@
+"""Fixtures: a clean environment, a real PostgreSQL cluster, scratch copies of the sample project,
+and a runner for the real `inv` command line."""
+import itertools
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from servers import pg_cluster, psycopg_admin  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "examples" / "igny8"
+PYTHON = sys.executable
+# A password that breaks naive quoting: URL, shell, pgpass and printf specials, and spaces.
+NASTY_PASSWORD = "p@ss:w/o#r%d $HOME `x` \\ 'q' \"dq\" end"
+HIDDEN_PREFIXES = ("DATABASE_URL", "DB_", "PG", "INVOKE_", "FABRIC_", "DJANGO_SETTINGS_MODULE")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch, tmp_path):
+    """Tests see only what they set: no developer DATABASE_URL, DB_*, PG*, INVOKE_*, FABRIC_*."""
+    for key in list(os.environ):
+        if key.startswith(HIDDEN_PREFIXES):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.invoke.yaml, ~/.pgpass of the developer
+    (tmp_path / "home").mkdir()
+
+
+@pytest.fixture(scope="session")
+def pg():
+    with pg_cluster() as cluster:
+        yield cluster
+
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class PgDb:
+    cluster: object
+    name: str
+    role: str
+    password: str
+
+    @property
+    def url(self):
+        return f"postgres://{quote(self.role, safe='')}:{quote(self.password, safe='')}@127.0.0.1:{self.cluster.port}/{self.name}"
+
+    def env(self):
+        return {"DATABASE_URL": self.url}
+
+    def connect(self):
+        import psycopg
+
+        return psycopg.connect(host="127.0.0.1", port=self.cluster.port, user=self.role, password=self.password,
+                               dbname=self.name, autocommit=True)
+
+
+@pytest.fixture
+def pg_db(pg):
+    n = next(_ids)
+    db = PgDb(pg, f"sample_{n}", f"app_{n}", NASTY_PASSWORD)
+    pg.create_app_database(db.name, db.role, db.password)
+    yield db
+    pg.drop_app_database(db.name, db.role)
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A scratch copy of the sample project."""
+    dest = tmp_path / "igny8"
+    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", ".remigrate", ".env"))
+    return dest
+
+
+def manage(project_dir, env, *args):
+    full = {**os.environ, **env}
+    out = subprocess.run([PYTHON, "manage.py", *args], cwd=project_dir, env=full, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def seed(project_dir, env, scale=1):
+    manage(project_dir, env, "migrate", "-v0")
+    manage(project_dir, env, "seed_sample", f"--scale={scale}")
+
+
+@pytest.fixture
+def sqlite_project(project):
+    env = {"DB_PATH": str(project / "db.sqlite3")}
+    seed(project, env)
+    return project, env
+
+
+@pytest.fixture
+def pg_project(project, pg_db):
+    env = pg_db.env()
+    seed(project, env)
+    return project, env, pg_db
+
+
+def run_inv(*args, env=None, cwd=REPO, timeout=300, stdin=subprocess.DEVNULL):
+    """The real command line: `python -m invoke ARGS` in the repository, no terminal."""
+    full = {**os.environ, **(env or {})}
+    return subprocess.run([PYTHON, "-m", "invoke", *args], cwd=cwd, env=full, capture_output=True, text=True,
+                          timeout=timeout, stdin=stdin)
+
+
+# ---------------------------------------------------------------- row snapshots
+
+def sqlite_rows(path):
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+        out = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
+        out["sqlite_sequence"] = sorted(conn.execute("SELECT * FROM sqlite_sequence").fetchall())
+        return out
+    finally:
+        conn.close()
+
+
+def pg_rows(db):
+    from psycopg import sql
+
+    with psycopg_admin(db.cluster, db.name) as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")]
+        out = {t: sorted(conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(t))).fetchall(), key=repr) for t in tables}
+        seqs = conn.execute("SELECT sequencename, last_value FROM pg_sequences WHERE schemaname='public'").fetchall()
+        out["<sequences>"] = sorted(seqs)
+        return out

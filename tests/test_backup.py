@@ -1,0 +1,144 @@
+"""Backup, list and restore against a real SQLite file and a real PostgreSQL server."""
+import json
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import pg_rows, run_inv, sqlite_rows
+
+from tasks.bundle import MANIFEST
+
+
+def bundles_in(folder):
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def only_bundle(folder):
+    found = bundles_in(folder)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def inv_ok(*args, env=None):
+    out = run_inv(*args, env=env)
+    assert out.returncode == 0, f"stdout:\n{out.stdout}\nstderr:\n{out.stderr}"
+    return out
+
+
+def damage_sqlite(path):
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DELETE FROM writer_content WHERE id % 2 = 0")
+        conn.execute("UPDATE planner_keyword SET phrase = 'changed'")
+        conn.execute("INSERT INTO system_setting (key, value) VALUES ('after.backup', '1')")
+        conn.execute("CREATE TABLE made_after_backup (id integer primary key)")
+        conn.execute("DROP TABLE igny8_site_blueprint_workflow_states")
+    conn.close()
+
+
+def damage_pg(db):
+    with db.connect() as conn:
+        conn.execute("DELETE FROM optimization_optimizationtask WHERE id % 2 = 0")
+        conn.execute("UPDATE planner_keyword SET phrase = 'changed'")
+        conn.execute("INSERT INTO system_setting (key, value) VALUES ('after.backup', '1')")
+        conn.execute("CREATE TABLE made_after_backup (id serial primary key, ref bigint REFERENCES writer_task(id))")
+        conn.execute("DROP TABLE igny8_site_blueprint_workflow_states")
+
+
+def test_sqlite_backup_then_restore_brings_back_every_row(sqlite_project, tmp_path):
+    project, env = sqlite_project
+    backups = tmp_path / "backups"
+    db = project / "db.sqlite3"
+    before = sqlite_rows(db)
+    inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(backups), env=env)
+    damage_sqlite(db)
+    assert sqlite_rows(db) != before
+    out = inv_ok("restore", "--project-dir", str(project), "--backup-dir", str(backups), "--yes", env=env)
+    assert "counts match" in out.stdout
+    assert sqlite_rows(db) == before
+
+
+def test_sqlite_backup_of_a_wal_database_keeps_uncheckpointed_rows(sqlite_project, tmp_path):
+    project, env = sqlite_project
+    db = project / "db.sqlite3"
+    writer = sqlite3.connect(db)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    with writer:
+        writer.execute("INSERT INTO system_setting (key, value) VALUES ('only.in.wal', '42')")
+    assert Path(f"{db}-wal").stat().st_size > 0
+    inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), env=env)
+    copy = only_bundle(tmp_path / "b") / "db.sqlite3"
+    rows = sqlite3.connect(copy).execute("SELECT value FROM system_setting WHERE key = 'only.in.wal'").fetchall()
+    writer.close()
+    assert rows == [("42",)]
+
+
+def test_postgres_backup_then_restore_brings_back_every_row_and_sequence(pg_project, tmp_path):
+    project, env, db = pg_project
+    backups = tmp_path / "backups"
+    before = pg_rows(db)
+    inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(backups), env=env)
+    damage_pg(db)
+    assert pg_rows(db) != before
+    out = inv_ok("restore", "--project-dir", str(project), "--backup-dir", str(backups), "--yes", env=env)
+    assert "counts match" in out.stdout
+    assert pg_rows(db) == before
+    # the state before the restore was saved too
+    kinds = sorted(json.loads((b / MANIFEST).read_text())["kind"] for b in bundles_in(backups))
+    assert kinds == ["backup", "pre-restore"]
+
+
+def test_inv_backup_restore_is_a_round_trip_with_shared_config(pg_project, tmp_path):
+    project, env, db = pg_project
+    before = pg_rows(db)
+    env = {**env, "INVOKE_REMIGRATE_PROJECT_DIR": str(project), "INVOKE_REMIGRATE_BACKUP_DIR": str(tmp_path / "b")}
+    out = inv_ok("backup", "restore", "--yes", "--no-safety-backup", env=env)
+    assert "verified" in out.stdout and "counts match" in out.stdout
+    assert pg_rows(db) == before
+    assert len(bundles_in(tmp_path / "b")) == 1
+
+
+def test_bundle_holds_manifest_dump_and_migrations_readable_by_owner_only(pg_project, tmp_path):
+    project, env, db = pg_project
+    inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), env=env)
+    bundle = only_bundle(tmp_path / "b")
+    assert sorted(p.name for p in bundle.iterdir()) == ["db.dump", "manifest.json", "migrations.tar.gz"]
+    for path in [bundle, *bundle.iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    assert manifest["engine"] == "postgresql"
+    assert manifest["database"]["properties"]["owner"] == db.role
+    assert manifest["database"]["tables"]["igny8_site_blueprint_workflow_states"] == 10
+    assert manifest["database"]["server_version"].startswith("15")
+    seqs = {(s["table"], s["column"]): s for s in manifest["database"]["sequences"]}
+    assert seqs[("planner_keyword", "id")]["high_water"] == 60  # deleted rows leave it above max(id)
+    assert seqs[("planner_contentidea", "id")]["sequence"] == "public.planner_idea_id_seq"  # renamed model
+    assert ["site_building", "0003_workflow_and_taxonomies"] in manifest["applied_migrations"]
+    assert "igny8_core/business/site_building/migrations/0003_workflow_and_taxonomies.py" in manifest["migrations_archive"]["files"]
+    assert "igny8_core/modules/system/migrations/default_settings.csv" in manifest["migrations_archive"]["files"]
+    assert set(manifest["files"]) == {"db.dump", "migrations.tar.gz"}
+
+
+def test_backups_lists_bundles_and_names_never_collide(sqlite_project, tmp_path):
+    project, env = sqlite_project
+    for _ in range(2):
+        inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), env=env)
+    assert len(bundles_in(tmp_path / "b")) == 2
+    out = inv_ok("backups", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), env=env)
+    assert out.stdout.count("verified") == 2 and "sqlite" in out.stdout
+
+
+def test_restore_by_name_picks_that_bundle(sqlite_project, tmp_path):
+    project, env = sqlite_project
+    db = project / "db.sqlite3"
+    first = sqlite_rows(db)
+    inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), env=env)
+    name = only_bundle(tmp_path / "b").name
+    damage_sqlite(db)
+    inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), env=env)
+    inv_ok("restore", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), "--backup", name, "--yes",
+           "--no-safety-backup", env=env)
+    assert sqlite_rows(db) == first
