@@ -67,7 +67,8 @@ def setup_django(explicit_settings):
     try:
         django.setup()
     except Exception as exc:  # the project's own settings failed: say so in one line
-        raise ProbeError(f"the project's settings failed to load: {type(exc).__name__}: {exc}")
+        raise ProbeError(f"the project's settings failed to load ({type(exc).__name__}: {exc}); "
+                         "check the settings and DATABASE_URL / DB_* variables")
     return django
 
 
@@ -102,10 +103,26 @@ def project_apps():
 
 
 def cmd_settings(opts):
-    django = setup_django(opts.settings)
-    from django.conf import settings
+    # The database settings are read before django.setup(), which imports the backend: an
+    # unsupported engine must be reported as such, not as a missing driver.
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module(opts.settings)
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        from django.conf import settings
 
-    db = dict(settings.DATABASES.get("default") or {})
+        db = dict(settings.DATABASES.get("default") or {})
+    except ImportError:
+        raise ProbeError(f"Django is not importable by {sys.executable}; pass --python with the project's interpreter")
+    except Exception as exc:
+        raise ProbeError(f"the project's settings failed to load ({type(exc).__name__}: {exc}); "
+                         "check the settings and DATABASE_URL / DB_* variables")
+    try:
+        django = setup_django(opts.settings)
+        apps, setup_error = project_apps(), None
+    except ProbeError as exc:
+        import django
+
+        apps, setup_error = [], str(exc)
     keep = ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS")
     database = {k: db.get(k) for k in keep}
     database["NAME"] = str(database["NAME"]) if database["NAME"] is not None else ""
@@ -118,7 +135,8 @@ def cmd_settings(opts):
         "database": database,
         "environment": {name: os.environ[name] for name in DB_ENV_NAMES if name in os.environ},
         "from_env_file": [name for name in FROM_ENV_FILE if name in DB_ENV_NAMES],
-        "apps": project_apps(),
+        "apps": apps,
+        "setup_error": setup_error and scrub(setup_error),
     }
 
 

@@ -15,6 +15,7 @@ import dj_database_url
 from dotenv import dotenv_values
 
 from tasks.console import RemigrateError, Secrets
+from tasks.engines import engine_name
 from tasks.target import CommandFailed, Target
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -167,6 +168,9 @@ class Project:
             db = self._settings["database"]
             Secrets.add(db.get("PASSWORD"), self._settings.get("environment", {}).get("DATABASE_URL"),
                         self._settings.get("environment", {}).get("DB_PASSWORD"))
+            if self._settings.get("setup_error"):
+                engine_name(str(db.get("ENGINE") or ""))  # an unsupported engine is the clearer message
+                raise RemigrateError(self._settings["setup_error"])
         return self._settings
 
     @property
