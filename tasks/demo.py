@@ -12,16 +12,19 @@ from tasks.base import resolve, task
 from tasks.console import Timer, ok, say, step
 from tasks.engines import engine_for
 from tasks.project import open_project
+from tasks.target import command_line
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "igny8"
-DB_VARS = ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_HOST", "DB_PORT", "DB_PATH")
+DB_VARS = ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_HOST", "DB_PORT", "DB_PATH",
+           "DJANGO_SETTINGS_MODULE")
 
 
 def scratch_copy(dest=None):
-    """Copy the sample project into a fresh folder (no database, no bundles in it yet)."""
+    """Copy the sample project into a fresh folder, with a .env that points at its own SQLite file."""
     folder = Path(dest) if dest else Path(tempfile.mkdtemp(prefix="remigrate-demo-"))
     target = folder / "igny8"
     shutil.copytree(SAMPLE, target, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", ".remigrate", ".env"))
+    (target / ".env").write_text(f"DB_PATH={target / 'db.sqlite3'}\n", encoding="utf-8")
     return target
 
 
@@ -29,30 +32,28 @@ def scratch_copy(dest=None):
 def demo(c, scale=1, scratch=None):
     """Run remigrate on a scratch copy of the sample project (SQLite), showing every phase."""
     total = Timer()
+    for var in DB_VARS:  # the demo must never reach a database of yours configured in the environment
+        os.environ.pop(var, None)
     step("Scratch copy of the sample project")
     project_dir = scratch_copy(scratch)
     say(f"    {project_dir}")
-    env = {k: v for k, v in os.environ.items() if k not in DB_VARS}
-    env["DB_PATH"] = str(project_dir / "db.sqlite3")
     local = Context()
-    manage = [sys.executable, "manage.py"]
+
+    def manage(*args):
+        line = command_line([sys.executable, "manage.py", *args], env={"DB_PATH": str(project_dir / "db.sqlite3")}, cwd=project_dir)
+        return local.run(line, hide=True, in_stream=False).stdout.strip()
+
     step("Creating and filling its SQLite database")
     timer = Timer()
-    with local.cd(str(project_dir)):
-        local.run(" ".join(manage + ["migrate", "-v0"]), env=env, hide=True, in_stream=False)
-        seeded = local.run(" ".join(manage + ["seed_sample", f"--scale={int(scale)}"]), env=env, hide=True, in_stream=False)
-    ok(f"{seeded.stdout.strip()} ({timer})")
-    os.environ.update({"DB_PATH": env["DB_PATH"]})
-    for var in DB_VARS:
-        if var != "DB_PATH":
-            os.environ.pop(var, None)
-    opts = resolve(c, project_dir=str(project_dir), python=sys.executable, backup_dir=str(project_dir.parent / "backups"))
+    manage("migrate", "-v0")
+    ok(f"{manage('seed_sample', f'--scale={int(scale)}')} ({timer})")
+    opts = resolve(c, project_dir=str(project_dir), python=sys.executable, settings="", env_file=".env",
+                   backup_dir=str(project_dir.parent / "backups"))
     with open_project(c, opts) as project:
         engine = engine_for(project)
         manifest, path = take_backup(project, engine, project.default_backup_dir())
-        step("Changing data after the backup (deleting every content row)")
-        with local.cd(str(project_dir)):
-            local.run(" ".join(manage + ["shell", "-c", "'from igny8_core.modules.writer.models import Content; print(Content.objects.all().delete()[0])'"]),
-                      env=env, hide=True, in_stream=False)
+        step("Changing the data after the backup")
+        deleted = manage("shell", "--verbosity=0", "-c", "from igny8_core.modules.writer.models import Content; print(Content.objects.all().delete()[0])")
+        ok(f"deleted {deleted} rows (every content row and what cascades from it)")
         restore_bundle(project, engine, manifest, path, yes=True, safety_backup_dir=None)
     ok(f"demo finished in {total}; the scratch copy stays at {project_dir}")

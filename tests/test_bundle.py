@@ -1,0 +1,41 @@
+"""Bundle names, file checks, count comparison and choice, as data."""
+import datetime as dt
+
+from tasks.bundle import bundle_name, check_files, compare_counts, pick_bundle
+
+WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+
+
+def test_names_are_timestamped_and_never_reuse_a_taken_one():
+    assert bundle_name("shop", WHEN) == "shop-20260102T030405Z"
+    assert bundle_name("/srv/app/db.sqlite3", WHEN) == "db-20260102T030405Z"
+    taken = {"shop-20260102T030405Z", ".shop-20260102T030405Z-2.partial"}
+    assert bundle_name("shop", WHEN, taken) == "shop-20260102T030405Z-3"
+    assert bundle_name("we/ird name;", WHEN).startswith("ird_name-")
+
+
+def test_file_checks_catch_missing_truncated_and_changed_files():
+    manifest = {"files": {"a": {"size": 3, "sha256": "x"}, "b": {"size": 3, "sha256": "y"}, "c": {"size": 1, "sha256": "z"}}}
+    problems = check_files(manifest, {"a": {"size": 2, "sha256": "x"}, "b": {"size": 3, "sha256": "other"}})
+    assert len(problems) == 3
+    assert any("truncated" in p for p in problems) and any("corrupted" in p for p in problems) and any("missing" in p for p in problems)
+    assert check_files(manifest, dict(manifest["files"])) == []
+
+
+def test_count_comparison_accepts_only_expected_differences():
+    rows, clean = compare_counts({"a": 1, "gone": 5}, {"a": 1, "new": 0}, expected_missing={"gone"}, expected_new={"new"})
+    assert clean and [r[3] for r in rows] == ["ok", "removed (expected)", "new (expected)"]
+    rows, clean = compare_counts({"a": 1, "b": 2}, {"a": 2})
+    assert not clean and [r[3] for r in rows] == ["MISMATCH", "MISSING"]
+
+
+def test_newest_verified_bundle_is_picked_and_partials_never():
+    bundles = [
+        {"name": "db-1", "manifest": {"created_at": "2026-01-01T00:00:00+00:00"}},
+        {"name": "db-2", "manifest": {"created_at": "2026-01-02T00:00:00+00:00"}},
+        {"name": ".db-3.partial", "manifest": {"created_at": "2026-01-03T00:00:00+00:00"}},
+        {"name": "db-4", "manifest": None},
+    ]
+    assert pick_bundle(bundles)["name"] == "db-2"
+    assert pick_bundle(bundles, "/some/where/db-1/")["name"] == "db-1"
+    assert pick_bundle(bundles, "db-4") is None

@@ -1,0 +1,55 @@
+"""Engine facts as data: connection flags, password files, error explanations, versions."""
+import pytest
+
+from tasks.console import RemigrateError
+from tasks.engines import drop_statements, engine_name, explain_pg_error, parse_tool_version, pg_conn_args, pg_env, pgpass_line
+from tasks.project import DbConfig
+
+DB = DbConfig(engine="django.db.backends.postgresql", name="shop", user="app", password="s3cret", host="db.internal", port="5433",
+              options={"sslmode": "require"})
+
+
+def test_connection_flags_never_prompt_and_never_carry_the_password():
+    args = pg_conn_args(DB)
+    assert args[0] == "-w"
+    assert args[1:] == ["--host=db.internal", "--port=5433", "--username=app", "--dbname=shop"]
+    assert "s3cret" not in " ".join(args)
+    assert pg_conn_args(DB, dbname="postgres")[-1] == "--dbname=postgres"
+
+
+def test_environment_maps_options_and_points_at_the_password_file_only():
+    env = pg_env(DB, "/tmp/x/pgpass")
+    assert env["PGSSLMODE"] == "require" and env["PGPASSFILE"] == "/tmp/x/pgpass"
+    assert "s3cret" not in repr(env) and "PGPASSWORD" not in env
+
+
+def test_pgpass_escapes_colon_and_backslash():
+    assert pgpass_line("a:b", "p:w\\d") == "*:*:*:a\\:b:p\\:w\\\\d\n"
+
+
+def test_tool_versions_are_parsed():
+    assert parse_tool_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)") == (15, 18)
+    assert parse_tool_version("psql (PostgreSQL) 17beta1") == (17, 0)
+    assert parse_tool_version("bash: pg_dump: command not found") is None
+
+
+@pytest.mark.parametrize("stderr, expect", [
+    ('FATAL:  password authentication failed for user "app"', "password authentication failed for user 'app'"),
+    ("fe_sendauth: no password supplied", "wants a password"),
+    ('FATAL:  database "shop" does not exist', "database 'shop' does not exist"),
+    ("connection to server at \"db.internal\", port 5433 failed: Connection refused", "cannot reach PostgreSQL at db.internal:5433"),
+])
+def test_connection_errors_are_explained(stderr, expect):
+    assert expect in explain_pg_error(stderr, DB)
+
+
+def test_unknown_engine_lists_the_supported_ones():
+    with pytest.raises(RemigrateError, match="supported engines: .*postgresql.*sqlite3"):
+        engine_name("django.db.backends.oracle")
+    assert engine_name("django.db.backends.postgresql") == "postgresql"
+
+
+def test_drop_statements_quote_identifiers():
+    sql = drop_statements([{"schema": "public", "name": 'we"ird; name', "kind": "r"}, {"schema": "s", "name": "v", "kind": "v"}])
+    assert 'DROP TABLE IF EXISTS "public"."we""ird; name" CASCADE;' in sql
+    assert 'DROP VIEW IF EXISTS "s"."v" CASCADE;' in sql

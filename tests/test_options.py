@@ -1,0 +1,23 @@
+"""Override order of the shared options: flag, then config, then code default."""
+from tasks.options import DEFAULTS, resolve
+
+
+def test_code_default_when_nothing_is_set():
+    assert resolve({}).project_dir == DEFAULTS["project_dir"] == "."
+
+
+def test_config_wins_over_code_default():
+    assert resolve({"project_dir": "/srv/app"}).project_dir == "/srv/app"
+
+
+def test_flag_wins_over_config():
+    assert resolve({"project_dir": "/srv/app"}, project_dir="/tmp/x").project_dir == "/tmp/x"
+
+
+def test_flag_left_unset_does_not_hide_config():
+    assert resolve({"backup_dir": "/b"}, backup_dir=None).backup_dir == "/b"
+
+
+def test_unknown_config_keys_are_ignored_and_values_become_strings():
+    opts = resolve({"nonsense": 1, "python": None}, project_dir=3)
+    assert opts.project_dir == "3" and opts.python == ""
