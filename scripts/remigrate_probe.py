@@ -57,17 +57,34 @@ def settings_module(explicit):
     raise ProbeError("manage.py does not set DJANGO_SETTINGS_MODULE; pass --settings")
 
 
-def setup_django(explicit_settings):
+def load_settings(explicit_settings):
+    """Django's settings without django.setup(): the database part needs no backend import."""
     os.environ["DJANGO_SETTINGS_MODULE"] = settings_module(explicit_settings)
-    sys.path.insert(0, str(Path.cwd()))
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
     try:
-        import django
-    except ImportError:
-        raise ProbeError(f"Django is not importable by {sys.executable}; pass --python with the project's interpreter")
-    try:
-        django.setup()
+        from django.conf import settings
+
+        settings.DATABASES  # noqa: B018  (loads the settings module)
+    except ImportError as exc:
+        if getattr(exc, "name", "") == "django":
+            raise ProbeError(f"Django is not importable by {sys.executable}; pass --python with the project's interpreter")
+        raise ProbeError(f"the project's settings failed to load ({type(exc).__name__}: {exc}); "
+                         "check the settings and DATABASE_URL / DB_* variables")
     except Exception as exc:  # the project's own settings failed: say so in one line
         raise ProbeError(f"the project's settings failed to load ({type(exc).__name__}: {exc}); "
+                         "check the settings and DATABASE_URL / DB_* variables")
+    return settings
+
+
+def setup_django(explicit_settings):
+    load_settings(explicit_settings)
+    import django
+
+    try:
+        django.setup()
+    except Exception as exc:
+        raise ProbeError(f"the project's apps failed to load ({type(exc).__name__}: {exc}); "
                          "check the settings and DATABASE_URL / DB_* variables")
     return django
 
@@ -105,23 +122,13 @@ def project_apps():
 def cmd_settings(opts):
     # The database settings are read before django.setup(), which imports the backend: an
     # unsupported engine must be reported as such, not as a missing driver.
-    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module(opts.settings)
-    sys.path.insert(0, str(Path.cwd()))
-    try:
-        from django.conf import settings
+    db = dict(load_settings(opts.settings).DATABASES.get("default") or {})
+    import django
 
-        db = dict(settings.DATABASES.get("default") or {})
-    except ImportError:
-        raise ProbeError(f"Django is not importable by {sys.executable}; pass --python with the project's interpreter")
-    except Exception as exc:
-        raise ProbeError(f"the project's settings failed to load ({type(exc).__name__}: {exc}); "
-                         "check the settings and DATABASE_URL / DB_* variables")
     try:
-        django = setup_django(opts.settings)
+        setup_django(opts.settings)
         apps, setup_error = project_apps(), None
     except ProbeError as exc:
-        import django
-
         apps, setup_error = [], str(exc)
     keep = ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS")
     database = {k: db.get(k) for k in keep}
@@ -261,9 +268,12 @@ def integrity(conn):
         raise ProbeError("SQLite integrity_check failed: " + "; ".join(rows[:3]))
 
 
-def file_stats(path):
+def file_stats(path, check=False):
+    """Stats of a SQLite file; with check, its integrity_check must pass first."""
     conn = open_ro(path)
     try:
+        if check:
+            integrity(conn)
         stats = sqlite_stats(conn)
         stats["applied_migrations"] = applied_migrations(conn.cursor(), sqlite_quote)
         return stats
@@ -287,19 +297,7 @@ def cmd_sqlite_backup(opts):
     finally:
         os.umask(old)
         source.close()
-    return cmd_sqlite_verify(argparse.Namespace(args=[dst]))
-
-
-def cmd_sqlite_verify(opts):
-    (path,) = opts.args
-    conn = open_ro(path)
-    try:
-        integrity(conn)
-        stats = sqlite_stats(conn)
-        stats["applied_migrations"] = applied_migrations(conn.cursor(), sqlite_quote)
-        return stats
-    finally:
-        conn.close()
+    return file_stats(dst, check=True)
 
 
 def cmd_sqlite_restore(opts):
@@ -313,7 +311,7 @@ def cmd_sqlite_restore(opts):
     finally:
         target.close()
         source.close()
-    return cmd_sqlite_verify(argparse.Namespace(args=[dst]))
+    return file_stats(dst, check=True)
 
 
 # ---------------------------------------------------------------- files
@@ -397,7 +395,7 @@ COMMANDS = {
     "settings": cmd_settings,
     "stats": cmd_stats,
     "sqlite-backup": cmd_sqlite_backup,
-    "sqlite-verify": cmd_sqlite_verify,
+    "sqlite-verify": lambda opts: file_stats(opts.args[0], check=True),
     "sqlite-restore": cmd_sqlite_restore,
     "checksum": cmd_checksum,
     "prepare-dir": cmd_prepare_dir,

@@ -135,3 +135,50 @@ def pg_rows(db):
         seqs = conn.execute("SELECT sequencename, last_value FROM pg_sequences WHERE schemaname='public'").fetchall()
         out["<sequences>"] = sorted(seqs)
         return out
+
+
+@dataclass
+class EngineCase:
+    """A seeded sample project on one engine, with how to read and damage its rows."""
+
+    engine: str
+    project: Path
+    env: dict
+    rows: object
+    execute: object
+
+    def damage(self, statements):
+        self.execute(statements)
+
+
+def _sqlite_execute(path):
+    def run(statements):
+        conn = sqlite3.connect(path)
+        with conn:
+            for statement in statements:
+                conn.execute(statement)
+        conn.close()
+
+    return run
+
+
+def _pg_execute(db):
+    def run(statements):
+        with db.connect() as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+    return run
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def seeded(request, project):
+    """The same test on every engine: the sample project seeded on SQLite, then on PostgreSQL."""
+    if request.param == "sqlite":
+        path = project / "db.sqlite3"
+        env = {"DB_PATH": str(path)}
+        seed(project, env)
+        return EngineCase("sqlite", project, env, lambda: sqlite_rows(path), _sqlite_execute(path))
+    db = request.getfixturevalue("pg_db")
+    seed(project, db.env())
+    return EngineCase("postgresql", project, db.env(), lambda: pg_rows(db), _pg_execute(db))

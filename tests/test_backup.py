@@ -27,37 +27,34 @@ def inv_ok(*args, env=None):
     return out
 
 
-def damage_sqlite(path):
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute("DELETE FROM writer_content WHERE id % 2 = 0")
-        conn.execute("UPDATE planner_keyword SET phrase = 'changed'")
-        conn.execute("INSERT INTO system_setting (key, value) VALUES ('after.backup', '1')")
-        conn.execute("CREATE TABLE made_after_backup (id integer primary key)")
-        conn.execute("DROP TABLE igny8_site_blueprint_workflow_states")
-    conn.close()
+# Deleted, changed and new rows, a table made and a table dropped after the backup.
+DAMAGE = [
+    "DELETE FROM optimization_optimizationtask WHERE id % 2 = 0",
+    "UPDATE planner_keyword SET phrase = 'changed'",
+    "INSERT INTO system_setting (key, value) VALUES ('after.backup', '1')",
+    "CREATE TABLE made_after_backup (id integer primary key, ref bigint REFERENCES writer_task(id))",
+    "DROP TABLE igny8_site_blueprint_workflow_states",
+]
 
 
 def damage_pg(db):
     with db.connect() as conn:
-        conn.execute("DELETE FROM optimization_optimizationtask WHERE id % 2 = 0")
-        conn.execute("UPDATE planner_keyword SET phrase = 'changed'")
-        conn.execute("INSERT INTO system_setting (key, value) VALUES ('after.backup', '1')")
-        conn.execute("CREATE TABLE made_after_backup (id serial primary key, ref bigint REFERENCES writer_task(id))")
-        conn.execute("DROP TABLE igny8_site_blueprint_workflow_states")
+        for statement in DAMAGE:
+            conn.execute(statement)
 
 
-def test_sqlite_backup_then_restore_brings_back_every_row(sqlite_project, tmp_path):
-    project, env = sqlite_project
+def test_backup_then_restore_brings_back_every_row_and_sequence(seeded, tmp_path):
     backups = tmp_path / "backups"
-    db = project / "db.sqlite3"
-    before = sqlite_rows(db)
-    inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(backups), env=env)
-    damage_sqlite(db)
-    assert sqlite_rows(db) != before
-    out = inv_ok("restore", "--project-dir", str(project), "--backup-dir", str(backups), "--yes", env=env)
+    before = seeded.rows()
+    inv_ok("backup", "--project-dir", str(seeded.project), "--backup-dir", str(backups), env=seeded.env)
+    seeded.damage(DAMAGE)
+    assert seeded.rows() != before
+    out = inv_ok("restore", "--project-dir", str(seeded.project), "--backup-dir", str(backups), "--yes", env=seeded.env)
     assert "counts match" in out.stdout
-    assert sqlite_rows(db) == before
+    assert seeded.rows() == before
+    # the state before the restore was saved too
+    kinds = sorted(json.loads((b / MANIFEST).read_text())["kind"] for b in bundles_in(backups))
+    assert kinds == ["backup", "pre-restore"]
 
 
 def test_sqlite_backup_of_a_wal_database_keeps_uncheckpointed_rows(sqlite_project, tmp_path):
@@ -74,21 +71,6 @@ def test_sqlite_backup_of_a_wal_database_keeps_uncheckpointed_rows(sqlite_projec
     rows = sqlite3.connect(copy).execute("SELECT value FROM system_setting WHERE key = 'only.in.wal'").fetchall()
     writer.close()
     assert rows == [("42",)]
-
-
-def test_postgres_backup_then_restore_brings_back_every_row_and_sequence(pg_project, tmp_path):
-    project, env, db = pg_project
-    backups = tmp_path / "backups"
-    before = pg_rows(db)
-    inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(backups), env=env)
-    damage_pg(db)
-    assert pg_rows(db) != before
-    out = inv_ok("restore", "--project-dir", str(project), "--backup-dir", str(backups), "--yes", env=env)
-    assert "counts match" in out.stdout
-    assert pg_rows(db) == before
-    # the state before the restore was saved too
-    kinds = sorted(json.loads((b / MANIFEST).read_text())["kind"] for b in bundles_in(backups))
-    assert kinds == ["backup", "pre-restore"]
 
 
 def test_inv_backup_restore_is_a_round_trip_with_shared_config(pg_project, tmp_path):
@@ -131,14 +113,12 @@ def test_backups_lists_bundles_and_names_never_collide(sqlite_project, tmp_path)
     assert out.stdout.count("verified") == 2 and "sqlite" in out.stdout
 
 
-def test_restore_by_name_picks_that_bundle(sqlite_project, tmp_path):
-    project, env = sqlite_project
-    db = project / "db.sqlite3"
-    first = sqlite_rows(db)
-    inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), env=env)
+def test_restore_by_name_picks_that_bundle(seeded, tmp_path):
+    common = ["--project-dir", str(seeded.project), "--backup-dir", str(tmp_path / "b")]
+    first = seeded.rows()
+    inv_ok("backup", *common, env=seeded.env)
     name = only_bundle(tmp_path / "b").name
-    damage_sqlite(db)
-    inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), env=env)
-    inv_ok("restore", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), "--backup", name, "--yes",
-           "--no-safety-backup", env=env)
-    assert sqlite_rows(db) == first
+    seeded.damage(DAMAGE)
+    inv_ok("backup", *common, env=seeded.env)
+    inv_ok("restore", *common, "--backup", name, "--yes", "--no-safety-backup", env=seeded.env)
+    assert seeded.rows() == first
