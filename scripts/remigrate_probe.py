@@ -26,6 +26,7 @@ ERR = "REMIGRATE-ERROR: "
 DB_ENV_NAMES = ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_HOST", "DB_PORT", "DB_PATH")
 
 
+DB_NAME_OVERRIDE = None  # --db-name
 FROM_ENV_FILE = []  # names set from the project's .env (the environment wins over it)
 
 
@@ -66,6 +67,8 @@ def load_settings(explicit_settings):
         from django.conf import settings
 
         settings.DATABASES  # noqa: B018  (loads the settings module)
+        if DB_NAME_OVERRIDE:  # work on a database beside the live one (a new SQLite file, a scratch copy)
+            settings.DATABASES["default"]["NAME"] = DB_NAME_OVERRIDE
     except ImportError as exc:
         if getattr(exc, "name", "") == "django":
             raise ProbeError(f"Django is not importable by {sys.executable}; pass --python with the project's interpreter")
@@ -167,14 +170,14 @@ def pg_stats(cursor):
     # Names are quoted by the server (quote_ident), never by string pasting here.
     user_schemas = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
     cursor.execute(
-        "SELECT n.nspname, c.relname, c.relkind, quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
+        "SELECT n.nspname, c.relname, c.relkind, quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_userbyid(c.relowner)"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         f" WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {user_schemas} ORDER BY 1, 2"
     )
     relations, tables = [], {}
-    for schema, rel, kind, quoted in cursor.fetchall():
+    for schema, rel, kind, quoted, owner in cursor.fetchall():
         key = rel if schema == "public" else f"{schema}.{rel}"
-        relations.append({"schema": schema, "name": rel, "kind": kind})
+        relations.append({"schema": schema, "name": rel, "kind": kind, "owner": owner})
         if kind in ("r", "p"):
             tables[key] = quoted
     counts = {}
@@ -391,6 +394,225 @@ def cmd_finalize_bundle(opts):
     return {"path": str(final)}
 
 
+# ---------------------------------------------------------------- reset planning
+
+PLAIN_OPS_MODULE = "django.db.migrations.operations"
+
+
+def special_operations(operations):
+    """Operations that makemigrations will not write again: code, SQL, extensions, custom ones."""
+    for op in operations:
+        kind = type(op).__name__
+        if kind == "SeparateDatabaseAndState":
+            yield kind, f"{len(op.database_operations)} database / {len(op.state_operations)} state operations"
+            yield from special_operations(op.database_operations)
+        elif kind == "RunSQL":
+            text = op.sql if isinstance(op.sql, str) else "; ".join(str(s) for s in op.sql)
+            yield kind, " ".join(text.split())[:100]
+        elif kind == "RunPython":
+            yield kind, f"{getattr(op.code, '__module__', '?')}.{getattr(op.code, '__qualname__', '?')}"
+        elif not type(op).__module__.startswith(PLAIN_OPS_MODULE):
+            yield kind, f"{type(op).__module__}.{kind} {getattr(op, 'name', '')}".strip()
+
+
+def model_tables(model):
+    """The table of a model and of its auto-created many-to-many tables."""
+    tables = [model._meta.db_table]
+    for f in model._meta.local_many_to_many:
+        if f.remote_field.through._meta.auto_created:
+            tables.append(f.m2m_db_table())
+    return tables
+
+
+def cmd_plan(opts):
+    """What a reset would touch: migration files, removed models' tables, special operations."""
+    setup_django(opts.settings)
+    from django.apps import apps
+    from django.db.migrations.loader import MigrationLoader
+
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    own = [a for a in project_apps() if a["in_project"] and a["migrations_dir"]]
+    own_labels = {a["label"] for a in own}
+    for app in own:
+        names = sorted(name for (label, name) in loader.disk_migrations if label == app["label"])
+        app["migration_files"] = [f"{name}.py" for name in names]
+        folder = Path(app["migrations_dir"])
+        app["other_files"] = sorted(
+            str(p.relative_to(folder)) for p in folder.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.name != "__init__.py" and p.name not in app["migration_files"]
+        )
+    special = []
+    for (label, name), migration in sorted(loader.disk_migrations.items()):
+        if label in own_labels:
+            for kind, detail in special_operations(migration.operations):
+                special.append({"app": label, "migration": name, "operation": kind, "detail": detail})
+    state = loader.project_state()
+    removals = {}
+    for spec in opts.args:
+        label, _, model_name = spec.partition(".")
+        key = (label, model_name.lower())
+        if key not in state.models:
+            raise ProbeError(f"--remove-model {spec}: no model of that name in the migration history of app {label!r}")
+        try:
+            apps.get_model(label, model_name)
+            raise ProbeError(f"--remove-model {spec}: the model still exists in the code; delete its class first")
+        except LookupError:
+            pass
+        historic = state.apps.get_model(label, model_name)
+        removals[spec] = {"app": label, "model": state.models[key].name, "tables": model_tables(historic)}
+    current = sorted({t for m in apps.get_models(include_auto_created=True) if m._meta.managed and not m._meta.proxy
+                      for t in [m._meta.db_table]})
+    history = sorted(f"{label}.{model.name}" for (label, _), model in state.models.items())
+    return {"apps": own, "special_operations": special, "removals": removals, "model_tables": current,
+            "history_models": history}
+
+
+def cmd_schema_check(opts):
+    """Differences between the live tables and the current models that a data load cannot absorb."""
+    setup_django(opts.settings)
+    from django.apps import apps
+    from django.db import connection
+
+    problems = []
+    with connection.cursor() as cursor:
+        existing = set(connection.introspection.table_names(cursor))
+        for model in apps.get_models(include_auto_created=True):
+            meta = model._meta
+            if not meta.managed or meta.proxy:
+                continue
+            if meta.db_table not in existing:
+                problems.append(f"new table {meta.db_table} (model {meta.label}) has no migration yet")
+                continue
+            live = {c.name: c for c in connection.introspection.get_table_description(cursor, meta.db_table)}
+            fields = {f.column: f for f in meta.local_concrete_fields}
+            for column, f in fields.items():
+                if column not in live:
+                    problems.append(f"new column {meta.db_table}.{column} ({meta.label}.{f.name}) has no migration yet")
+                elif bool(live[column].null_ok) != bool(f.null) and not f.primary_key:
+                    problems.append(f"column {meta.db_table}.{column} is {'NULL' if live[column].null_ok else 'NOT NULL'} "
+                                    f"in the database but {'NULL' if f.null else 'NOT NULL'} in the model")
+            for column in sorted(set(live) - set(fields)):
+                problems.append(f"column {meta.db_table}.{column} is in the database but no longer in model {meta.label} "
+                                "(its data would be lost)")
+    return {"problems": problems}
+
+
+def cmd_manage(opts):
+    """Run a management command in this process (so the .env values reach it); capture its output."""
+    import io
+
+    setup_django(opts.settings)
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command(*opts.args, stdout=out, stderr=err)
+    except CommandError as exc:
+        raise ProbeError(f"manage.py {' '.join(opts.args)}: {exc}")
+    except SystemExit as exc:  # --check commands exit non-zero to say "changes pending"
+        return {"output": out.getvalue(), "errors": err.getvalue(), "exit": exc.code or 0}
+    return {"output": out.getvalue(), "errors": err.getvalue(), "exit": 0}
+
+
+def cmd_sqlite_load(opts):
+    """Copy the rows of an old SQLite file into a freshly migrated one, ids and sequences kept.
+
+    Tables present in both are emptied in the new file and filled with the old rows (common
+    columns), except django_migrations and the --skip tables; one transaction, foreign keys
+    checked once at the end.
+    """
+    new, old, *skip = opts.args
+    skip = set(skip) | {"django_migrations"}
+    conn = sqlite3.connect(new, isolation_level=None)
+    try:
+        conn.execute("PRAGMA foreign_keys = OFF")  # must be set outside a transaction
+        conn.execute("ATTACH DATABASE ? AS old", (f"file:{Path(old).resolve()}?mode=ro",))
+        conn.execute("BEGIN IMMEDIATE")
+        new_tables = [r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")]
+        old_tables = {r[0] for r in conn.execute("SELECT name FROM old.sqlite_master WHERE type='table'")}
+        loaded = {}
+        for table in new_tables:
+            if table in skip or table not in old_tables:
+                continue
+            q = sqlite_quote(table)
+            new_cols = [r[1] for r in conn.execute(f"PRAGMA main.table_info({q})")]
+            old_cols = {r[1] for r in conn.execute(f"PRAGMA old.table_info({q})")}
+            cols = ", ".join(sqlite_quote(c) for c in new_cols if c in old_cols)
+            conn.execute(f"DELETE FROM main.{q}")
+            conn.execute(f"INSERT INTO main.{q} ({cols}) SELECT {cols} FROM old.{q}")
+            loaded[table] = conn.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
+        if conn.execute("SELECT 1 FROM old.sqlite_master WHERE name='sqlite_sequence'").fetchone():
+            for name, seq in conn.execute("SELECT name, seq FROM old.sqlite_sequence").fetchall():
+                if name in loaded:  # AUTOINCREMENT high-water marks survive, so ids are never reused
+                    conn.execute("DELETE FROM main.sqlite_sequence WHERE name = ?", (name,))
+                    conn.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES (?, ?)", (name, seq))
+        bad = conn.execute("PRAGMA main.foreign_key_check").fetchall()
+        if bad:
+            conn.execute("ROLLBACK")
+            raise ProbeError(f"the loaded data has {len(bad)} broken references, e.g. {bad[0]}; nothing was loaded")
+        conn.execute("COMMIT")
+        conn.execute("DETACH DATABASE old")
+        integrity(conn)
+    finally:
+        conn.close()
+    return {"loaded": loaded}
+
+
+def cmd_sqlite_swap(opts):
+    """Replace the live SQLite file by the new one atomically, with no stale -wal/-shm beside it."""
+    new, live = opts.args
+    if Path(live).exists():
+        conn = sqlite3.connect(live)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode=DELETE")  # removes the live file's -wal and -shm
+        finally:
+            conn.close()
+    for suffix in ("-wal", "-shm", "-journal"):
+        if Path(live + suffix).exists():
+            raise ProbeError(f"{live}{suffix} is still there (is the application running?); stop it and retry")
+    os.replace(new, live)
+    return {"path": live}
+
+
+def cmd_lock(opts):
+    """Take the lock file of a database exclusively; say who holds it if taken."""
+    path, info = opts.args[0], opts.args[1]
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            existing = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            existing = {}
+        return {"taken": False, "holder": existing}
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(info)
+    return {"taken": True}
+
+
+def cmd_restore_migrations(opts):
+    """Make the migrations folders exactly what the archive holds: extra files go, archived ones
+    come back byte for byte."""
+    archive, *folders = opts.args
+    root = Path.cwd().resolve()
+    with tarfile.open(archive, "r:gz") as tar:
+        members = tar.getmembers()
+        names = {m.name for m in members}
+        removed = []
+        for folder in folders:
+            for path in sorted(Path(folder).rglob("*"), reverse=True):
+                rel = str(path.resolve().relative_to(root))
+                if path.is_dir() and path.name == "__pycache__":
+                    shutil.rmtree(path)
+                elif path.is_file() and rel not in names:
+                    path.unlink()
+                    removed.append(rel)
+        tar.extractall(root, members=members, filter="data")
+    return {"restored": sorted(names), "removed": removed}
+
+
 COMMANDS = {
     "settings": cmd_settings,
     "stats": cmd_stats,
@@ -402,6 +624,13 @@ COMMANDS = {
     "archive-migrations": cmd_archive_migrations,
     "file-stats": lambda opts: file_stats(opts.args[0]),
     "list-bundles": cmd_list_bundles,
+    "plan": cmd_plan,
+    "lock": cmd_lock,
+    "restore-migrations": cmd_restore_migrations,
+    "schema-check": cmd_schema_check,
+    "manage": cmd_manage,
+    "sqlite-load": cmd_sqlite_load,
+    "sqlite-swap": cmd_sqlite_swap,
     "finalize-bundle": cmd_finalize_bundle,
 }
 
@@ -424,9 +653,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-json", help="JSON object of variables from the project's .env (the environment wins)")
     parser.add_argument("--settings", help="Django settings module")
+    parser.add_argument("--db-name", help="use this database NAME instead of the settings' one")
     parser.add_argument("command", choices=sorted(COMMANDS))
-    parser.add_argument("args", nargs="*")
+    parser.add_argument("args", nargs=argparse.REMAINDER)
     opts = parser.parse_args(argv)
+    global DB_NAME_OVERRIDE
+    DB_NAME_OVERRIDE = opts.db_name
     if opts.env_json:
         with open(opts.env_json, encoding="utf-8") as fh:
             for key, value in json.load(fh).items():

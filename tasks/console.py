@@ -102,5 +102,9 @@ class Timer:
     def __init__(self):
         self.start = time.monotonic()
 
+    @property
+    def seconds(self):
+        return time.monotonic() - self.start
+
     def __str__(self):
-        return f"{time.monotonic() - self.start:.1f} s"
+        return f"{self.seconds:.1f} s"

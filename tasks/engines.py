@@ -4,6 +4,7 @@ preflight(), stats(), size_estimate(), dump(path), verify_dump(path), restore(pa
 
 The command builders and error explanations are plain functions, tested without a server.
 """
+import json
 import posixpath
 import re
 
@@ -89,6 +90,91 @@ def drop_statements(relations):
     """DROP statements for relations that exist now but not in the backup."""
     kinds = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE", "f": "FOREIGN TABLE"}
     return "".join(f"DROP {kinds[r['kind']]} IF EXISTS {pg_identifier(r['schema'], r['name'])} CASCADE;\n" for r in relations)
+
+
+def filter_toc(listing, keep):
+    """The archive's table-of-contents lines to load: the TABLE DATA of the `keep` tables
+    ((schema, name, owner) read from the catalog, matched as whole entries since the listing
+    prints names unquoted) and large objects. Sequences are set afterwards by (table, column)."""
+    wanted = {f"TABLE DATA {schema} {name} {owner}" for schema, name, owner in keep}
+    out = []
+    for line in listing.splitlines():
+        if not line or line.startswith(";"):
+            continue
+        head, sep, entry = line.partition("; ")
+        parts = entry.split(" ", 2)
+        if not sep or len(parts) < 3:
+            continue
+        desc = parts[2]  # after "<table oid> <oid> "
+        if desc in wanted or desc.startswith(("BLOBS ", "BLOB DATA ", "LARGE OBJECT ")):
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def database_statements(create_script):
+    """CREATE DATABASE and the database-level settings, owner, grants and comment from the
+    output of `pg_restore --create --schema-only`, one statement a line."""
+    keep = ("CREATE DATABASE ", "ALTER DATABASE ", "COMMENT ON DATABASE ")
+    out = []
+    for line in create_script.splitlines():
+        if line.startswith(keep) or (line.startswith(("GRANT ", "REVOKE ")) and " ON DATABASE " in line):
+            out.append(line)
+    return out
+
+
+LOAD_PRE_SQL = """\
+-- Empty every table the fresh migrate filled (content types, permissions...), so the old rows
+-- come back with their ids; django_migrations keeps the new history. User triggers stay off.
+DO $$
+DECLARE t text;
+BEGIN
+  SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') INTO t FROM pg_tables
+   WHERE schemaname NOT IN ('pg_catalog', 'information_schema') AND NOT (schemaname = 'public' AND tablename = 'django_migrations');
+  IF t IS NOT NULL THEN EXECUTE 'TRUNCATE ' || t; END IF;
+  FOR t IN SELECT DISTINCT format('%I.%I', n.nspname, c.relname) FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT g.tgisinternal LOOP
+    EXECUTE 'ALTER TABLE ' || t || ' DISABLE TRIGGER USER';
+  END LOOP;
+END $$;
+"""
+
+
+def load_post_sql(high_waters):
+    """Triggers back on; every sequence set by (table, column) to the greater of max(column) and
+    the old high-water mark, so no id is ever reused (a renamed model's old sequence name is moot)."""
+    rows = ",\n  ".join(
+        f"({sql.Literal(t).as_string(None)}, {sql.Literal(c).as_string(None)}, {int(h)})" for (t, c), h in sorted(high_waters.items())
+    ) or "(NULL, NULL, NULL)"
+    return f"""\
+DO $$
+DECLARE t text;
+BEGIN
+  FOR t IN SELECT DISTINCT format('%I.%I', n.nspname, c.relname) FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT g.tgisinternal LOOP
+    EXECUTE 'ALTER TABLE ' || t || ' ENABLE TRIGGER USER';
+  END LOOP;
+END $$;
+CREATE TEMP TABLE remigrate_high_water (tbl text, col text, hw bigint);
+INSERT INTO remigrate_high_water VALUES
+  {rows};
+DO $$
+DECLARE r record; top bigint; old bigint;
+BEGIN
+  FOR r IN SELECT n.nspname, c.relname, a.attname,
+                  pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname) AS seq
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema') LOOP
+    CONTINUE WHEN r.seq IS NULL;
+    EXECUTE format('SELECT max(%I)::bigint FROM %I.%I', r.attname, r.nspname, r.relname) INTO top;
+    SELECT hw INTO old FROM remigrate_high_water
+     WHERE col = r.attname AND tbl = CASE WHEN r.nspname = 'public' THEN r.relname ELSE r.nspname || '.' || r.relname END;
+    top := GREATEST(coalesce(top, 0), coalesce(old, 0));
+    IF top > 0 THEN PERFORM setval(r.seq, top, true); ELSE PERFORM setval(r.seq, 1, false); END IF;
+  END LOOP;
+END $$;
+DROP TABLE remigrate_high_water;
+"""
 
 
 class Engine:
@@ -186,6 +272,90 @@ class Postgres(Engine):
             raise RemigrateError(f"restore failed and was rolled back (one transaction): {exc}")
         return {"dropped_extra": [f"{r['schema']}.{r['name']}" for r in extra]}
 
+    # ---- reset: rebuild in place
+    def check_rebuild_rights(self, stats):
+        """Dropping is only safe if we can create it again: "dropped, cannot create" is a real incident."""
+        props = stats["properties"]
+        if not (props["superuser"] or props["createdb"]):
+            raise RemigrateError(f"role {props['connected_as']} may not create databases, so the rebuild could drop {self.db.name} "
+                                 f"and fail to create it; grant it first: ALTER ROLE {props['connected_as']} CREATEDB")
+        if props["owner"] != props["connected_as"] and not props["superuser"]:
+            raise RemigrateError(f"database {self.db.name} is owned by {props['owner']}, not {props['connected_as']}; "
+                                 "connect as its owner to reset it")
+
+    def maintenance(self, statement, what):
+        """One statement on the maintenance database (DROP/CREATE DATABASE cannot run in a transaction
+        or on the database itself)."""
+        return self.psql(statement, dbname="postgres", what=what)
+
+    def exists(self):
+        return self.maintenance(f"SELECT count(*) FROM pg_database WHERE datname = {sql.Literal(self.db.name).as_string(None)}",
+                                "looking for the database") == "1"
+
+    def create_from_archive(self, dump_path):
+        """CREATE DATABASE with the archive's encoding, locale, owner, settings, grants and comment."""
+        script = self.target.run(["pg_restore", "--create", "--schema-only", "--file=-", dump_path],
+                                 what="reading the database properties from the backup").stdout
+        for statement in database_statements(script):
+            self.maintenance(statement, "recreating the database")
+
+    def drop(self):
+        ident = sql.Identifier(self.db.name).as_string(None)
+        # No new sessions while it goes; FORCE ends the open ones (ours and the application's).
+        self.maintenance(f"ALTER DATABASE {ident} ALLOW_CONNECTIONS false", "closing the database to new sessions")
+        try:
+            self.maintenance(f"DROP DATABASE {ident} WITH (FORCE)", "dropping the database")
+        except RemigrateError:
+            self.maintenance(f"ALTER DATABASE {ident} ALLOW_CONNECTIONS true", "reopening the database")
+            raise
+
+    def rebuild_and_load(self, bundle_path, manifest, skip, journal):
+        dump = posixpath.join(bundle_path, manifest["dump"]["file"])
+        journal("drop")
+        self.drop()
+        self.create_from_archive(dump)
+        journal("migrate")
+        self.project.manage("migrate", "--noinput")
+        journal("load")
+        self.load(dump, manifest, skip)
+        journal("migrate-again")
+        self.project.manage("migrate", "--noinput")
+
+    def new_tables(self):
+        out = self.psql("SELECT coalesce(json_agg(json_build_array(schemaname, tablename)), '[]') FROM pg_tables "
+                        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')", what="listing the new tables")
+        return {tuple(x) for x in json.loads(out)}
+
+    def load(self, dump, manifest, skip):
+        """The backup's rows into the new schema, in one transaction (foreign keys are checked once,
+        at commit), without django_migrations and the removed tables."""
+        owners = {(r["schema"], r["name"]): r.get("owner", "") for r in manifest["database"]["relations"]}
+        keep = [(s, n, owners[(s, n)]) for (s, n) in sorted(self.new_tables())
+                if (s, n) in owners and n != "django_migrations" and (n if s == "public" else f"{s}.{n}") not in skip]
+        listing = self.target.run(["pg_restore", "--list", dump], what="reading the backup's table of contents").stdout
+        work = self.project.workdir
+        files = {"toc": filter_toc(listing, keep), "pre": LOAD_PRE_SQL,
+                 "post": load_post_sql({(s["table"], s["column"]): s["high_water"] for s in manifest["database"]["sequences"]})}
+        for key, text in files.items():
+            self.target.write_private(posixpath.join(work, f"load-{key}"), text)
+        data = ["pg_restore", "--data-only", f"--use-list={posixpath.join(work, 'load-toc')}", "--file=-", dump]
+        apply = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", *pg_conn_args(self.db), "-f", "-"]
+        line = pipeline(group(["cat", posixpath.join(work, "load-pre")], data, ["cat", posixpath.join(work, "load-post")]),
+                        apply, env=self.env())
+        self.target.shell(line, what="loading the data into the new schema")
+
+    def recover(self, bundle_path, manifest):
+        """Put the database back from the bundle, whatever state the reset left it in."""
+        dump = posixpath.join(bundle_path, manifest["dump"]["file"])
+        if not self.exists():
+            self.create_from_archive(dump)
+            current = {"relations": []}
+        else:
+            self.maintenance(f"ALTER DATABASE {sql.Identifier(self.db.name).as_string(None)} ALLOW_CONNECTIONS true",
+                             "reopening the database")
+            current = self.stats()
+        self.restore(dump, manifest, current)
+
 
 class Sqlite(Engine):
     name = "sqlite"
@@ -217,6 +387,36 @@ class Sqlite(Engine):
     def restore(self, path, manifest, current):
         self.project.probe("sqlite-restore", path, self.db.name, what="SQLite restore")
         return {}
+
+    # ---- reset: a new file built beside the live one, swapped in atomically
+    @property
+    def new_path(self):
+        return self.db.name + ".remigrate-new"
+
+    def check_rebuild_rights(self, stats):
+        folder = posixpath.dirname(self.db.name) or "."
+        if not self.target.exists(folder, "-w"):
+            raise RemigrateError(f"cannot write in {folder}, where the new database file is built; fix its permissions")
+
+    def _clear_new(self):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            self.target.run(["rm", "-f", "--", self.new_path + suffix])
+
+    def rebuild_and_load(self, bundle_path, manifest, skip, journal):
+        self._clear_new()
+        journal("migrate")
+        self.project.manage("migrate", "--noinput", db_name=self.new_path)
+        journal("load")
+        old = posixpath.join(bundle_path, manifest["dump"]["file"])
+        self.project.probe("sqlite-load", self.new_path, old, *sorted(skip), what="loading the data into the new database")
+        journal("migrate-again")
+        self.project.manage("migrate", "--noinput", db_name=self.new_path)
+        journal("swap")
+        self.project.probe("sqlite-swap", self.new_path, self.db.name, what="swapping in the new database")
+
+    def recover(self, bundle_path, manifest):
+        self._clear_new()
+        self.restore(posixpath.join(bundle_path, manifest["dump"]["file"]), manifest, {})
 
 
 ENGINES = {"postgresql": Postgres, "sqlite": Sqlite}

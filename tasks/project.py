@@ -145,11 +145,13 @@ class Project:
                 Secrets.add(value)
         return values
 
-    def probe(self, command, *args, what=None):
+    def probe(self, command, *args, what=None, db_name=None):
         """Run a probe command in the project's interpreter; returns its JSON answer."""
         argv = [self.python, self.probe_path, "--env-json", self.env_json]
         if self.options.settings:
             argv += ["--settings", self.options.settings]
+        if db_name:
+            argv += ["--db-name", db_name]
         argv += [command, *map(str, args)]
         result = self.target.run(argv, cwd=self.dir, check=False)
         for line in (result.stdout or "").splitlines():
@@ -160,6 +162,13 @@ class Project:
         if result.exited == 127 or "No such file" in (result.stderr or "") and self.python in (result.stderr or ""):
             raise RemigrateError(f"cannot run {self.python} on {self.target.name}; pass --python with the project's interpreter")
         raise CommandFailed(what or f"{command} in the project's interpreter", result)
+
+    def manage(self, *args, db_name=None, check=True):
+        """A management command in the project's interpreter (with its .env); returns its output."""
+        result = self.probe("manage", *args, what=f"manage.py {' '.join(args)}", db_name=db_name)
+        if check and result["exit"]:
+            raise RemigrateError(f"manage.py {' '.join(args)} failed: {(result['errors'] or result['output']).strip()}")
+        return result
 
     @property
     def settings(self):

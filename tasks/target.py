@@ -79,17 +79,23 @@ class Target:
         with open(path, encoding="utf-8") as fh:
             return fh.read()
 
-    def write_private(self, path, text):
-        """Write a file readable by its owner only (created 0600, never world-readable for an instant)."""
+    def write_private(self, path, text, replace=False):
+        """Write a file readable by its owner only (created 0600, never world-readable for an instant).
+        With replace, an existing file is swapped for the new one atomically (journals, reports)."""
         data = text.encode("utf-8")
+        final, path = str(path), (f"{path}.tmp" if replace else str(path))
         if self.remote:
-            # the private folder we upload into is 0700, so the file is never exposed
-            self.c.put(io.BytesIO(data), str(path))
-            self.run(["chmod", "600", str(path)])
-            return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            # the folders we upload into are 0700, so the file is never exposed
+            self.c.put(io.BytesIO(data), path)
+            self.run(["chmod", "600", path])
+        else:
+            if replace and os.path.exists(path):
+                os.unlink(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        if replace:
+            self.run(["mv", "-f", "--", path, final])
 
     def put_file(self, local_path, remote_path):
         if self.remote:

@@ -1,0 +1,359 @@
+"""The reset: plan, back up, remove models from the old migrations, regenerate the migrations,
+rebuild the database, bring the data back, verify; roll back on any failure."""
+import json
+import os
+import posixpath
+import socket
+from dataclasses import dataclass, field
+
+from tasks import bundle as B
+from tasks.backup import find_bundle, take_backup, verify_bundle
+from tasks.base import resolve, task
+from tasks.console import RemigrateError, Secrets, Timer, confirm, human_bytes, ok, say, step, table, warn
+from tasks.engines import engine_for
+from tasks.migration_edit import former_names, remove_models
+from tasks.project import open_project
+
+JOURNAL = "journal.json"
+REPORT = "report.json"
+MAY_GROW = ("django_content_type", "auth_permission")  # new models get theirs on the second migrate
+
+
+@dataclass
+class Plan:
+    apps: list
+    removals: dict  # "app.Model" -> {"app", "model", "tables"}
+    drop_tables: list
+    orphans: dict  # table -> rows: tables with no model after the reset, not named
+    empty_orphans: list
+    special: list
+    drift: list
+    stats: dict
+    skip: set = field(default_factory=set)  # tables not brought back
+
+    @property
+    def blocked(self):
+        return bool(self.orphans or self.drift)
+
+
+def make_plan(project, engine, remove_models_, drop_tables):
+    facts = project.probe("plan", *remove_models_, what="planning the reset")
+    stats = engine.stats()
+    live = stats["tables"]
+    removed = {t for r in facts["removals"].values() for t in r["tables"]}
+    for name in drop_tables:
+        if name not in live:
+            raise RemigrateError(f"--drop-table {name}: no such table in {project.db.name}")
+    named = removed | set(drop_tables)
+    unmodelled = set(live) - set(facts["model_tables"]) - named - {"django_migrations"}
+    orphans = {t: live[t] for t in sorted(unmodelled) if live[t]}
+    empty = sorted(t for t in unmodelled if not live[t])
+    drift = project.probe("schema-check", what="comparing the database with the models")["problems"]
+    return Plan(apps=facts["apps"], removals=facts["removals"], drop_tables=list(drop_tables), orphans=orphans,
+                empty_orphans=empty, special=facts["special_operations"], drift=drift, stats=stats,
+                skip=named | set(empty))
+
+
+def show_plan(project, engine, plan, backup_dir):
+    db = project.db
+    props = plan.stats["properties"]
+    size = props.get("size_bytes") or int(props.get("page_count", 0)) * int(props.get("page_size", 0))
+    step("Plan")
+    say(f"database   {engine.name} {db.name}" + (f" at {db.host}:{db.port}" if db.host else "") +
+        f" on {project.target.name}, {len(plan.stats['tables'])} tables, {sum(plan.stats['tables'].values())} rows, {human_bytes(size)}")
+    say(f"backup     a new verified bundle in {backup_dir}")
+    say("apps reset (numbered migration files deleted, then regenerated):")
+    say(table(("app", "files", "kept (not migrations)"),
+              [(a["label"], len(a["migration_files"]), ", ".join(a["other_files"]) or "-") for a in plan.apps]))
+    if plan.removals or plan.drop_tables:
+        rows = [(spec, t, plan.stats["tables"].get(t, "-")) for spec, r in plan.removals.items() for t in r["tables"]]
+        rows += [("--drop-table", t, plan.stats["tables"].get(t, "-")) for t in plan.drop_tables]
+        say("removed (their tables are not brought back):")
+        say(table(("model", "table", "rows"), rows))
+    for t in plan.empty_orphans:
+        warn(f"table {t} has no model and no rows: it is not rebuilt")
+    if plan.special:
+        say("operations the new migrations will not contain (their data comes back from the backup; "
+            "carry any schema objects they made into the new history by hand):")
+        say(table(("app", "migration", "operation", "what"), [(s["app"], s["migration"], s["operation"], s["detail"]) for s in plan.special]))
+    if plan.orphans:
+        say(table(("table with rows but no model", "rows"), sorted(plan.orphans.items())))
+    if plan.drift:
+        say("the models differ from the database beyond the removed models:")
+        for problem in plan.drift:
+            say(f"  - {problem}")
+
+
+class Journal:
+    """Each phase reached, written into the bundle, so a killed run can be rolled back."""
+
+    def __init__(self, project, bundle_path, lock_path, options):
+        self.project, self.path, self.lock_path = project, posixpath.join(bundle_path, JOURNAL), lock_path
+        self.data = {"bundle": posixpath.basename(bundle_path), "status": "running", "phases": [],
+                     "controller": {"host": socket.gethostname(), "pid": os.getpid()}, "options": options}
+
+    def __call__(self, phase):
+        self._close()
+        self.data["phase"] = phase
+        self.data["phases"].append({"phase": phase, "at": B.now().isoformat(timespec="seconds")})
+        self.save()
+        self.timer = Timer()
+        step(phase.replace("-", " ").capitalize())
+
+    def _close(self):
+        if self.data["phases"] and self.data["phases"][-1].get("seconds") is None:
+            self.data["phases"][-1]["seconds"] = round(self.timer.seconds, 2)
+            ok(f"{self.data['phase'].replace('-', ' ')} ({self.timer})")
+
+    def finish(self, status, error=None):
+        if status != "rolled-back":
+            self._close()
+        self.data["status"] = status
+        if error:
+            self.data["error"] = Secrets.scrub(error)
+        self.save()
+
+    def save(self):
+        self.project.target.write_private(self.path, json.dumps(self.data, indent=2), replace=True)
+
+
+def lock_path_for(project, backup_dir):
+    return posixpath.join(backup_dir, f".lock-{B.bundle_name(project.db.name, B.now()).rsplit('-', 1)[0]}")
+
+
+def take_lock(project, backup_dir):
+    path = lock_path_for(project, backup_dir)
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "since": B.now().isoformat(timespec="seconds")}
+    got = project.probe("lock", path, json.dumps(info))
+    if not got["taken"]:
+        holder = got["holder"]
+        alive = holder.get("host") == socket.gethostname() and _pid_alive(holder.get("pid"))
+        if alive or holder.get("host") != socket.gethostname():
+            raise RemigrateError(f"another reset of {project.db.name} is running (pid {holder.get('pid')} on {holder.get('host')}, "
+                                 f"since {holder.get('since')}); wait for it to finish")
+        raise RemigrateError(f"a reset of {project.db.name} was interrupted (pid {holder.get('pid')} is gone); "
+                             "run `inv rollback` to put everything back, then reset again")
+    return path
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def edit_migrations(project, plan):
+    """Remove the named models from the old migration files (syntax tree, formatting kept)."""
+    by_app = {}
+    for r in plan.removals.values():
+        by_app.setdefault(r["app"], set()).add(r["model"])
+    for app in plan.apps:
+        models = by_app.get(app["label"])
+        if not models:
+            continue
+        paths = [posixpath.join(app["migrations_dir"], f) for f in app["migration_files"]]
+        sources = {p: project.target.read_text(p) for p in paths}
+        names = former_names(sources.values(), models)
+        for path, text in sources.items():
+            new, removed = remove_models(text, names)
+            if removed:
+                project.target.write_private(path, new, replace=True)
+                project.target.run(["chmod", "644", path])
+                say(f"    {posixpath.relpath(path, project.dir)}: removed {', '.join(op for op, _ in removed)}")
+
+
+def regenerate(project, plan):
+    """Delete the numbered migration files, run makemigrations, and check what it wrote."""
+    for app in plan.apps:
+        paths = [posixpath.join(app["migrations_dir"], f) for f in app["migration_files"]]
+        if paths:
+            project.target.run(["rm", "-f", "--", *paths], what="deleting the old migration files")
+        project.target.run(["rm", "-rf", "--", posixpath.join(app["migrations_dir"], "__pycache__")])
+    labels = [a["label"] for a in plan.apps]
+    project.manage("makemigrations", *labels, "--noinput")
+    after = project.probe("plan", what="reading the new migrations")
+    missing = [a["label"] for a in after["apps"] if a["models"] and not a["migration_files"]]
+    if missing:
+        raise RemigrateError(f"makemigrations wrote no migration for {', '.join(missing)}")
+    history = set(after["history_models"])
+    still = [spec for spec, r in plan.removals.items() if f"{r['app']}.{r['model']}" in history]
+    if still:
+        raise RemigrateError(f"the new migrations still create {', '.join(still)}")
+    check = project.manage("makemigrations", "--check", "--dry-run", check=False)
+    if check["exit"]:
+        raise RemigrateError(f"makemigrations --check is not clean after regenerating: {check['output'].strip()}")
+    for a in after["apps"]:
+        say(f"    {a['label']}: {', '.join(a['migration_files']) or '(no models)'}")
+    return after
+
+
+def verify(project, engine, manifest, plan):
+    """Row counts against the manifest, only the expected differences, sequences ahead, clean history."""
+    after = engine.stats()
+    before = {t: n for t, n in manifest["database"]["tables"].items() if t != "django_migrations"}
+    now = {t: n for t, n in after["tables"].items() if t != "django_migrations"}
+    rows, clean = B.compare_counts(before, now, expected_missing=plan.skip, expected_new=set(now) - set(before),
+                                   may_grow=MAY_GROW)
+    problems = [] if clean else [f"{r[0]}: {r[1]} rows before, {r[2]} after" for r in rows if r[3] in ("MISMATCH", "MISSING", "EXTRA")]
+    old_hw = {(s["table"], s["column"]): s["high_water"] for s in manifest["database"]["sequences"]}
+    for s in after["sequences"]:
+        want = old_hw.get((s["table"], s["column"]))
+        if want is not None and s["table"] != "django_migrations" and s["high_water"] < want:
+            problems.append(f"sequence of {s['table']}.{s['column']} is at {s['high_water']}, below the old {want}")
+    fk_before = manifest["database"]["properties"].get("foreign_key_violations", 0)
+    if after["properties"].get("foreign_key_violations", 0) > fk_before:
+        problems.append("the database has broken foreign keys that the backup did not have")
+    for args in (("migrate", "--check"), ("makemigrations", "--check", "--dry-run")):
+        result = project.manage(*args, check=False)
+        if result["exit"]:
+            problems.append(f"manage.py {' '.join(args)} is not clean: {(result['output'] or result['errors']).strip()[:200]}")
+    return rows, problems, after
+
+
+def rollback(project, engine, manifest, bundle_path):
+    """Database and migration files back as the bundle holds them."""
+    dirs = [a["migrations_dir"] for a in project.own_apps()]
+    project.probe("restore-migrations", posixpath.join(bundle_path, B.MIGRATIONS_ARCHIVE), *dirs,
+                  what="restoring the migration files")
+    engine.recover(bundle_path, manifest)
+    after = engine.stats()
+    rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
+    if not clean:
+        raise RemigrateError(f"after the rollback the row counts differ from bundle {manifest['name']}; "
+                             f"restore it by hand with `inv restore --backup {manifest['name']}`")
+
+
+def run_reset(project, engine, remove_model, drop_table, yes, dry_run):
+    total = Timer()
+    backup_dir = project.default_backup_dir()
+    plan = make_plan(project, engine, remove_model, drop_table)
+    show_plan(project, engine, plan, backup_dir)
+    if plan.orphans:
+        raise RemigrateError(f"tables with rows but no model after the reset: {', '.join(plan.orphans)}; "
+                             "name each with --remove-model APP.Model (if its model was deleted) or --drop-table NAME, "
+                             "or restore its model; nothing was changed")
+    if plan.drift:
+        raise RemigrateError("the models differ from the database (listed above); run makemigrations and migrate first, "
+                             "then reset; nothing was changed")
+    if dry_run:
+        ok("dry run: nothing was changed")
+        return None
+    engine.check_rebuild_rights(plan.stats)
+    confirm(f"Reset the migrations of {len(plan.apps)} apps and rebuild {engine.name} database {project.db.name} "
+            f"on {project.target.name}?", project.db.name.rsplit("/", 1)[-1], yes)
+    project.probe("prepare-dir", backup_dir)
+    lock = take_lock(project, backup_dir)
+    try:
+        manifest, bundle_path = take_backup(project, engine, backup_dir, kind="reset")
+        journal = Journal(project, bundle_path, lock, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
+        phases = {}
+        try:
+            t = Timer()
+            journal("remove-models")
+            edit_migrations(project, plan)
+            journal("regenerate-migrations")
+            regenerate(project, plan)
+            phases["migrations"] = str(t)
+            t = Timer()
+            engine.rebuild_and_load(bundle_path, manifest, plan.skip, journal)
+            if os.environ.get("REMIGRATE_FAIL_AFTER_LOAD"):  # fault injection for the tests
+                raise RemigrateError("injected failure after the load (REMIGRATE_FAIL_AFTER_LOAD)")
+            phases["rebuild and load"] = str(t)
+            journal("verify")
+            rows, problems, after = verify(project, engine, manifest, plan)
+        except BaseException as exc:
+            reason = Secrets.scrub(str(exc) or type(exc).__name__)
+            warn(f"the reset failed at phase {journal.data.get('phase')}: {reason}")
+            step("Rolling back (database and migration files from the backup)")
+            try:
+                rollback(project, engine, manifest, bundle_path)
+            except BaseException as again:
+                journal.finish("failed", f"{reason}; rollback failed too: {again}")
+                raise RemigrateError(f"the reset failed ({reason}) and so did the rollback ({again}); "
+                                     f"the backup {manifest['name']} is intact: run `inv rollback --backup {manifest['name']}`")
+            journal.finish("rolled-back", reason)
+            raise RemigrateError(f"the reset failed ({reason}); rolled back: the database and the migration files are "
+                                 f"as before (backup {manifest['name']})")
+        say(table(("table", "rows before", "rows after", "status"), rows))
+        report = {"bundle": manifest["name"], "status": "ok" if not problems else "failed", "tables": rows,
+                  "problems": problems, "removed": plan.removals, "dropped_tables": plan.drop_tables,
+                  "special_operations": plan.special, "phases": phases, "finished_at": B.now().isoformat(timespec="seconds")}
+        project.target.write_private(posixpath.join(bundle_path, REPORT), json.dumps(report, indent=2, default=str), replace=True)
+        if problems:
+            journal.finish("verify-failed", "; ".join(problems))
+            for p in problems:
+                warn(p)
+            raise RemigrateError(f"verification found {len(problems)} problems (above); nothing was rolled back so you can look; "
+                                 f"`inv rollback --backup {manifest['name']}` puts everything back")
+        journal.finish("done")
+        ok(f"reset done in {total}: {len(rows)} tables verified, "
+           f"{sum(n for t, n in after['tables'].items() if t != 'django_migrations')} rows; report in {posixpath.join(bundle_path, REPORT)}")
+        return report
+    finally:
+        project.target.run(["rm", "-f", "--", lock])
+
+
+def reset_help():
+    return {
+        "remove_model": "APP_LABEL.Model removed from the old migrations and not brought back (repeatable); "
+                        "resolved through the migration history, so its class may already be gone",
+        "drop_table": "a table with no model that is dropped rather than kept (repeatable)",
+        "dry_run": "show the plan and change nothing",
+    }
+
+
+@task("project_dir", "python", "settings", "env_file", "backup_dir", "yes", help=reset_help(),
+      iterable=["remove_model", "drop_table"])
+def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, project_dir=None, python=None,
+          settings=None, env_file=None, backup_dir=None):
+    """Reset the project's migrations to a fresh 0001_initial per app, keeping every row.
+
+    Shows the plan, asks for the database name (or --yes), takes a verified backup, removes
+    the --remove-model models from the old migrations, regenerates the migrations, rebuilds
+    the database, loads the data back with its ids, and verifies every table's row count.
+    Any failure after the backup rolls the database and the migration files back.
+    """
+    opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
+    with open_project(c, opts) as project:
+        engine = engine_for(project)
+        engine.preflight()
+        run_reset(project, engine, remove_model or [], drop_table or [], yes, dry_run)
+
+
+@task("project_dir", "python", "settings", "env_file", "backup_dir", "backup", "yes", name="rollback")
+def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
+    """Put back the database and the migration files from the last reset's backup.
+
+    Use it after a reset that was killed or whose verification failed; --backup picks
+    another bundle.
+    """
+    opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
+    with open_project(c, opts) as project:
+        engine = engine_for(project)
+        folder = project.default_backup_dir()
+        if backup:
+            manifest, path = find_bundle(project, folder, backup)
+        else:
+            resets = [b for b in project.probe("list-bundles", folder) if (b["manifest"] or {}).get("kind") == "reset"]
+            chosen = B.pick_bundle(resets)
+            if not chosen:
+                raise RemigrateError(f"no reset bundle in {folder}; nothing to roll back (`inv backups` lists the bundles)")
+            manifest, path = chosen["manifest"], chosen["path"]
+        verify_bundle(project, engine, manifest, path)
+        confirm(f"Roll back {engine.name} database {project.db.name} and the migration files to {manifest['name']} "
+                f"(taken {manifest['created_at']})?", project.db.name.rsplit("/", 1)[-1], yes)
+        timer = Timer()
+        if engine.name == "postgresql":  # a SQLite file may be missing here: the rollback recreates it
+            engine.preflight(archive_version=manifest["dump"].get("dumped_by"))
+        step(f"Rolling back to {manifest['name']}")
+        rollback(project, engine, manifest, path)
+        journal_path = posixpath.join(path, JOURNAL)
+        if project.target.exists(journal_path, "-f"):
+            data = json.loads(project.target.read_text(journal_path))
+            data["status"] = "rolled-back"
+            project.target.write_private(journal_path, json.dumps(data, indent=2), replace=True)
+        project.target.run(["rm", "-f", "--", lock_path_for(project, folder)])
+        ok(f"rolled back to {manifest['name']}: database and migration files as before the reset ({timer})")
+
