@@ -170,14 +170,15 @@ def pg_stats(cursor):
     # Names are quoted by the server (quote_ident), never by string pasting here.
     user_schemas = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
     cursor.execute(
-        "SELECT n.nspname, c.relname, c.relkind, quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_userbyid(c.relowner)"
+        "SELECT n.nspname, c.relname, c.relkind, quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_userbyid(c.relowner),"
+        " EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i'))"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         f" WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {user_schemas} ORDER BY 1, 2"
     )
     relations, tables = [], {}
-    for schema, rel, kind, quoted, owner in cursor.fetchall():
+    for schema, rel, kind, quoted, owner, owned in cursor.fetchall():
         key = rel if schema == "public" else f"{schema}.{rel}"
-        relations.append({"schema": schema, "name": rel, "kind": kind, "owner": owner})
+        relations.append({"schema": schema, "name": rel, "kind": kind, "owner": owner, "owned_by_column": owned})
         if kind in ("r", "p"):
             tables[key] = quoted
     counts = {}

@@ -4,6 +4,7 @@ import json
 import os
 import posixpath
 import socket
+import time
 from dataclasses import dataclass, field
 
 from tasks import bundle as B
@@ -84,6 +85,16 @@ def show_plan(project, engine, plan, backup_dir):
             say(f"  - {problem}")
 
 
+def inject_fault(phase):
+    """Fault injection for the tests: REMIGRATE_FAULT=fail:PHASE or pause:PHASE (seconds 120)."""
+    action, _, where = os.environ.get("REMIGRATE_FAULT", "").partition(":")
+    if where == phase:
+        if action == "fail":
+            raise RemigrateError(f"injected failure at phase {phase} (REMIGRATE_FAULT)")
+        if action == "pause":
+            time.sleep(120)
+
+
 class Journal:
     """Each phase reached, written into the bundle, so a killed run can be rolled back."""
 
@@ -99,6 +110,7 @@ class Journal:
         self.save()
         self.timer = Timer()
         step(phase.replace("-", " ").capitalize())
+        inject_fault(phase)
 
     def _close(self):
         if self.data["phases"] and self.data["phases"][-1].get("seconds") is None:
@@ -121,18 +133,33 @@ def lock_path_for(project, backup_dir):
     return posixpath.join(backup_dir, f".lock-{B.bundle_name(project.db.name, B.now()).rsplit('-', 1)[0]}")
 
 
+def refuse_if_held(project, holder):
+    """Explain who holds the lock: a live run (wait), or a dead one (roll back first)."""
+    same_host = holder.get("host") == socket.gethostname()
+    if not same_host or _pid_alive(holder.get("pid")):
+        raise RemigrateError(f"another reset of {project.db.name} is running (pid {holder.get('pid')} on {holder.get('host')}, "
+                             f"since {holder.get('since')}); wait for it to finish")
+    raise RemigrateError(f"a reset of {project.db.name} was interrupted (pid {holder.get('pid')} is gone); "
+                         "run `inv rollback` to put everything back, then reset again")
+
+
+def check_not_running(project, backup_dir):
+    """Before planning: a reset that is running, or died half-way, comes first."""
+    path = lock_path_for(project, backup_dir)
+    if project.target.exists(path, "-f"):
+        try:
+            holder = json.loads(project.target.read_text(path))
+        except ValueError:
+            holder = {}
+        refuse_if_held(project, holder)
+
+
 def take_lock(project, backup_dir):
     path = lock_path_for(project, backup_dir)
     info = {"host": socket.gethostname(), "pid": os.getpid(), "since": B.now().isoformat(timespec="seconds")}
     got = project.probe("lock", path, json.dumps(info))
     if not got["taken"]:
-        holder = got["holder"]
-        alive = holder.get("host") == socket.gethostname() and _pid_alive(holder.get("pid"))
-        if alive or holder.get("host") != socket.gethostname():
-            raise RemigrateError(f"another reset of {project.db.name} is running (pid {holder.get('pid')} on {holder.get('host')}, "
-                                 f"since {holder.get('since')}); wait for it to finish")
-        raise RemigrateError(f"a reset of {project.db.name} was interrupted (pid {holder.get('pid')} is gone); "
-                             "run `inv rollback` to put everything back, then reset again")
+        refuse_if_held(project, got["holder"])
     return path
 
 
@@ -228,6 +255,7 @@ def rollback(project, engine, manifest, bundle_path):
 def run_reset(project, engine, remove_model, drop_table, yes, dry_run):
     total = Timer()
     backup_dir = project.default_backup_dir()
+    check_not_running(project, backup_dir)
     plan = make_plan(project, engine, remove_model, drop_table)
     show_plan(project, engine, plan, backup_dir)
     if plan.orphans:
@@ -258,8 +286,6 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run):
             phases["migrations"] = str(t)
             t = Timer()
             engine.rebuild_and_load(bundle_path, manifest, plan.skip, journal)
-            if os.environ.get("REMIGRATE_FAIL_AFTER_LOAD"):  # fault injection for the tests
-                raise RemigrateError("injected failure after the load (REMIGRATE_FAIL_AFTER_LOAD)")
             phases["rebuild and load"] = str(t)
             journal("verify")
             rows, problems, after = verify(project, engine, manifest, plan)

@@ -67,7 +67,8 @@ class PgDb:
 def pg_db(pg):
     n = next(_ids)
     db = PgDb(pg, f"sample_{n}", f"app_{n}", NASTY_PASSWORD)
-    pg.create_app_database(db.name, db.role, db.password)
+    # Not a superuser; CREATEDB because the rebuild drops and creates its database.
+    pg.create_app_database(db.name, db.role, db.password, createdb=True)
     yield db
     pg.drop_app_database(db.name, db.role)
 
@@ -115,11 +116,17 @@ def run_inv(*args, env=None, cwd=REPO, timeout=300, stdin=subprocess.DEVNULL):
 
 # ---------------------------------------------------------------- row snapshots
 
+def _by_column(cursor):
+    """Rows as sorted (column, value) tuples: a rebuilt table may order its columns differently."""
+    names = [d[0] for d in cursor.description]
+    return sorted((tuple(sorted(zip(names, row), key=lambda p: p[0])) for row in cursor.fetchall()), key=repr)
+
+
 def sqlite_rows(path):
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
-        out = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
+        out = {t: _by_column(conn.execute(f'SELECT * FROM "{t}"')) for t in tables}
         out["sqlite_sequence"] = sorted(conn.execute("SELECT * FROM sqlite_sequence").fetchall())
         return out
     finally:
@@ -131,7 +138,7 @@ def pg_rows(db):
 
     with psycopg_admin(db.cluster, db.name) as conn:
         tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")]
-        out = {t: sorted(conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(t))).fetchall(), key=repr) for t in tables}
+        out = {t: _by_column(conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(t)))) for t in tables}
         seqs = conn.execute("SELECT sequencename, last_value FROM pg_sequences WHERE schemaname='public'").fetchall()
         out["<sequences>"] = sorted(seqs)
         return out
@@ -146,6 +153,7 @@ class EngineCase:
     env: dict
     rows: object
     execute: object
+    pg_db: object = None
 
     def damage(self, statements):
         self.execute(statements)
@@ -164,7 +172,7 @@ def _sqlite_execute(path):
 
 def _pg_execute(db):
     def run(statements):
-        with db.connect() as conn:
+        with db.connect() as conn, conn.transaction():  # one transaction: deferred foreign keys checked at the end
             for statement in statements:
                 conn.execute(statement)
 
@@ -181,4 +189,4 @@ def seeded(request, project):
         return EngineCase("sqlite", project, env, lambda: sqlite_rows(path), _sqlite_execute(path))
     db = request.getfixturevalue("pg_db")
     seed(project, db.env())
-    return EngineCase("postgresql", project, db.env(), lambda: pg_rows(db), _pg_execute(db))
+    return EngineCase("postgresql", project, db.env(), lambda: pg_rows(db), _pg_execute(db), db)

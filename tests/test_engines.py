@@ -50,6 +50,8 @@ def test_unknown_engine_lists_the_supported_ones():
 
 
 def test_drop_statements_quote_identifiers():
-    sql = drop_statements([{"schema": "public", "name": 'we"ird; name', "kind": "r"}, {"schema": "s", "name": "v", "kind": "v"}])
+    sql = drop_statements([{"schema": "public", "name": 'we"ird; name', "kind": "r"}, {"schema": "s", "name": "v", "kind": "v"},
+                           {"schema": "public", "name": "t_id_seq", "kind": "S", "owned_by_column": True}])
+    assert "t_id_seq" not in sql
     assert 'DROP TABLE IF EXISTS "public"."we""ird; name" CASCADE;' in sql
     assert 'DROP VIEW IF EXISTS "s"."v" CASCADE;' in sql

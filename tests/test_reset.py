@@ -1,0 +1,252 @@
+"""The whole reset against real SQLite files and a real PostgreSQL server, with its traps and faults."""
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PYTHON, REPO, manage, run_inv
+from servers import psycopg_admin
+from test_backup import bundles_in
+
+REMOVE = ["--remove-model", "site_building.WorkflowState"]
+WF_TABLE = "igny8_site_blueprint_workflow_states"
+OWN_MIGRATION_DIRS = [
+    "igny8_core/auth", "igny8_core/modules/planner", "igny8_core/modules/writer", "igny8_core/modules/system",
+    "igny8_core/modules/billing", "igny8_core/modules/automation", "igny8_core/business/site_building",
+    "igny8_core/business/optimization", "igny8_core/business/publishing", "igny8_core/business/integration",
+]
+
+
+def tree_digest(project):
+    """Every migration file's bytes, by path."""
+    out = {}
+    for folder in OWN_MIGRATION_DIRS:
+        for path in sorted((project / folder / "migrations").rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                out[str(path.relative_to(project))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def data_rows(case):
+    """Every table's rows, except what a reset is meant to change."""
+    rows = case.rows()
+    for key in ("django_migrations", WF_TABLE, "<sequences>", "sqlite_sequence"):
+        rows.pop(key, None)
+    return rows
+
+
+def query(case, statement):
+    if case.engine == "sqlite":
+        with sqlite3.connect(case.project / "db.sqlite3") as conn:
+            return conn.execute(statement).fetchall()
+    with psycopg_admin(case.pg_db.cluster, case.pg_db.name) as conn:
+        return [tuple(r) for r in conn.execute(statement).fetchall()]
+
+
+PERMISSIONS = ("SELECT u.username, ct.app_label, p.codename FROM igny8_core_auth_user_user_permissions up "
+               "JOIN igny8_core_auth_user u ON u.id = up.user_id JOIN auth_permission p ON p.id = up.permission_id "
+               "JOIN django_content_type ct ON ct.id = p.content_type_id ORDER BY 1, 2, 3")
+ADMIN_LOG = ("SELECT l.id, ct.app_label, ct.model, l.object_id, l.object_repr FROM django_admin_log l "
+             "JOIN django_content_type ct ON ct.id = l.content_type_id ORDER BY 1")
+
+
+def reset(case, *extra, env=None, timeout=300):
+    return run_inv("reset", "-p", str(case.project), "--backup-dir", str(case.project.parent / "b"), *extra,
+                   env={**case.env, **(env or {})}, timeout=timeout)
+
+
+def test_full_reset_keeps_every_row_and_leaves_one_fresh_history(seeded):
+    before_rows = data_rows(seeded)
+    perms, log = query(seeded, PERMISSIONS), query(seeded, ADMIN_LOG)
+    assert perms and log
+    out = reset(seeded, *REMOVE, "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "reset done" in out.stdout and "removed (expected)" in out.stdout
+    assert data_rows(seeded) == before_rows
+    assert query(seeded, PERMISSIONS) == perms  # a user's permission is still the same permission
+    assert query(seeded, ADMIN_LOG) == log  # admin log entries still point at the same objects
+    names = {"sqlite": "SELECT name FROM sqlite_master WHERE name = 'igny8_site_blueprint_workflow_states'",
+             "postgresql": "SELECT tablename FROM pg_tables WHERE tablename = 'igny8_site_blueprint_workflow_states'"}
+    assert query(seeded, names[seeded.engine]) == []
+    for folder in OWN_MIGRATION_DIRS:
+        files = sorted(p.name for p in (seeded.project / folder / "migrations").glob("*.py"))
+        assert "__init__.py" in files and files[0] == "0001_initial.py", (folder, files)
+        assert all(f.endswith("_initial.py") for f in files if f != "__init__.py"), files  # a cycle may add a 0002_initial
+    assert (seeded.project / "igny8_core/modules/system/migrations/default_settings.csv").exists()
+    assert manage(seeded.project, seeded.env, "makemigrations", "--check", "--dry-run")
+    applied = query(seeded, "SELECT app, name FROM django_migrations WHERE app = 'site_building'")
+    assert applied == [("site_building", "0001_initial")]
+    # New rows get ids above every id ever used, also for the model renamed in the old history.
+    code = ("from igny8_core.modules.planner.models import Keyword, ContentIdea, Cluster;"
+            "c = Cluster.objects.first();"
+            "print(Keyword.objects.create(phrase='new').id, ContentIdea.objects.create(cluster=c, title='new').id)")
+    new_keyword, new_idea = map(int, manage(seeded.project, seeded.env, "shell", "--verbosity=0", "-c", code).split())
+    assert new_keyword == 61 and new_idea == 21
+    report = json.loads(next((seeded.project.parent / "b").glob("*/report.json")).read_text())
+    assert report["status"] == "ok" and not report["problems"]
+
+
+def test_dry_run_changes_nothing(seeded):
+    before_rows, files = seeded.rows(), tree_digest(seeded.project)
+    out = reset(seeded, *REMOVE, "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "dry run: nothing was changed" in out.stdout
+    assert "site_building.WorkflowState" in out.stdout and "RunPython" in out.stdout
+    assert seeded.rows() == before_rows and tree_digest(seeded.project) == files
+    assert not (seeded.project.parent / "b").exists() or not bundles_in(seeded.project.parent / "b")
+
+
+def test_a_table_with_rows_but_no_model_is_refused_before_anything(seeded):
+    before_rows, files = seeded.rows(), tree_digest(seeded.project)
+    out = reset(seeded, "--yes")
+    assert out.returncode == 1
+    assert "igny8_site_blueprint_workflow_states" in out.stderr and "--drop-table" in out.stderr
+    assert seeded.rows() == before_rows and tree_digest(seeded.project) == files
+    assert not (seeded.project.parent / "b").exists() or not bundles_in(seeded.project.parent / "b")
+
+
+def test_drop_table_names_a_table_to_drop_instead_of_a_model(seeded):
+    out = reset(seeded, "--drop-table", WF_TABLE, "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_pending_schema_changes_block_the_reset(seeded):
+    models = seeded.project / "igny8_core/modules/billing/models.py"
+    models.write_text(models.read_text().replace("is_active = models.BooleanField(default=True)",
+                                                 "is_active = models.BooleanField(default=True)\n    tier = models.IntegerField(default=1)"))
+    files = tree_digest(seeded.project)
+    out = reset(seeded, *REMOVE, "--yes")
+    assert out.returncode == 1
+    assert "new column billing_plan.tier" in out.stdout and "differ from the database" in out.stderr
+    assert tree_digest(seeded.project) == files
+
+
+def test_failure_after_the_rebuild_rolls_back_database_and_files(seeded):
+    before_all, files = seeded.rows(), tree_digest(seeded.project)
+    out = reset(seeded, *REMOVE, "--yes", env={"REMIGRATE_FAULT": "fail:migrate-again"})
+    assert out.returncode == 1
+    assert "rolled back" in out.stderr and "injected failure" in out.stderr
+    assert tree_digest(seeded.project) == files
+    assert seeded.rows() == before_all
+    journal = json.loads(next((seeded.project.parent / "b").glob("*/journal.json")).read_text())
+    assert journal["status"] == "rolled-back" and journal["phase"] == "migrate-again"
+
+
+def test_kill_during_the_load_then_rollback_puts_everything_back(seeded):
+    before_all, files = seeded.rows(), tree_digest(seeded.project)
+    env = {**os.environ, **seeded.env, "REMIGRATE_FAULT": "pause:load"}
+    proc = subprocess.Popen([PYTHON, "-m", "invoke", "reset", "-p", str(seeded.project), "--backup-dir",
+                             str(seeded.project.parent / "b"), *REMOVE, "--yes"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    journal = None
+    while time.monotonic() < deadline:
+        found = list((seeded.project.parent / "b").glob("*/journal.json"))
+        if found and json.loads(found[0].read_text()).get("phase") == "load":
+            journal = found[0]
+            break
+        time.sleep(0.2)
+    assert journal, "the reset never reached the load"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert tree_digest(seeded.project) != files  # the run died half-way
+    again = reset(seeded, *REMOVE, "--yes")
+    assert again.returncode == 1 and "inv rollback" in again.stderr
+    out = run_inv("rollback", "-p", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b"), "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert tree_digest(seeded.project) == files
+    assert seeded.rows() == before_all
+    assert json.loads(journal.read_text())["status"] == "rolled-back"
+
+
+def test_a_dump_that_fails_verification_stops_the_reset_before_anything(seeded, tmp_path):
+    before_all, files = seeded.rows(), tree_digest(seeded.project)
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    if seeded.engine == "postgresql":
+        real = subprocess.run(["sh", "-c", "command -v pg_restore"], capture_output=True, text=True).stdout.strip()
+        (shims / "pg_restore").write_text(
+            f'#!/bin/sh\ncase "$*" in *--file=/dev/null*) echo "pg_restore: error: could not read input file: end of file" >&2; exit 1;; esac\nexec {real} "$@"\n')
+        (shims / "pg_restore").chmod(0o755)
+        env = {"PATH": f"{shims}:{os.environ['PATH']}"}
+        expect = "reading the whole backup failed"
+    else:  # the copy is damaged right after it is written: integrity_check must catch it
+        real = sys.executable
+        (shims / "python").write_text(
+            "#!/bin/sh\n"
+            f'{real} "$@"; rc=$?\n'
+            'case "$*" in *sqlite-backup*) for a; do last="$a"; done; printf "garbage" | dd of="$last" bs=1 seek=100 conv=notrunc 2>/dev/null;; esac\n'
+            "exit $rc\n")
+        (shims / "python").chmod(0o755)
+        env = {}
+        expect = "SQLite"
+    args = ["--python", str(shims / "python")] if seeded.engine == "sqlite" else []
+    out = reset(seeded, *REMOVE, *args, "--yes", env=env)
+    assert out.returncode == 1, out.stdout
+    assert expect in out.stderr
+    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
+    assert not bundles_in(seeded.project.parent / "b")  # no bundle that looks valid
+
+
+def test_run_sql_view_in_the_old_history_is_reported_in_the_plan(seeded):
+    migration = seeded.project / "igny8_core/modules/writer/migrations/0003_published_view.py"
+    migration.write_text(
+        "from django.db import migrations\n\n\n"
+        "class Migration(migrations.Migration):\n"
+        "    dependencies = [('writer', '0002_content_word_count_and_more')]\n"
+        "    operations = [migrations.RunSQL('CREATE VIEW writer_published AS SELECT id, title FROM writer_content "
+        "WHERE published_at IS NOT NULL', 'DROP VIEW writer_published')]\n")
+    manage(seeded.project, seeded.env, "migrate", "-v0")
+    out = reset(seeded, *REMOVE, "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "0003_published_view" in out.stdout and "CREATE VIEW writer_published" in out.stdout
+
+
+def test_a_second_reset_while_one_runs_is_refused(seeded):
+    env = {**os.environ, **seeded.env, "REMIGRATE_FAULT": "pause:remove-models"}
+    proc = subprocess.Popen([PYTHON, "-m", "invoke", "reset", "-p", str(seeded.project), "--backup-dir",
+                             str(seeded.project.parent / "b"), *REMOVE, "--yes"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list((seeded.project.parent / "b").glob("*/journal.json")):
+            time.sleep(0.2)
+        out = reset(seeded, *REMOVE, "--yes")
+        assert out.returncode == 1 and "is running" in out.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_postgres_role_without_createdb_is_refused_before_anything(project, pg):
+    from conftest import PgDb, seed
+
+    db = PgDb(pg, "nocreatedb", "app_nocreatedb", "pw-no-createdb")
+    pg.create_app_database(db.name, db.role, db.password, createdb=False)
+    try:
+        seed(project, db.env())
+        out = run_inv("reset", "-p", str(project), "--backup-dir", str(project.parent / "b"), *REMOVE, "--yes", env=db.env())
+        assert out.returncode == 1 and "CREATEDB" in out.stderr
+        assert not (project.parent / "b").exists() or not bundles_in(project.parent / "b")
+    finally:
+        pg.drop_app_database(db.name, db.role)
+
+
+def test_content_type_ids_survive_even_when_a_fresh_migrate_would_number_them_otherwise(seeded):
+    # Renumber the content types (and what points at them) away from any fresh migrate's order.
+    seeded.damage(["UPDATE django_content_type SET id = id + 1000",
+                   "UPDATE auth_permission SET content_type_id = content_type_id + 1000",
+                   "UPDATE django_admin_log SET content_type_id = content_type_id + 1000"])
+    types = query(seeded, "SELECT id, app_label, model FROM django_content_type ORDER BY id")
+    assert types[0][0] > 1000
+    perms, log = query(seeded, PERMISSIONS), query(seeded, ADMIN_LOG)
+    out = reset(seeded, *REMOVE, "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert query(seeded, "SELECT id, app_label, model FROM django_content_type ORDER BY id") == types
+    assert query(seeded, PERMISSIONS) == perms and query(seeded, ADMIN_LOG) == log
