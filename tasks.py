@@ -10,7 +10,7 @@ __path__ = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")]
 
 from invoke import Collection  # noqa: E402
 
-from tasks import backup, demo, detect, reset  # noqa: E402
+from tasks import backup, demo, detect, migrations, reset  # noqa: E402
 from tasks.options import DEFAULTS  # noqa: E402
 
 ns = Collection()
@@ -21,5 +21,6 @@ ns.add_task(backup.backups)
 ns.add_task(reset.reset)
 ns.add_task(reset.rollback_task)
 ns.add_task(demo.demo)
+ns.add_collection(Collection("migrations", migrations.remove_model))
 # Defaults set in code reach both inv and fab (invoke.yaml and fabric.yaml are read by one each).
 ns.configure({"remigrate": DEFAULTS})

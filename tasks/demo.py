@@ -7,11 +7,11 @@ from pathlib import Path
 
 from invoke import Context
 
-from tasks.backup import restore_bundle, take_backup
 from tasks.base import resolve, task
 from tasks.console import Timer, ok, say, step
 from tasks.engines import engine_for
 from tasks.project import open_project
+from tasks.reset import run_reset
 from tasks.target import command_line
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "igny8"
@@ -30,7 +30,7 @@ def scratch_copy(dest=None):
 
 @task(help={"scale": "sample data size multiplier (default 1)", "scratch": "folder for the scratch copy (default: a new temporary folder)"})
 def demo(c, scale=1, scratch=None):
-    """Run remigrate on a scratch copy of the sample project (SQLite), showing every phase."""
+    """Reset the migrations of a scratch copy of the sample project (SQLite), phase by phase."""
     total = Timer()
     for var in DB_VARS:  # the demo must never reach a database of yours configured in the environment
         os.environ.pop(var, None)
@@ -51,9 +51,8 @@ def demo(c, scale=1, scratch=None):
                    backup_dir=str(project_dir.parent / "backups"))
     with open_project(c, opts) as project:
         engine = engine_for(project)
-        manifest, path = take_backup(project, engine, project.default_backup_dir())
-        step("Changing the data after the backup")
-        deleted = manage("shell", "--verbosity=0", "-c", "from igny8_core.modules.writer.models import Content; print(Content.objects.all().delete()[0])")
-        ok(f"deleted {deleted} rows (every content row and what cascades from it)")
-        restore_bundle(project, engine, manifest, path, yes=True, safety_backup_dir=None)
-    ok(f"demo finished in {total}; the scratch copy stays at {project_dir}")
+        engine.preflight()
+        run_reset(project, engine, ["site_building.WorkflowState"], [], yes=True, dry_run=False)
+    ok(f"demo finished in {total}")
+    say(f"    the scratch copy stays at {project_dir}; its old state is one command away:")
+    say(f"    inv rollback --project-dir {project_dir} --backup-dir {project_dir.parent / 'backups'} --yes")

@@ -171,12 +171,14 @@ def _pid_alive(pid):
         return False
 
 
-def edit_migrations(project, plan):
-    """Remove the named models from the old migration files (syntax tree, formatting kept)."""
+def edit_migrations(project, apps, removals, write=True):
+    """Remove the named models from the old migration files (syntax tree, formatting kept).
+    Returns [(path, [(operation, model)])]; writes the files only if `write`."""
     by_app = {}
-    for r in plan.removals.values():
+    for r in removals.values():
         by_app.setdefault(r["app"], set()).add(r["model"])
-    for app in plan.apps:
+    edits = []
+    for app in apps:
         models = by_app.get(app["label"])
         if not models:
             continue
@@ -185,10 +187,15 @@ def edit_migrations(project, plan):
         names = former_names(sources.values(), models)
         for path, text in sources.items():
             new, removed = remove_models(text, names)
-            if removed:
+            if not removed:
+                continue
+            edits.append((path, removed))
+            say(f"    {posixpath.relpath(path, project.dir)}: {'removed' if write else 'would remove'} "
+                f"{', '.join(op for op, _ in removed)}")
+            if write:
                 project.target.write_private(path, new, replace=True)
                 project.target.run(["chmod", "644", path])
-                say(f"    {posixpath.relpath(path, project.dir)}: removed {', '.join(op for op, _ in removed)}")
+    return edits
 
 
 def regenerate(project, plan):
@@ -280,7 +287,7 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run):
         try:
             t = Timer()
             journal("remove-models")
-            edit_migrations(project, plan)
+            edit_migrations(project, plan.apps, plan.removals)
             journal("regenerate-migrations")
             regenerate(project, plan)
             phases["migrations"] = str(t)
