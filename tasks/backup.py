@@ -7,6 +7,7 @@ from tasks import bundle as B
 from tasks.base import resolve, task
 from tasks.console import RemigrateError, Timer, confirm, human_age, human_bytes, ok, say, step, table, warn
 from tasks.engines import engine_for, engine_name
+from tasks.faults import inject_fault
 from tasks.project import open_project
 
 HEADROOM = 64 * 1024 * 1024  # free space kept beyond the estimated dump size
@@ -34,6 +35,7 @@ def take_backup(project, engine, backup_dir, kind="backup"):
     partial = posixpath.join(room["path"], f".{name}{B.PARTIAL_SUFFIX}")
     project.target.run(["mkdir", "-m", "700", partial], what="creating the bundle folder")
     try:
+        inject_fault("backup-dump")
         dump = engine.dump(posixpath.join(partial, engine.dump_file))
         stats = dump.pop("stats", None) or engine.stats()
         if stats["tables"] != before["tables"]:

@@ -4,7 +4,6 @@ import json
 import os
 import posixpath
 import socket
-import time
 from dataclasses import dataclass, field
 
 from tasks import bundle as B
@@ -12,6 +11,7 @@ from tasks.backup import find_bundle, take_backup, verify_bundle
 from tasks.base import resolve, task
 from tasks.console import RemigrateError, Secrets, Timer, confirm, human_bytes, ok, say, step, table, warn
 from tasks.engines import engine_for
+from tasks.faults import inject_fault
 from tasks.migration_edit import former_names, remove_models
 from tasks.project import open_project
 
@@ -83,16 +83,6 @@ def show_plan(project, engine, plan, backup_dir):
         say("the models differ from the database beyond the removed models:")
         for problem in plan.drift:
             say(f"  - {problem}")
-
-
-def inject_fault(phase):
-    """Fault injection for the tests: REMIGRATE_FAULT=fail:PHASE or pause:PHASE (seconds 120)."""
-    action, _, where = os.environ.get("REMIGRATE_FAULT", "").partition(":")
-    if where == phase:
-        if action == "fail":
-            raise RemigrateError(f"injected failure at phase {phase} (REMIGRATE_FAULT)")
-        if action == "pause":
-            time.sleep(120)
 
 
 class Journal:

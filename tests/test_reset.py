@@ -56,8 +56,8 @@ ADMIN_LOG = ("SELECT l.id, ct.app_label, ct.model, l.object_id, l.object_repr FR
              "JOIN django_content_type ct ON ct.id = l.content_type_id ORDER BY 1")
 
 
-def reset(case, *extra, env=None, timeout=300):
-    return run_inv("reset", "-p", str(case.project), "--backup-dir", str(case.project.parent / "b"), *extra,
+def reset(case, *extra, env=None, timeout=300, backup_dir=None):
+    return run_inv("reset", "-p", str(case.project), "--backup-dir", str(backup_dir or case.project.parent / "b"), *extra,
                    env={**case.env, **(env or {})}, timeout=timeout)
 
 
@@ -250,3 +250,42 @@ def test_content_type_ids_survive_even_when_a_fresh_migrate_would_number_them_ot
     assert out.returncode == 0, out.stdout + out.stderr
     assert query(seeded, "SELECT id, app_label, model FROM django_content_type ORDER BY id") == types
     assert query(seeded, PERMISSIONS) == perms and query(seeded, ADMIN_LOG) == log
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 100 MiB filesystem of its own (tmpfs), so that it can be filled without harm."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs", str(mount)]).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_disk_full_while_backing_up_touches_nothing_and_leaves_no_bundle(seeded, small_disk):
+    before_all, files = seeded.rows(), tree_digest(seeded.project)
+    backups = small_disk / "b"
+    env = {**os.environ, **seeded.env, "REMIGRATE_FAULT": "pause:backup-dump:4"}
+    proc = subprocess.Popen([PYTHON, "-m", "invoke", "reset", "-p", str(seeded.project), "--backup-dir", str(backups),
+                             *REMOVE, "--yes"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(backups.glob(".*.partial")):
+        time.sleep(0.05)
+    assert list(backups.glob(".*.partial")), "the backup never started"
+    filler = small_disk / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)  # until the disk is full
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and ("full" in lines[0] or "No space" in lines[0]), err
+    assert not [p for p in backups.iterdir()], list(backups.iterdir())  # no bundle, not even a partial one
+    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
+    filler.unlink()
+
+
+def test_a_disk_too_small_for_the_backup_is_refused_at_preflight(seeded, small_disk):
+    (small_disk / "filler").write_bytes(b"\0" * (40 * 1024 * 1024))
+    out = reset(seeded, *REMOVE, "--yes", backup_dir=small_disk / "b")
+    assert out.returncode == 1 and "not enough free space" in out.stderr

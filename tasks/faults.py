@@ -1,0 +1,17 @@
+"""Fault injection for the tests: REMIGRATE_FAULT=fail:PHASE, or pause:PHASE[:SECONDS]
+(default 120), acts when a run reaches PHASE. Unset in normal use, it does nothing."""
+import os
+import time
+
+from tasks.console import RemigrateError
+
+
+def inject_fault(phase):
+    action, _, rest = os.environ.get("REMIGRATE_FAULT", "").partition(":")
+    where, _, seconds = rest.partition(":")
+    if where != phase:
+        return
+    if action == "fail":
+        raise RemigrateError(f"injected failure at phase {phase} (REMIGRATE_FAULT)")
+    if action == "pause":
+        time.sleep(float(seconds or 120))
