@@ -532,6 +532,10 @@ def cmd_sqlite_load(opts):
         conn.execute("BEGIN IMMEDIATE")
         new_tables = [r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")]
         old_tables = {r[0] for r in conn.execute("SELECT name FROM old.sqlite_master WHERE type='table'")}
+        # Triggers the new schema made must not fire on old rows: set aside, put back after.
+        triggers = conn.execute("SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger' AND sql IS NOT NULL").fetchall()
+        for name, _sql in triggers:
+            conn.execute(f"DROP TRIGGER main.{sqlite_quote(name)}")
         loaded = {}
         for table in new_tables:
             if table in skip or table not in old_tables:
@@ -543,6 +547,8 @@ def cmd_sqlite_load(opts):
             conn.execute(f"DELETE FROM main.{q}")
             conn.execute(f"INSERT INTO main.{q} ({cols}) SELECT {cols} FROM old.{q}")
             loaded[table] = conn.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
+        for _name, trigger_sql in triggers:
+            conn.execute(trigger_sql)
         if conn.execute("SELECT 1 FROM old.sqlite_master WHERE name='sqlite_sequence'").fetchone():
             for name, seq in conn.execute("SELECT name, seq FROM old.sqlite_sequence").fetchall():
                 if name in loaded:  # AUTOINCREMENT high-water marks survive, so ids are never reused

@@ -148,6 +148,8 @@ def load_post_sql(high_waters):
         f"({sql.Literal(t).as_string(None)}, {sql.Literal(c).as_string(None)}, {int(h)})" for (t, c), h in sorted(high_waters.items())
     ) or "(NULL, NULL, NULL)"
     return f"""\
+-- Check the deferred foreign keys now (once, in bulk): a table with pending checks cannot be altered.
+SET CONSTRAINTS ALL IMMEDIATE;
 DO $$
 DECLARE t text;
 BEGIN

@@ -39,8 +39,10 @@ class CommandFailed(RemigrateError):
         self.exited = result.exited
         self.stderr = Secrets.scrub(result.stderr or "")
         self.stdout = Secrets.scrub(result.stdout or "")
-        lines = [ln for ln in (self.stderr or self.stdout).strip().splitlines() if ln.strip()]
-        detail = lines[-1] if lines else f"exit code {result.exited}"
+        lines = [ln.strip() for ln in (self.stderr or self.stdout).strip().splitlines() if ln.strip()]
+        # The first ERROR/FATAL line says what went wrong; the lines after it are context.
+        errors = [ln for ln in lines if any(w in ln for w in ("ERROR", "FATAL", "error:", "Error:"))]
+        detail = (errors or lines or [f"exit code {result.exited}"])[0 if errors else -1]
         super().__init__(f"{what} failed: {detail}")
 
 

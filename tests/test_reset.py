@@ -289,3 +289,46 @@ def test_a_disk_too_small_for_the_backup_is_refused_at_preflight(seeded, small_d
     (small_disk / "filler").write_bytes(b"\0" * (40 * 1024 * 1024))
     out = reset(seeded, *REMOVE, "--yes", backup_dir=small_disk / "b")
     assert out.returncode == 1 and "not enough free space" in out.stderr
+
+
+TRIGGER_APP = '''
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def add_trigger(sender, using, **kwargs):
+    from django.db import connections
+
+    conn = connections[using]
+    with conn.cursor() as cursor:
+        if conn.vendor == "postgresql":
+            cursor.execute("CREATE OR REPLACE FUNCTION writer_stamp() RETURNS trigger LANGUAGE plpgsql AS "
+                           "$$ BEGIN NEW.word_count := -1; RETURN NEW; END $$")
+            cursor.execute("DROP TRIGGER IF EXISTS writer_stamp ON writer_content")
+            cursor.execute("CREATE TRIGGER writer_stamp BEFORE INSERT ON writer_content FOR EACH ROW EXECUTE FUNCTION writer_stamp()")
+        else:
+            cursor.execute("CREATE TRIGGER IF NOT EXISTS writer_stamp AFTER INSERT ON writer_content "
+                           "BEGIN UPDATE writer_content SET word_count = -1 WHERE id = NEW.id; END")
+
+
+class WriterConfig(AppConfig):
+    name = "igny8_core.modules.writer"
+    label = "writer"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        post_migrate.connect(add_trigger, sender=self)
+'''
+
+
+def test_user_triggers_of_the_new_schema_do_not_fire_on_the_old_rows_and_work_afterwards(seeded):
+    (seeded.project / "igny8_core/modules/writer/apps.py").write_text(TRIGGER_APP)
+    manage(seeded.project, seeded.env, "migrate", "-v0")  # the live database gets the trigger too
+    before = data_rows(seeded)
+    out = reset(seeded, *REMOVE, "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert data_rows(seeded) == before  # no word_count turned into -1 during the load
+    code = ("from igny8_core.modules.writer.models import Content;"
+            "c = Content.objects.create(title='t', body='b');"
+            "print(Content.objects.get(pk=c.pk).word_count)")
+    assert manage(seeded.project, seeded.env, "shell", "--verbosity=0", "-c", code).strip() == "-1"  # and it is back on
