@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from servers import pg_cluster, psycopg_admin  # noqa: E402
+from servers import SUPERUSER, pg_cluster, psycopg_admin  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "examples" / "igny8"
@@ -93,18 +93,54 @@ def seed(project_dir, env, scale=1):
     manage(project_dir, env, "seed_sample", f"--scale={scale}")
 
 
-@pytest.fixture
-def sqlite_project(project):
-    env = {"DB_PATH": str(project / "db.sqlite3")}
-    seed(project, env)
-    return project, env
+@pytest.fixture(scope="session")
+def seeded_sqlite_file(tmp_path_factory):
+    """The sample project migrated and seeded once; tests get copies (seeding takes seconds)."""
+    folder = tmp_path_factory.mktemp("seeded-sqlite")
+    path = folder / "db.sqlite3"
+    seed(SAMPLE, {"DB_PATH": str(path)})
+    return path
+
+
+@pytest.fixture(scope="session")
+def seeded_pg_template(pg):
+    """A seeded PostgreSQL database to copy from: made once by its own role, owned by the superuser
+    so that a copy can hand every object to the copy's role (REASSIGN OWNED)."""
+    db = PgDb(pg, "seeded_template", "template_owner", NASTY_PASSWORD)
+    pg.create_app_database(db.name, db.role, db.password)
+    seed(SAMPLE, db.env())
+    with psycopg_admin(pg) as conn:
+        conn.execute(f"ALTER DATABASE {db.name} OWNER TO {SUPERUSER}")
+    return db
+
+
+def sqlite_copy(project, template):
+    path = project / "db.sqlite3"
+    shutil.copyfile(template, path)
+    return {"DB_PATH": str(path)}
+
+
+def pg_copy(db, template):
+    """Fill db (empty, owned by its role) with a copy of the seeded template."""
+    from psycopg import sql
+
+    with psycopg_admin(db.cluster) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(db.name)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
+            sql.Identifier(db.name), sql.Identifier(template.name), sql.Identifier(db.role)))
+    with psycopg_admin(db.cluster, db.name) as conn:
+        conn.execute(sql.SQL("REASSIGN OWNED BY {} TO {}").format(sql.Identifier(template.role), sql.Identifier(db.role)))
 
 
 @pytest.fixture
-def pg_project(project, pg_db):
-    env = pg_db.env()
-    seed(project, env)
-    return project, env, pg_db
+def sqlite_project(project, seeded_sqlite_file):
+    return project, sqlite_copy(project, seeded_sqlite_file)
+
+
+@pytest.fixture
+def pg_project(project, pg_db, seeded_pg_template):
+    pg_copy(pg_db, seeded_pg_template)
+    return project, pg_db.env(), pg_db
 
 
 def run_inv(*args, env=None, cwd=REPO, timeout=300, stdin=subprocess.DEVNULL):
@@ -183,10 +219,9 @@ def _pg_execute(db):
 def seeded(request, project):
     """The same test on every engine: the sample project seeded on SQLite, then on PostgreSQL."""
     if request.param == "sqlite":
-        path = project / "db.sqlite3"
-        env = {"DB_PATH": str(path)}
-        seed(project, env)
+        env = sqlite_copy(project, request.getfixturevalue("seeded_sqlite_file"))
+        path = Path(env["DB_PATH"])
         return EngineCase("sqlite", project, env, lambda: sqlite_rows(path), _sqlite_execute(path))
     db = request.getfixturevalue("pg_db")
-    seed(project, db.env())
+    pg_copy(db, request.getfixturevalue("seeded_pg_template"))
     return EngineCase("postgresql", project, db.env(), lambda: pg_rows(db), _pg_execute(db), db)
