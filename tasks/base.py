@@ -22,6 +22,8 @@ def task(*names, help=None, **kwargs):
             except KeyboardInterrupt:
                 raise Exit("remigrate: interrupted", code=130)
 
+        # Long flags only: automatic short ones collide (--dry-run came out as "--").
+        kwargs.setdefault("auto_shortflags", False)
         return invoke_task(run, help={**options.help_for(*names), **(help or {})}, **kwargs)
 
     return decorate

@@ -64,7 +64,7 @@ def test_a_renamed_model_is_removed_under_its_old_name_too():
 def test_remove_model_task_leaves_a_history_that_matches_the_models(project, tmp_path):
     from conftest import manage, run_inv
 
-    out = run_inv("migrations.remove-model", "-p", str(project), "--model", "site_building.WorkflowState", "--yes")
+    out = run_inv("migrations.remove-model", "--project-dir", str(project), "--model", "site_building.WorkflowState", "--yes")
     assert out.returncode == 0, out.stderr
     assert "removed CreateModel, AddIndex, AddIndex, AddIndex" in out.stdout
     env = {"DB_PATH": str(tmp_path / "scratch.sqlite3")}
@@ -74,5 +74,5 @@ def test_remove_model_task_leaves_a_history_that_matches_the_models(project, tmp
 def test_remove_model_refuses_a_model_that_is_still_in_the_code(project):
     from conftest import run_inv
 
-    out = run_inv("migrations.remove-model", "-p", str(project), "--model", "site_building.SiteBlueprint", "--yes")
+    out = run_inv("migrations.remove-model", "--project-dir", str(project), "--model", "site_building.SiteBlueprint", "--yes")
     assert out.returncode == 1 and "still exists in the code" in out.stderr

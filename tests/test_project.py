@@ -24,7 +24,7 @@ def test_relative_sqlite_path_is_relative_to_the_project():
 
 def test_detect_shows_sqlite_default_of_the_sample_project(sqlite_project):
     project, env = sqlite_project
-    out = run_inv("detect", "-p", str(project))
+    out = run_inv("detect", "--project-dir", str(project))
     assert out.returncode == 0, out.stderr
     assert "django.db.backends.sqlite3" in out.stdout and "settings (igny8_core.settings)" in out.stdout
     assert "igny8_core_auth, planner, writer" in out.stdout
@@ -32,7 +32,7 @@ def test_detect_shows_sqlite_default_of_the_sample_project(sqlite_project):
 
 def test_detect_postgres_through_database_url(pg_project):
     project, env, db = pg_project
-    out = run_inv("detect", "-p", str(project), env=env)
+    out = run_inv("detect", "--project-dir", str(project), env=env)
     assert out.returncode == 0, out.stderr
     port_row = next(line for line in out.stdout.splitlines() if line.startswith("port "))
     assert str(db.cluster.port) in port_row and "DATABASE_URL (environment)" in port_row

@@ -57,7 +57,7 @@ ADMIN_LOG = ("SELECT l.id, ct.app_label, ct.model, l.object_id, l.object_repr FR
 
 
 def reset(case, *extra, env=None, timeout=300, backup_dir=None):
-    return run_inv("reset", "-p", str(case.project), "--backup-dir", str(backup_dir or case.project.parent / "b"), *extra,
+    return run_inv("reset", "--project-dir", str(case.project), "--backup-dir", str(backup_dir or case.project.parent / "b"), *extra,
                    env={**case.env, **(env or {})}, timeout=timeout)
 
 
@@ -141,7 +141,7 @@ def test_failure_after_the_rebuild_rolls_back_database_and_files(seeded):
 def test_kill_during_the_load_then_rollback_puts_everything_back(seeded):
     before_all, files = seeded.rows(), tree_digest(seeded.project)
     env = {**os.environ, **seeded.env, "REMIGRATE_FAULT": "pause:load"}
-    proc = subprocess.Popen([PYTHON, "-m", "invoke", "reset", "-p", str(seeded.project), "--backup-dir",
+    proc = subprocess.Popen([PYTHON, "-m", "invoke", "reset", "--project-dir", str(seeded.project), "--backup-dir",
                              str(seeded.project.parent / "b"), *REMOVE, "--yes"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -158,7 +158,7 @@ def test_kill_during_the_load_then_rollback_puts_everything_back(seeded):
     assert tree_digest(seeded.project) != files  # the run died half-way
     again = reset(seeded, *REMOVE, "--yes")
     assert again.returncode == 1 and "inv rollback" in again.stderr
-    out = run_inv("rollback", "-p", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b"), "--yes", env=seeded.env)
+    out = run_inv("rollback", "--project-dir", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b"), "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert tree_digest(seeded.project) == files
     assert seeded.rows() == before_all
@@ -210,7 +210,7 @@ def test_run_sql_view_in_the_old_history_is_reported_in_the_plan(seeded):
 
 def test_a_second_reset_while_one_runs_is_refused(seeded):
     env = {**os.environ, **seeded.env, "REMIGRATE_FAULT": "pause:remove-models"}
-    proc = subprocess.Popen([PYTHON, "-m", "invoke", "reset", "-p", str(seeded.project), "--backup-dir",
+    proc = subprocess.Popen([PYTHON, "-m", "invoke", "reset", "--project-dir", str(seeded.project), "--backup-dir",
                              str(seeded.project.parent / "b"), *REMOVE, "--yes"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -231,7 +231,7 @@ def test_postgres_role_without_createdb_is_refused_before_anything(project, pg):
     pg.create_app_database(db.name, db.role, db.password, createdb=False)
     try:
         seed(project, db.env())
-        out = run_inv("reset", "-p", str(project), "--backup-dir", str(project.parent / "b"), *REMOVE, "--yes", env=db.env())
+        out = run_inv("reset", "--project-dir", str(project), "--backup-dir", str(project.parent / "b"), *REMOVE, "--yes", env=db.env())
         assert out.returncode == 1 and "CREATEDB" in out.stderr
         assert not (project.parent / "b").exists() or not bundles_in(project.parent / "b")
     finally:
@@ -267,7 +267,7 @@ def test_disk_full_while_backing_up_touches_nothing_and_leaves_no_bundle(seeded,
     before_all, files = seeded.rows(), tree_digest(seeded.project)
     backups = small_disk / "b"
     env = {**os.environ, **seeded.env, "REMIGRATE_FAULT": "pause:backup-dump:4"}
-    proc = subprocess.Popen([PYTHON, "-m", "invoke", "reset", "-p", str(seeded.project), "--backup-dir", str(backups),
+    proc = subprocess.Popen([PYTHON, "-m", "invoke", "reset", "--project-dir", str(seeded.project), "--backup-dir", str(backups),
                              *REMOVE, "--yes"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     deadline = time.monotonic() + 60

@@ -47,14 +47,14 @@ def test_password_never_in_argv_output_or_manifest(pg_project, tmp_path):
     log = tmp_path / "argv.log"
     shims = make_shims(tmp_path / "shims", log)
     env = {**env, "PATH": f"{shims}:{os.environ['PATH']}"}
-    common = ["-p", str(project), "--python", str(shims / "python")]
+    common = ["--project-dir", str(project), "--python", str(shims / "python")]
     watcher = ArgvWatcher()
     watcher.start()
     try:
         outputs = [run_inv("detect", *common, env=env), run_inv("backup", *common, "--backup-dir", str(tmp_path / "b"), env=env)]
         damage_pg(db)
         outputs.append(run_inv("restore", *common, "--backup-dir", str(tmp_path / "b"), "--yes", env=env))
-        outputs.append(run_inv("backup", "-p", str(project), "--backup-dir", str(tmp_path / "b"),
+        outputs.append(run_inv("backup", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"),
                                env={**env, "DATABASE_URL": env["DATABASE_URL"].replace("%40", "%41")}))
     finally:
         watcher.stop.set()
