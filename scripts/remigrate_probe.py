@@ -453,7 +453,8 @@ def cmd_plan(opts):
         label, _, model_name = spec.partition(".")
         key = (label, model_name.lower())
         if key not in state.models:
-            raise ProbeError(f"--remove-model {spec}: no model of that name in the migration history of app {label!r}")
+            removals[spec] = {"error": f"--remove-model {spec}: no model of that name in the migration history of app {label!r}"}
+            continue
         try:
             apps.get_model(label, model_name)
             raise ProbeError(f"--remove-model {spec}: the model still exists in the code; delete its class first")

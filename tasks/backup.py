@@ -1,7 +1,10 @@
 """Backup bundles: take one (verified before it counts), list them, restore one."""
+import hashlib
 import json
+import os
 import posixpath
 import time
+from pathlib import Path
 
 from tasks import bundle as B
 from tasks.base import resolve, task
@@ -70,8 +73,57 @@ def take_backup(project, engine, backup_dir, kind="backup"):
     return manifest, final
 
 
+def local_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_bundle(project, manifest, path, fetch_dir):
+    """Copy a host's bundle to this machine and check every file's size and sha256 after the copy."""
+    if not project.target.remote:
+        return None
+    local = Path(fetch_dir or B.FETCH_DIR).expanduser().resolve() / project.target.name / manifest["name"]
+    local.mkdir(parents=True, mode=0o700)
+    names = [*manifest["files"], B.MANIFEST]
+    for name in names:
+        project.target.c.get(posixpath.join(path, name), str(local / name))
+        os.chmod(local / name, 0o600)
+    actual = {n: {"size": (local / n).stat().st_size, "sha256": local_sha256(local / n)} for n in manifest["files"]}
+    problems = B.check_files(manifest, actual)
+    if problems:
+        raise RemigrateError(f"the copy of {manifest['name']} fetched from {project.target.name} is damaged: {'; '.join(problems)}")
+    ok(f"copied to this machine and checked: {local}")
+    return local
+
+
+def push_bundle(project, local, backup_dir):
+    """Upload a bundle from this machine to the host's backup folder (checked there afterwards)."""
+    manifest = json.loads((local / B.MANIFEST).read_text(encoding="utf-8"))
+    remote = posixpath.join(backup_dir, manifest["name"])
+    if project.target.exists(remote, "-d"):
+        return manifest, remote
+    partial = posixpath.join(backup_dir, f".{manifest['name']}{B.PARTIAL_SUFFIX}")
+    project.probe("prepare-dir", backup_dir)
+    project.target.run(["mkdir", "-m", "700", partial], what="creating the bundle folder on the host")
+    try:
+        for name in [*manifest["files"], B.MANIFEST]:
+            project.target.put_file(local / name, posixpath.join(partial, name))
+        project.probe("finalize-bundle", partial, remote, what="finishing the uploaded bundle")
+    except BaseException:
+        project.target.remove_tree(partial)
+        raise
+    ok(f"uploaded {manifest['name']} to {project.target.name}:{remote}")
+    return manifest, remote
+
+
 def find_bundle(project, backup_dir, wanted):
-    """(manifest, path) of the named bundle, or of the newest one."""
+    """(manifest, path) of the named bundle, or of the newest one. Under fab, a bundle folder on
+    this machine (a path) is uploaded to the host first."""
+    if wanted and project.target.remote and (Path(wanted).expanduser() / B.MANIFEST).is_file():
+        return push_bundle(project, Path(wanted).expanduser().resolve(), backup_dir)
     if wanted and "/" in wanted and project.target.exists(posixpath.join(wanted, B.MANIFEST), "-f"):
         path = wanted.rstrip("/")
         return json.loads(project.target.read_text(posixpath.join(path, B.MANIFEST))), path
@@ -125,12 +177,17 @@ def restore_bundle(project, engine, manifest, path, yes, safety_backup_dir=None)
     ok(f"restored {manifest['name']}: {len(rows)} tables, {sum(after['tables'].values())} rows, counts match ({timer})")
 
 
-@task("project_dir", "python", "settings", "env_file", "backup_dir")
-def backup(c, project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
-    """Back up the project's database into a verified bundle (dump, manifest, migration files)."""
+@task("project_dir", "python", "settings", "env_file", "backup_dir", "no_fetch", "fetch_dir")
+def backup(c, no_fetch=False, fetch_dir=None, project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
+    """Back up the project's database into a verified bundle (dump, manifest, migration files).
+
+    Under fab -H, the bundle is also copied to this machine and checked (--no-fetch skips it).
+    """
     opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
     with open_project(c, opts) as project:
-        take_backup(project, engine_for(project), project.default_backup_dir())
+        manifest, path = take_backup(project, engine_for(project), project.default_backup_dir())
+        if not no_fetch:
+            fetch_bundle(project, manifest, path, fetch_dir)
 
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "backup", "yes",

@@ -3,6 +3,7 @@ one-line message with a non-zero exit (invoke's Exit) at the task boundary."""
 import functools
 
 from invoke import Exit
+from paramiko.ssh_exception import SSHException
 from invoke import task as invoke_task
 
 from tasks import options
@@ -19,6 +20,12 @@ def task(*names, help=None, **kwargs):
                 return body(c, *args, **kw)
             except RemigrateError as exc:
                 raise Exit(f"remigrate: error: {Secrets.scrub(exc)}", code=1)
+            except (SSHException, OSError) as exc:
+                if not hasattr(c, "host"):
+                    raise
+                hint = ("add its key to known_hosts (ssh-keyscan) or set remigrate.accept_unknown_hosts"
+                        if "known_hosts" in str(exc) else "check the host, your SSH key and ~/.ssh/config")
+                raise Exit(f"remigrate: error: cannot connect to {c.host}: {Secrets.scrub(exc)}; {hint}", code=1)
             except KeyboardInterrupt:
                 raise Exit("remigrate: interrupted", code=130)
 
@@ -30,4 +37,6 @@ def task(*names, help=None, **kwargs):
 
 
 def resolve(c, **flags):
-    return options.resolve(c.config.get("remigrate", {}), **flags)
+    """The task's options: under fab -H, the host's own section of the config counts too."""
+    host = getattr(c, "original_host", None) or getattr(c, "host", None)
+    return options.resolve(c.config.get("remigrate", {}), host=host, **flags)

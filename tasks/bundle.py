@@ -12,6 +12,7 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 MIGRATIONS_ARCHIVE = "migrations.tar.gz"
 PARTIAL_SUFFIX = ".partial"
+FETCH_DIR = ".remigrate/fetched"  # on the machine running fab: <fetch-dir>/<host>/<bundle>/
 
 
 def bundle_name(database_name, when, taken=()):

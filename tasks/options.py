@@ -12,6 +12,8 @@ DEFAULTS = {
     "env_file": ".env",  # relative to project_dir; loaded without overriding the environment
     "backup_dir": "",  # "" is <project_dir>/.remigrate/backups
 }
+# Not per-task flags: remigrate.accept_unknown_hosts (fab: accept a host key missing from
+# known_hosts) and remigrate.hosts.<host>.<key> (per-host values of the keys above).
 
 HELP = {
     "project_dir": "folder of the Django project (the one holding manage.py); default: config remigrate.project_dir or '.'",
@@ -20,7 +22,9 @@ HELP = {
     "env_file": "env file loaded for the project (the environment wins over it); default: .env in the project folder",
     "backup_dir": "folder of the backup bundles; default: <project-dir>/.remigrate/backups",
     "yes": "do not ask for confirmation (needed when there is no terminal)",
-    "backup": "bundle name or path; default: the newest bundle",
+    "backup": "bundle name or path (under fab, a bundle folder on this machine is uploaded first); default: the newest bundle",
+    "no_fetch": "under fab -H: do not copy the new bundle back to this machine",
+    "fetch_dir": "under fab -H: where bundles are copied on this machine; default: .remigrate/fetched/<host>/",
 }
 
 
@@ -33,10 +37,14 @@ class Options:
     backup_dir: str
 
 
-def resolve(config_section, **flags) -> Options:
-    """Flag if given (not None), else the config value, else the code default."""
+def resolve(config_section, host=None, **flags) -> Options:
+    """Flag if given (not None), else the host's config value, else the config value, else the
+    code default."""
     section = dict(DEFAULTS)
-    section.update({k: v for k, v in dict(config_section or {}).items() if k in DEFAULTS})
+    config_section = dict(config_section or {})
+    section.update({k: v for k, v in config_section.items() if k in DEFAULTS})
+    per_host = dict((config_section.get("hosts") or {}).get(host) or {}) if host else {}
+    section.update({k: v for k, v in per_host.items() if k in DEFAULTS})
     values = {}
     for key in DEFAULTS:
         flag = flags.get(key)

@@ -3,11 +3,12 @@ rebuild the database, bring the data back, verify; roll back on any failure."""
 import json
 import os
 import posixpath
+import re
 import socket
 from dataclasses import dataclass, field
 
 from tasks import bundle as B
-from tasks.backup import find_bundle, take_backup, verify_bundle
+from tasks.backup import fetch_bundle, find_bundle, take_backup, verify_bundle
 from tasks.base import resolve, task
 from tasks.console import RemigrateError, Secrets, Timer, confirm, human_bytes, ok, say, step, table, warn
 from tasks.engines import engine_for
@@ -31,15 +32,39 @@ class Plan:
     drift: list
     stats: dict
     skip: set = field(default_factory=set)  # tables not brought back
+    mode: str = "regenerate"  # or "deployed": the new history is already on disk
 
     @property
     def blocked(self):
         return bool(self.orphans or self.drift)
 
 
+INITIAL = re.compile(r"^\d{4}_initial\.py$")
+
+
+def history_mode(apps, applied):
+    """"regenerate" when the files on disk are the history the database was migrated with,
+    "deployed" when they are already a fresh history (made on a laptop, committed, deployed)."""
+    on_disk = {(a["label"], f[:-3]) for a in apps for f in a["migration_files"]}
+    own = {a["label"] for a in apps}
+    applied_own = {(app, name) for app, name in (applied or []) if app in own}
+    if applied_own <= on_disk:
+        return "regenerate"
+    if all(INITIAL.match(f) for a in apps for f in a["migration_files"]):
+        return "deployed"
+    raise RemigrateError("the migration files on disk are neither the history the database was migrated with nor a "
+                         "fresh one (only NNNN_initial files); deploy the old files or the complete new history first")
+
+
 def make_plan(project, engine, remove_models_, drop_tables):
     facts = project.probe("plan", *remove_models_, what="planning the reset")
     stats = engine.stats()
+    mode = history_mode(facts["apps"], stats.get("applied_migrations"))
+    for spec, r in facts["removals"].items():
+        if "error" in r:
+            hint = ("; the files on disk are already the new history, so name its table with --drop-table instead"
+                    if mode == "deployed" else "")
+            raise RemigrateError(r["error"] + hint)
     live = stats["tables"]
     removed = {t for r in facts["removals"].values() for t in r["tables"]}
     for name in drop_tables:
@@ -52,7 +77,7 @@ def make_plan(project, engine, remove_models_, drop_tables):
     drift = project.probe("schema-check", what="comparing the database with the models")["problems"]
     return Plan(apps=facts["apps"], removals=facts["removals"], drop_tables=list(drop_tables), orphans=orphans,
                 empty_orphans=empty, special=facts["special_operations"], drift=drift, stats=stats,
-                skip=named | set(empty))
+                skip=named | set(empty), mode=mode)
 
 
 def show_plan(project, engine, plan, backup_dir):
@@ -63,7 +88,9 @@ def show_plan(project, engine, plan, backup_dir):
     say(f"database   {engine.name} {db.name}" + (f" at {db.host}:{db.port}" if db.host else "") +
         f" on {project.target.name}, {len(plan.stats['tables'])} tables, {sum(plan.stats['tables'].values())} rows, {human_bytes(size)}")
     say(f"backup     a new verified bundle in {backup_dir}")
-    say("apps reset (numbered migration files deleted, then regenerated):")
+    if plan.mode == "deployed":
+        say("migrations the files on disk are already a fresh history: only the database is rebuilt with them")
+    say("apps reset (numbered migration files deleted, then regenerated):" if plan.mode == "regenerate" else "apps:")
     say(table(("app", "files", "kept (not migrations)"),
               [(a["label"], len(a["migration_files"]), ", ".join(a["other_files"]) or "-") for a in plan.apps]))
     if plan.removals or plan.drop_tables:
@@ -249,7 +276,7 @@ def rollback(project, engine, manifest, bundle_path):
                              f"restore it by hand with `inv restore --backup {manifest['name']}`")
 
 
-def run_reset(project, engine, remove_model, drop_table, yes, dry_run):
+def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=False, fetch_dir=None):
     total = Timer()
     backup_dir = project.default_backup_dir()
     check_not_running(project, backup_dir)
@@ -272,14 +299,22 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run):
     lock = take_lock(project, backup_dir)
     try:
         manifest, bundle_path = take_backup(project, engine, backup_dir, kind="reset")
+        if fetch:  # an off-host copy before anything is dropped
+            fetch_bundle(project, manifest, bundle_path, fetch_dir)
         journal = Journal(project, bundle_path, lock, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
         phases = {}
         try:
             t = Timer()
-            journal("remove-models")
-            edit_migrations(project, plan.apps, plan.removals)
-            journal("regenerate-migrations")
-            regenerate(project, plan)
+            if plan.mode == "regenerate":
+                journal("remove-models")
+                edit_migrations(project, plan.apps, plan.removals)
+                journal("regenerate-migrations")
+                regenerate(project, plan)
+            else:
+                journal("check-migrations")
+                check = project.manage("makemigrations", "--check", "--dry-run", check=False)
+                if check["exit"]:
+                    raise RemigrateError(f"the deployed migrations do not match the models: {check['output'].strip()}")
             phases["migrations"] = str(t)
             t = Timer()
             engine.rebuild_and_load(bundle_path, manifest, plan.skip, journal)
@@ -327,10 +362,10 @@ def reset_help():
     }
 
 
-@task("project_dir", "python", "settings", "env_file", "backup_dir", "yes", help=reset_help(),
+@task("project_dir", "python", "settings", "env_file", "backup_dir", "yes", "no_fetch", "fetch_dir", help=reset_help(),
       iterable=["remove_model", "drop_table"])
-def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, project_dir=None, python=None,
-          settings=None, env_file=None, backup_dir=None):
+def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, no_fetch=False, fetch_dir=None,
+          project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
     """Reset the project's migrations to a fresh 0001_initial per app, keeping every row.
 
     Shows the plan, asks for the database name (or --yes), takes a verified backup, removes
@@ -342,7 +377,7 @@ def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, proje
     with open_project(c, opts) as project:
         engine = engine_for(project)
         engine.preflight()
-        run_reset(project, engine, remove_model or [], drop_table or [], yes, dry_run)
+        run_reset(project, engine, remove_model or [], drop_table or [], yes, dry_run, fetch=not no_fetch, fetch_dir=fetch_dir)
 
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "backup", "yes", name="rollback")

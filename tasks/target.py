@@ -34,6 +34,21 @@ def pipeline(*parts, env=None, cwd=None):
     return command_line(["bash", "-o", "pipefail", "-c", script], env=env, cwd=cwd)
 
 
+def check_host_keys(c):
+    """Fabric accepts any host key by default; remigrate checks it against known_hosts
+    (ssh_config's UserKnownHostsFile, else ~/.ssh/known_hosts) and refuses an unknown host
+    unless remigrate.accept_unknown_hosts is set."""
+    from paramiko.client import AutoAddPolicy, RejectPolicy
+
+    files = str(c.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")).split()
+    for name in files:
+        path = os.path.expanduser(name)
+        if os.path.exists(path):
+            c.client.load_host_keys(path)
+    accept = (c.config.get("remigrate") or {}).get("accept_unknown_hosts")
+    c.client.set_missing_host_key_policy(AutoAddPolicy() if accept else RejectPolicy())
+
+
 class CommandFailed(RemigrateError):
     def __init__(self, what, result):
         self.exited = result.exited
@@ -52,7 +67,9 @@ class Target:
     def __init__(self, c):
         self.c = c
         self.remote = hasattr(c, "sftp") and hasattr(c, "host")
-        self.name = c.host if self.remote else "local"
+        self.name = getattr(c, "original_host", None) or c.host if self.remote else "local"
+        if self.remote and not c.is_connected:
+            check_host_keys(c)
 
     def run(self, argv, *, env=None, cwd=None, what=None, check=True, timeout=None):
         return self.shell(command_line(argv, env=env, cwd=cwd), what=what or argv[0], check=check, timeout=timeout)

@@ -138,3 +138,84 @@ def pg_cluster():
             cluster.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- SSH
+
+@dataclass
+class SshServer:
+    """An OpenSSH server on loopback with generated keys, and a client config that knows it."""
+
+    root: Path
+    port: int
+    user: str
+    ssh_config: Path
+    known_hosts: Path
+    client_key: Path
+    process: object = None
+
+    @property
+    def host(self):
+        return "remigrate-test-host"  # an alias resolved by ssh_config, like a real `prod`
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def sshd_path():
+    for candidate in ("/usr/sbin/sshd", shutil.which("sshd")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+@contextlib.contextmanager
+def ssh_server():
+    """sshd -D on a free loopback port. As root it logs in as root with a test-only key; as
+    another user it runs unprivileged and logs in as that user."""
+    sshd = sshd_path()
+    if not sshd:
+        raise RuntimeError("OpenSSH server is not installed: apt-get install openssh-server")
+    import getpass
+
+    root = Path(tempfile.mkdtemp(prefix="remigrate-ssh-"))
+    os.chmod(root, 0o700)
+    user = getpass.getuser()
+    try:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "host_key")], check=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "client_key")], check=True)
+        (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
+        os.chmod(root / "authorized_keys", 0o600)
+        port = free_port()
+        os.makedirs("/run/sshd", exist_ok=True) if os.geteuid() == 0 else None
+        (root / "sshd_config").write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\nPidFile {root / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {root / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n"
+            "AcceptEnv none\nSubsystem sftp internal-sftp\nLogLevel ERROR\n")
+        host_pub = (root / "host_key.pub").read_text().split()
+        known_hosts = root / "known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+        ssh_config = root / "ssh_config"
+        ssh_config.write_text(
+            f"Host remigrate-test-host\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n"
+            f"  IdentityFile {root / 'client_key'}\n  UserKnownHostsFile {known_hosts}\n")
+        process = subprocess.Popen([sshd, "-D", "-e", "-f", str(root / "sshd_config")], stdout=subprocess.DEVNULL,
+                                   stderr=open(root / "sshd.log", "w"))
+        server = SshServer(root=root, port=port, user=user, ssh_config=ssh_config, known_hosts=known_hosts,
+                           client_key=root / "client_key", process=process)
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.1)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -21,3 +21,10 @@ def test_flag_left_unset_does_not_hide_config():
 def test_unknown_config_keys_are_ignored_and_values_become_strings():
     opts = resolve({"nonsense": 1, "python": None}, project_dir=3)
     assert opts.project_dir == "3" and opts.python == ""
+
+
+def test_host_section_wins_over_the_shared_config_and_a_flag_over_both():
+    config = {"project_dir": "/srv/a", "hosts": {"prod": {"project_dir": "/srv/prod"}}}
+    assert resolve(config, host="prod").project_dir == "/srv/prod"
+    assert resolve(config, host="staging").project_dir == "/srv/a"
+    assert resolve(config, host="prod", project_dir="/x").project_dir == "/x"

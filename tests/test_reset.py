@@ -332,3 +332,17 @@ def test_user_triggers_of_the_new_schema_do_not_fire_on_the_old_rows_and_work_af
             "c = Content.objects.create(title='t', body='b');"
             "print(Content.objects.get(pk=c.pk).word_count)")
     assert manage(seeded.project, seeded.env, "shell", "--verbosity=0", "-c", code).strip() == "-1"  # and it is back on
+
+
+def test_history_modes_tell_old_files_from_a_deployed_new_history():
+    from tasks.console import RemigrateError
+    from tasks.reset import history_mode
+
+    old = [{"label": "shop", "migration_files": ["0001_initial.py", "0002_price.py"]}]
+    new = [{"label": "shop", "migration_files": ["0001_initial.py"]}]
+    odd = [{"label": "shop", "migration_files": ["0001_initial.py", "0002_other.py"]}]
+    applied = [["shop", "0001_initial"], ["shop", "0002_price"], ["auth", "0001_initial"]]
+    assert history_mode(old, applied) == "regenerate"
+    assert history_mode(new, applied) == "deployed"
+    with pytest.raises(RemigrateError, match="neither"):
+        history_mode(odd, applied)
