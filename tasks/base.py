@@ -1,21 +1,55 @@
 """The task decorator all remigrate tasks use: shared flag help, and errors turned into a
 one-line message with a non-zero exit (invoke's Exit) at the task boundary."""
+import atexit
 import functools
+import sys
 
 from invoke import Exit
-from paramiko.ssh_exception import SSHException
 from invoke import task as invoke_task
+from paramiko.ssh_exception import SSHException
 
 from tasks import options
-from tasks.console import RemigrateError, Secrets
+from tasks.console import RemigrateError, Secrets, table
+
+RESULTS = []  # (host, task, status): the per-host summary of a `fab -H a,b` run
+
+
+def hosts_from_argv(argv):
+    """The hosts named with -H/--hosts, in order."""
+    hosts = []
+    for i, word in enumerate(argv):
+        value = None
+        if word in ("-H", "--hosts") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif word.startswith("--hosts="):
+            value = word.split("=", 1)[1]
+        if value:
+            hosts += [h for h in value.split(",") if h]
+    return hosts
+
+
+def summary_rows(results, hosts):
+    """One row per host and task; hosts never reached (an earlier one failed) say so."""
+    rows = [(host, name, status) for host, name, status in results]
+    reached = {host for host, _, _ in results}
+    rows += [(host, "-", "not run (an earlier host failed)") for host in hosts if host not in reached]
+    return rows
+
+
+def _print_summary():
+    hosts = hosts_from_argv(sys.argv)
+    if len(hosts) > 1 and RESULTS:
+        print("\nper-host summary:\n" + table(("host", "task", "result"), summary_rows(RESULTS, hosts)), flush=True)
+
+
+atexit.register(_print_summary)
 
 
 def task(*names, help=None, **kwargs):
     """@task(*shared option names, help={...}): an invoke task with remigrate's error handling."""
 
     def decorate(body):
-        @functools.wraps(body)
-        def run(c, *args, **kw):
+        def translated(c, *args, **kw):
             try:
                 return body(c, *args, **kw)
             except RemigrateError as exc:
@@ -28,6 +62,20 @@ def task(*names, help=None, **kwargs):
                 raise Exit(f"remigrate: error: cannot connect to {c.host}: {Secrets.scrub(exc)}; {hint}", code=1)
             except KeyboardInterrupt:
                 raise Exit("remigrate: interrupted", code=130)
+
+        @functools.wraps(body)
+        def run(c, *args, **kw):
+            host = getattr(c, "original_host", None) or getattr(c, "host", None)
+            name = kwargs.get("name") or body.__name__.replace("_", "-")
+            try:
+                result = translated(c, *args, **kw)
+            except Exit as exc:
+                if host:
+                    RESULTS.append((host, name, f"FAILED: {exc.message}"[:140]))
+                raise
+            if host:
+                RESULTS.append((host, name, "ok"))
+            return result
 
         # Long flags only: automatic short ones collide (--dry-run came out as "--").
         kwargs.setdefault("auto_shortflags", False)

@@ -28,3 +28,11 @@ def test_host_section_wins_over_the_shared_config_and_a_flag_over_both():
     assert resolve(config, host="prod").project_dir == "/srv/prod"
     assert resolve(config, host="staging").project_dir == "/srv/a"
     assert resolve(config, host="prod", project_dir="/x").project_dir == "/x"
+
+
+def test_hosts_of_a_fab_run_are_read_in_order_and_the_unreached_ones_named():
+    from tasks.base import hosts_from_argv, summary_rows
+
+    assert hosts_from_argv(["fab", "-H", "a,b", "--hosts=c", "reset"]) == ["a", "b", "c"]
+    rows = summary_rows([("a", "reset", "ok"), ("b", "reset", "FAILED: x")], ["a", "b", "c"])
+    assert rows[-1] == ("c", "-", "not run (an earlier host failed)")

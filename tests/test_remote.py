@@ -168,6 +168,8 @@ def test_two_hosts_the_second_failing_preflight_leaves_it_untouched(ssh, tmp_pat
     assert out.returncode == 1
     assert "reset done" in out.stdout  # the first host, configured in fabric.yaml's hosts section
     assert f"does not exist on {HOST}-2" in out.stderr
+    summary = out.stdout[out.stdout.index("per-host summary"):]
+    assert f"{HOST}    reset  ok" in summary and f"{HOST}-2  reset  FAILED: remigrate: error: project folder" in summary
 
 
 def test_connection_dropped_during_the_load_then_rollback_restores_the_host(ssh, host_case):
