@@ -9,7 +9,7 @@ from pathlib import Path
 from tasks import bundle as B
 from tasks.base import resolve, task
 from tasks.console import RemigrateError, Timer, confirm, human_age, human_bytes, ok, say, step, table, warn
-from tasks.engines import engine_for, engine_name
+from tasks.engines import engine_for
 from tasks.faults import inject_fault
 from tasks.project import open_project
 
@@ -226,6 +226,3 @@ def backups(c, project_dir=None, python=None, settings=None, env_file=None, back
                          human_bytes(b["size"]), human_age(time.time() - b["mtime"]), state))
         say(f"bundles in {folder}:")
         say(table(("name", "kind", "engine", "database", "size", "age", "state"), rows))
-
-
-__all__ = ["backup", "restore", "backups", "take_backup", "restore_bundle", "engine_name"]

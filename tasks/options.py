@@ -1,7 +1,6 @@
 """Options shared by every task: a flag beats the config (environment, invoke.yaml/fabric.yaml,
 code defaults). Plain module: no invoke import, so it is tested as data in, data out."""
 from dataclasses import dataclass
-from typing import Optional
 
 # The `remigrate` section of the config. Set per host in fabric.yaml under remigrate:, or
 # per run with INVOKE_REMIGRATE_PROJECT_DIR=... / FABRIC_REMIGRATE_PROJECT_DIR=...

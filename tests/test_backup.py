@@ -1,12 +1,10 @@
 """Backup, list and restore against a real SQLite file and a real PostgreSQL server."""
 import json
-import os
 import sqlite3
 import stat
 from pathlib import Path
 
-import pytest
-from conftest import pg_rows, run_inv, sqlite_rows
+from conftest import pg_rows, run_inv
 
 from tasks.bundle import MANIFEST
 

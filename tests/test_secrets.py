@@ -1,12 +1,11 @@
 """The database password never reaches a child's argv, the output, or a bundle's manifest."""
-import json
 import os
 import shutil
 import threading
 from pathlib import Path
 
 from conftest import NASTY_PASSWORD, PYTHON, run_inv
-from test_backup import damage_pg, only_bundle
+from test_backup import damage_pg
 
 LOGGED = ("pg_dump", "pg_restore", "psql", "env", "bash", "cat", "sh")
 
