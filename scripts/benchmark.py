@@ -38,7 +38,7 @@ def bench(engine, scale, env, workdir):
     run([sys.executable, "manage.py", "migrate", "-v0"], env, project)
     seeded, seconds = run([sys.executable, "manage.py", "seed_sample", f"--scale={scale}"], env, project)
     backups = workdir / engine / "backups"
-    out, total = run([sys.executable, "-m", "invoke", "reset", "-p", str(project), "--backup-dir", str(backups),
+    out, total = run([sys.executable, "-m", "invoke", "reset", "--project-dir", str(project), "--backup-dir", str(backups),
                       "--remove-model", "site_building.WorkflowState", "--yes"], env, REPO)
     journal = json.loads(next(backups.glob("*/journal.json")).read_text())
     backup = re.search(r"backup \S+: (\d+) tables, (\d+) rows, ([\d.]+ \w+), verified \(([\d.]+) s\)", out)
