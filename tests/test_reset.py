@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import PYTHON, REPO, manage, run_inv
+from conftest import PYTHON, REPO, manage, pg_rows, run_inv
 from servers import psycopg_admin
 from test_backup import bundles_in
 
@@ -233,6 +233,15 @@ def test_postgres_role_without_createdb_is_refused_before_anything(project, pg):
         out = run_inv("reset", "--project-dir", str(project), "--backup-dir", str(project.parent / "b"), *REMOVE, "--yes", env=db.env())
         assert out.returncode == 1 and "CREATEDB" in out.stderr
         assert not (project.parent / "b").exists() or not bundles_in(project.parent / "b")
+        # backup and restore need no CREATEDB: the restore works inside the existing database
+        before = pg_rows(db)
+        common = ["--project-dir", str(project), "--backup-dir", str(project.parent / "b")]
+        assert run_inv("backup", *common, env=db.env()).returncode == 0
+        with db.connect() as conn:
+            conn.execute("DELETE FROM planner_keyword")
+        out = run_inv("restore", *common, "--yes", env=db.env())
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert pg_rows(db) == before
     finally:
         pg.drop_app_database(db.name, db.role)
 
