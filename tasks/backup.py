@@ -25,8 +25,8 @@ def take_backup(project, engine, backup_dir, kind="backup"):
     timer = Timer()
     db = project.db
     step(f"Backing up {engine.name} database {db.name} ({project.target.name})")
-    room = project.probe("prepare-dir", backup_dir, what="preparing the backup folder")
     engine.preflight()
+    room = project.probe("prepare-dir", backup_dir, what="preparing the backup folder")
     before = engine.stats()
     need = engine.size_estimate(before)
     if room["free_bytes"] < need + HEADROOM:
