@@ -1,5 +1,4 @@
 """Backup bundles: take one (verified before it counts), list them, restore one."""
-import hashlib
 import json
 import os
 import posixpath
@@ -11,7 +10,7 @@ from tasks.base import resolve, task
 from tasks.console import RemigrateError, Timer, confirm, human_age, human_bytes, ok, say, step, table, warn
 from tasks.engines import engine_for
 from tasks.faults import inject_fault
-from tasks.project import open_project
+from tasks.project import open_project, probe_module
 
 HEADROOM = 64 * 1024 * 1024  # free space kept beyond the estimated dump size
 
@@ -73,14 +72,6 @@ def take_backup(project, engine, backup_dir, kind="backup"):
     return manifest, final
 
 
-def local_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_bundle(project, manifest, path, fetch_dir):
     """Copy a host's bundle to this machine and check every file's size and sha256 after the copy."""
     if not project.target.remote:
@@ -91,7 +82,8 @@ def fetch_bundle(project, manifest, path, fetch_dir):
     for name in names:
         project.target.c.get(posixpath.join(path, name), str(local / name))
         os.chmod(local / name, 0o600)
-    actual = {n: {"size": (local / n).stat().st_size, "sha256": local_sha256(local / n)} for n in manifest["files"]}
+    # The probe's own checksum code, run here on the copies.
+    actual = {n: {"size": (local / n).stat().st_size, "sha256": probe_module().sha256_of(local / n)} for n in manifest["files"]}
     problems = B.check_files(manifest, actual)
     if problems:
         raise RemigrateError(f"the copy of {manifest['name']} fetched from {project.target.name} is damaged: {'; '.join(problems)}")

@@ -194,6 +194,16 @@ class Project:
         return self.options.backup_dir or posixpath.join(self.dir, ".remigrate", "backups")
 
 
+def probe_module():
+    """scripts/remigrate_probe.py as a module, for code this machine shares with the targets."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("remigrate_probe", SCRIPTS / PROBE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @contextlib.contextmanager
 def open_project(c, options):
     """The project on the task's target, with a private scratch folder removed afterwards."""
