@@ -55,4 +55,5 @@ def demo(c, scale=1, scratch=None):
         run_reset(project, engine, ["site_building.WorkflowState"], [], yes=True, dry_run=False)
     ok(f"demo finished in {total}")
     say(f"    the scratch copy stays at {project_dir}; its old state is one command away:")
-    say(f"    inv rollback --project-dir {project_dir} --backup-dir {project_dir.parent / 'backups'} --yes")
+    inv = sys.argv[0] if sys.argv[0].endswith(("inv", "invoke")) else "inv"
+    say(f"    {inv} rollback --project-dir {project_dir} --backup-dir {project_dir.parent / 'backups'} --yes")
