@@ -316,7 +316,8 @@ class Postgres(Engine):
     def rebuild_and_load(self, bundle_path, manifest, skip, journal):
         dump = posixpath.join(bundle_path, manifest["dump"]["file"])
         journal("drop")
-        self.drop()
+        if self.exists():  # a resumed run may find it dropped already
+            self.drop()
         self.create_from_archive(dump)
         journal("migrate")
         self.project.manage("migrate", "--noinput")

@@ -119,6 +119,7 @@ class Journal:
         self.project, self.path, self.lock_path = project, posixpath.join(bundle_path, JOURNAL), lock_path
         self.data = {"bundle": posixpath.basename(bundle_path), "status": "running", "phases": [],
                      "controller": {"host": socket.gethostname(), "pid": os.getpid()}, "options": options}
+        self.timer = None  # of the phase under way
 
     def __call__(self, phase):
         self._close()
@@ -131,6 +132,9 @@ class Journal:
 
     def _close(self):
         if self.data["phases"] and self.data["phases"][-1].get("seconds") is None:
+            if self.timer is None:  # a phase of the run that was killed
+                self.data["phases"][-1]["seconds"] = "interrupted"
+                return
             self.data["phases"][-1]["seconds"] = round(self.timer.seconds, 2)
             ok(f"{self.data['phase'].replace('-', ' ')} ({self.timer})")
 
@@ -157,7 +161,7 @@ def refuse_if_held(project, holder):
         raise RemigrateError(f"another reset of {project.db.name} is running (pid {holder.get('pid')} on {holder.get('host')}, "
                              f"since {holder.get('since')}); wait for it to finish")
     raise RemigrateError(f"a reset of {project.db.name} was interrupted (pid {holder.get('pid')} is gone); "
-                         "run `inv rollback` to put everything back, then reset again")
+                         "finish it with `inv reset --resume`, or put everything back with `inv rollback`")
 
 
 def check_not_running(project, backup_dir):
@@ -302,55 +306,119 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
         if fetch:  # an off-host copy before anything is dropped
             fetch_bundle(project, manifest, bundle_path, fetch_dir)
         journal = Journal(project, bundle_path, lock, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
-        phases = {}
-        try:
-            t = Timer()
-            if plan.mode == "regenerate":
-                journal("remove-models")
-                edit_migrations(project, plan.apps, plan.removals)
-                journal("regenerate-migrations")
-                regenerate(project, plan)
-            else:
-                journal("check-migrations")
-                check = project.manage("makemigrations", "--check", "--dry-run", check=False)
-                if check["exit"]:
-                    raise RemigrateError(f"the deployed migrations do not match the models: {check['output'].strip()}")
-            phases["migrations"] = str(t)
-            t = Timer()
-            engine.rebuild_and_load(bundle_path, manifest, plan.skip, journal)
-            phases["rebuild and load"] = str(t)
-            journal("verify")
-            rows, problems, after = verify(project, engine, manifest, plan)
-        except BaseException as exc:
-            reason = Secrets.scrub(str(exc) or type(exc).__name__)
-            warn(f"the reset failed at phase {journal.data.get('phase')}: {reason}")
-            step("Rolling back (database and migration files from the backup)")
-            try:
-                rollback(project, engine, manifest, bundle_path)
-            except BaseException as again:
-                journal.finish("failed", f"{reason}; rollback failed too: {again}")
-                raise RemigrateError(f"the reset failed ({reason}) and so did the rollback ({again}); "
-                                     f"the backup {manifest['name']} is intact: run `inv rollback --backup {manifest['name']}`")
-            journal.finish("rolled-back", reason)
-            raise RemigrateError(f"the reset failed ({reason}); rolled back: the database and the migration files are "
-                                 f"as before (backup {manifest['name']})")
-        say(table(("table", "rows before", "rows after", "status"), rows))
-        report = {"bundle": manifest["name"], "status": "ok" if not problems else "failed", "tables": rows,
-                  "problems": problems, "removed": plan.removals, "dropped_tables": plan.drop_tables,
-                  "special_operations": plan.special, "phases": phases, "finished_at": B.now().isoformat(timespec="seconds")}
-        project.target.write_private(posixpath.join(bundle_path, REPORT), json.dumps(report, indent=2, default=str), replace=True)
-        if problems:
-            journal.finish("verify-failed", "; ".join(problems))
-            for p in problems:
-                warn(p)
-            raise RemigrateError(f"verification found {len(problems)} problems (above); nothing was rolled back so you can look; "
-                                 f"`inv rollback --backup {manifest['name']}` puts everything back")
-        journal.finish("done")
-        ok(f"reset done in {total}: {len(rows)} tables verified, "
-           f"{sum(n for t, n in after['tables'].items() if t != 'django_migrations')} rows; report in {posixpath.join(bundle_path, REPORT)}")
-        return report
+        journal.data["plan"] = {"apps": plan.apps, "removals": plan.removals, "drop_tables": plan.drop_tables,
+                                "skip": sorted(plan.skip), "mode": plan.mode, "special": plan.special}
+        return execute(project, engine, plan, manifest, bundle_path, journal, total)
     finally:
         project.target.run(["rm", "-f", "--", lock])
+
+
+# Phases after which the migration files on disk are already the new history.
+AFTER_MIGRATIONS = {"drop", "migrate", "load", "migrate-again", "swap", "verify"}
+
+
+def execute(project, engine, plan, manifest, bundle_path, journal, total, files_ready=False):
+    """The phases that change things, from the migration files on; any failure rolls back."""
+    phases = {}
+    try:
+        t = Timer()
+        if files_ready:
+            pass
+        elif plan.mode == "regenerate":
+            journal("remove-models")
+            edit_migrations(project, plan.apps, plan.removals)
+            journal("regenerate-migrations")
+            regenerate(project, plan)
+        else:
+            journal("check-migrations")
+            check = project.manage("makemigrations", "--check", "--dry-run", check=False)
+            if check["exit"]:
+                raise RemigrateError(f"the deployed migrations do not match the models: {check['output'].strip()}")
+        phases["migrations"] = str(t)
+        t = Timer()
+        engine.rebuild_and_load(bundle_path, manifest, plan.skip, journal)
+        phases["rebuild and load"] = str(t)
+        journal("verify")
+        rows, problems, after = verify(project, engine, manifest, plan)
+    except BaseException as exc:
+        reason = Secrets.scrub(str(exc) or type(exc).__name__)
+        warn(f"the reset failed at phase {journal.data.get('phase')}: {reason}")
+        step("Rolling back (database and migration files from the backup)")
+        try:
+            rollback(project, engine, manifest, bundle_path)
+        except BaseException as again:
+            journal.finish("failed", f"{reason}; rollback failed too: {again}")
+            raise RemigrateError(f"the reset failed ({reason}) and so did the rollback ({again}); "
+                                 f"the backup {manifest['name']} is intact: run `inv rollback --backup {manifest['name']}`")
+        journal.finish("rolled-back", reason)
+        raise RemigrateError(f"the reset failed ({reason}); rolled back: the database and the migration files are "
+                             f"as before (backup {manifest['name']})")
+    say(table(("table", "rows before", "rows after", "status"), rows))
+    report = {"bundle": manifest["name"], "status": "ok" if not problems else "failed", "tables": rows,
+              "problems": problems, "removed": plan.removals, "dropped_tables": plan.drop_tables,
+              "special_operations": plan.special, "phases": phases, "finished_at": B.now().isoformat(timespec="seconds")}
+    project.target.write_private(posixpath.join(bundle_path, REPORT), json.dumps(report, indent=2, default=str), replace=True)
+    if problems:
+        journal.finish("verify-failed", "; ".join(problems))
+        for p in problems:
+            warn(p)
+        raise RemigrateError(f"verification found {len(problems)} problems (above); nothing was rolled back so you can look; "
+                             f"`inv rollback --backup {manifest['name']}` puts everything back")
+    journal.finish("done")
+    ok(f"reset done in {total}: {len(rows)} tables verified, "
+       f"{sum(n for t, n in after['tables'].items() if t != 'django_migrations')} rows; report in {posixpath.join(bundle_path, REPORT)}")
+    return report
+
+
+def interrupted_reset(project, backup_dir):
+    """(manifest, path, journal data) of the newest reset whose journal says it never finished."""
+    for bundle in sorted(project.probe("list-bundles", backup_dir), key=lambda b: b["mtime"], reverse=True):
+        if (bundle["manifest"] or {}).get("kind") != "reset":
+            continue
+        path = posixpath.join(bundle["path"], JOURNAL)
+        if project.target.exists(path, "-f"):
+            data = json.loads(project.target.read_text(path))
+            if data.get("status") == "running":
+                return bundle["manifest"], bundle["path"], data
+        return None
+    return None
+
+
+def resume_reset(project, engine, yes):
+    """Finish a reset that was killed: from the new migration files if they were written, else
+    from the archived old ones; the database part is redone from the verified backup."""
+    total = Timer()
+    backup_dir = project.default_backup_dir()
+    found = interrupted_reset(project, backup_dir)
+    if not found:
+        raise RemigrateError(f"no interrupted reset in {backup_dir}; nothing to resume")
+    manifest, bundle_path, data = found
+    lock_path = lock_path_for(project, backup_dir)
+    if project.target.exists(lock_path, "-f"):
+        holder = json.loads(project.target.read_text(lock_path) or "{}")
+        if holder.get("host") != socket.gethostname() or _pid_alive(holder.get("pid")):
+            refuse_if_held(project, holder)
+    verify_bundle(project, engine, manifest, bundle_path)
+    reached = [p["phase"] for p in data["phases"]]
+    confirm(f"Resume the reset of {project.db.name} from bundle {manifest['name']} (it stopped at phase "
+            f"{data.get('phase')})?", project.db.name.rsplit("/", 1)[-1], yes)
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "since": B.now().isoformat(timespec="seconds")}
+    project.target.write_private(lock_path, json.dumps(info), replace=True)
+    try:
+        saved = data["plan"]
+        plan = Plan(apps=saved["apps"], removals=saved["removals"], drop_tables=saved["drop_tables"], orphans={},
+                    empty_orphans=[], special=saved["special"], drift=[], stats={}, skip=set(saved["skip"]), mode=saved["mode"])
+        files_ready = bool(AFTER_MIGRATIONS & set(reached))
+        if not files_ready:  # start the file phases again from the old files, byte for byte
+            project.probe("restore-migrations", posixpath.join(bundle_path, B.MIGRATIONS_ARCHIVE),
+                          *[a["migrations_dir"] for a in plan.apps], what="restoring the migration files")
+        journal = Journal(project, bundle_path, lock_path, data.get("options", {}))
+        journal.data = data
+        journal.data["controller"] = {"host": socket.gethostname(), "pid": os.getpid()}
+        step(f"Resuming {manifest['name']} after phase {data.get('phase')}")
+        return execute(project, engine, plan, manifest, bundle_path, journal, total, files_ready=files_ready)
+    finally:
+        project.target.run(["rm", "-f", "--", lock_path])
 
 
 def reset_help():
@@ -359,12 +427,13 @@ def reset_help():
                         "resolved through the migration history, so its class may already be gone",
         "drop_table": "a table with no model that is dropped rather than kept (repeatable)",
         "dry_run": "show the plan and change nothing",
+        "resume": "finish a reset that was killed (from its bundle's journal) instead of starting one",
     }
 
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "yes", "no_fetch", "fetch_dir", help=reset_help(),
       iterable=["remove_model", "drop_table"])
-def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, no_fetch=False, fetch_dir=None,
+def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resume=False, no_fetch=False, fetch_dir=None,
           project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
     """Reset the project's migrations to a fresh 0001_initial per app, keeping every row.
 
@@ -376,6 +445,9 @@ def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, no_fe
     opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
     with open_project(c, opts) as project:
         engine = engine_for(project)
+        if resume:
+            resume_reset(project, engine, yes)
+            return
         engine.preflight()
         run_reset(project, engine, remove_model or [], drop_table or [], yes, dry_run, fetch=not no_fetch, fetch_dir=fetch_dir)
 

@@ -137,23 +137,27 @@ def test_failure_after_the_rebuild_rolls_back_database_and_files(seeded):
     assert journal["status"] == "rolled-back" and journal["phase"] == "migrate-again"
 
 
-def test_kill_during_the_load_then_rollback_puts_everything_back(seeded):
-    before_all, files = seeded.rows(), tree_digest(seeded.project)
-    env = {**os.environ, **seeded.env, "REMIGRATE_FAULT": "pause:load"}
-    proc = subprocess.Popen([PYTHON, "-m", "invoke", "reset", "--project-dir", str(seeded.project), "--backup-dir",
-                             str(seeded.project.parent / "b"), *REMOVE, "--yes"], cwd=REPO, env=env,
+def kill_reset_at(case, phase):
+    """Start a reset, kill -9 it (with its children) once its journal reaches `phase`."""
+    env = {**os.environ, **case.env, "REMIGRATE_FAULT": f"pause:{phase}"}
+    proc = subprocess.Popen([PYTHON, "-m", "invoke", "reset", "--project-dir", str(case.project), "--backup-dir",
+                             str(case.project.parent / "b"), *REMOVE, "--yes"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
-    journal = None
     while time.monotonic() < deadline:
-        found = list((seeded.project.parent / "b").glob("*/journal.json"))
-        if found and json.loads(found[0].read_text()).get("phase") == "load":
-            journal = found[0]
-            break
+        found = list((case.project.parent / "b").glob("*/journal.json"))
+        if found and json.loads(found[0].read_text()).get("phase") == phase:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return found[0]
         time.sleep(0.2)
-    assert journal, "the reset never reached the load"
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    pytest.fail(f"the reset never reached phase {phase}")
+
+
+def test_kill_during_the_load_then_rollback_puts_everything_back(seeded):
+    before_all, files = seeded.rows(), tree_digest(seeded.project)
+    journal = kill_reset_at(seeded, "load")
     assert tree_digest(seeded.project) != files  # the run died half-way
     again = reset(seeded, *REMOVE, "--yes")
     assert again.returncode == 1 and "inv rollback" in again.stderr
@@ -162,6 +166,20 @@ def test_kill_during_the_load_then_rollback_puts_everything_back(seeded):
     assert tree_digest(seeded.project) == files
     assert seeded.rows() == before_all
     assert json.loads(journal.read_text())["status"] == "rolled-back"
+
+
+@pytest.mark.parametrize("phase", ["regenerate-migrations", "load"])
+def test_a_killed_reset_can_be_resumed_to_the_end(seeded, phase):
+    before = data_rows(seeded)
+    journal = kill_reset_at(seeded, phase)
+    out = run_inv("reset", "--resume", "--project-dir", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b"),
+                  "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Resuming" in out.stdout and "reset done" in out.stdout
+    assert data_rows(seeded) == before
+    assert json.loads(journal.read_text())["status"] == "done"
+    files = sorted(p.name for p in (seeded.project / "igny8_core/business/site_building/migrations").glob("0*.py"))
+    assert files == ["0001_initial.py"]
 
 
 def test_a_dump_that_fails_verification_stops_the_reset_before_anything(seeded, tmp_path):
