@@ -500,21 +500,34 @@ def cmd_schema_check(opts):
 
 
 def cmd_manage(opts):
-    """Run a management command in this process (so the .env values reach it); capture its output."""
+    """Run management commands in this process (so the .env values reach them), several in one
+    Django start-up when separated by "--then"; capture their output."""
     import io
 
     setup_django(opts.settings)
     from django.core.management import call_command
     from django.core.management.base import CommandError
 
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(*opts.args, stdout=out, stderr=err)
-    except CommandError as exc:
-        raise ProbeError(f"manage.py {' '.join(opts.args)}: {exc}")
-    except SystemExit as exc:  # --check commands exit non-zero to say "changes pending"
-        return {"output": out.getvalue(), "errors": err.getvalue(), "exit": exc.code or 0}
-    return {"output": out.getvalue(), "errors": err.getvalue(), "exit": 0}
+    commands, current = [], []
+    for word in opts.args:
+        if word == "--then":
+            commands.append(current)
+            current = []
+        else:
+            current.append(word)
+    commands.append(current)
+    results = []
+    for args in commands:
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            call_command(*args, stdout=out, stderr=err)
+            code = 0
+        except CommandError as exc:
+            raise ProbeError(f"manage.py {' '.join(args)}: {exc}")
+        except SystemExit as exc:  # --check commands exit non-zero to say "changes pending"
+            code = exc.code or 0
+        results.append({"args": args, "output": out.getvalue(), "errors": err.getvalue(), "exit": code})
+    return {"results": results}
 
 
 def cmd_sqlite_load(opts):

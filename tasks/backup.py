@@ -19,14 +19,15 @@ def _files(project, folder, names):
     return project.probe("checksum", *[posixpath.join(folder, n) for n in names], what="computing checksums")
 
 
-def take_backup(project, engine, backup_dir, kind="backup"):
-    """Write a verified bundle and return its manifest and path; nothing half-written is left."""
+def take_backup(project, engine, backup_dir, kind="backup", before=None):
+    """Write a verified bundle and return its manifest and path; nothing half-written is left.
+    `before`: the database's stats if just taken (the dump must match them)."""
     timer = Timer()
     db = project.db
     step(f"Backing up {engine.name} database {db.name} ({project.target.name})")
     engine.preflight()
     room = project.probe("prepare-dir", backup_dir, what="preparing the backup folder")
-    before = engine.stats()
+    before = before or engine.stats()
     need = engine.size_estimate(before)
     if room["free_bytes"] < need + HEADROOM:
         raise RemigrateError(f"not enough free space in {room['path']}: the backup needs about {human_bytes(need + HEADROOM)}, "

@@ -165,10 +165,16 @@ class Project:
 
     def manage(self, *args, db_name=None, check=True):
         """A management command in the project's interpreter (with its .env); returns its output."""
-        result = self.probe("manage", *args, what=f"manage.py {' '.join(args)}", db_name=db_name)
-        if check and result["exit"]:
-            raise RemigrateError(f"manage.py {' '.join(args)} failed: {(result['errors'] or result['output']).strip()}")
-        return result
+        return self.manage_many([args], db_name=db_name, check=check)[0]
+
+    def manage_many(self, commands, db_name=None, check=True):
+        """Several management commands in one start-up of the project's interpreter."""
+        words = [w for i, args in enumerate(commands) for w in ([] if i == 0 else ["--then"]) + list(args)]
+        results = self.probe("manage", *words, what=f"manage.py {' '.join(commands[0])}", db_name=db_name)["results"]
+        for result in results:
+            if check and result["exit"]:
+                raise RemigrateError(f"manage.py {' '.join(result['args'])} failed: {(result['errors'] or result['output']).strip()}")
+        return results
 
     @property
     def settings(self):

@@ -260,10 +260,9 @@ def verify(project, engine, manifest, plan):
     fk_before = manifest["database"]["properties"].get("foreign_key_violations", 0)
     if after["properties"].get("foreign_key_violations", 0) > fk_before:
         problems.append("the database has broken foreign keys that the backup did not have")
-    for args in (("migrate", "--check"), ("makemigrations", "--check", "--dry-run")):
-        result = project.manage(*args, check=False)
+    for result in project.manage_many([("migrate", "--check"), ("makemigrations", "--check", "--dry-run")], check=False):
         if result["exit"]:
-            problems.append(f"manage.py {' '.join(args)} is not clean: {(result['output'] or result['errors']).strip()[:200]}")
+            problems.append(f"manage.py {' '.join(result['args'])} is not clean: {(result['output'] or result['errors']).strip()[:200]}")
     return rows, problems, after
 
 
@@ -302,7 +301,7 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
     project.probe("prepare-dir", backup_dir)
     lock = take_lock(project, backup_dir)
     try:
-        manifest, bundle_path = take_backup(project, engine, backup_dir, kind="reset")
+        manifest, bundle_path = take_backup(project, engine, backup_dir, kind="reset", before=plan.stats)
         if fetch:  # an off-host copy before anything is dropped
             fetch_bundle(project, manifest, bundle_path, fetch_dir)
         journal = Journal(project, bundle_path, lock, {"remove_model": list(remove_model), "drop_table": list(drop_table)})

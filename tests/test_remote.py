@@ -172,7 +172,8 @@ def test_two_hosts_the_second_failing_preflight_leaves_it_untouched(ssh, tmp_pat
     assert f"{HOST}    reset  ok" in summary and f"{HOST}-2  reset  FAILED: remigrate: error: project folder" in summary
 
 
-def test_connection_dropped_during_the_load_then_rollback_restores_the_host(ssh, host_case):
+@pytest.mark.parametrize("finish", ["rollback", "resume"])
+def test_connection_dropped_during_the_load_then_the_host_is_recovered(ssh, host_case, finish):
     engine, project, rows, db = host_case
     before, files = rows(), tree_digest(project)
     argv = [PYTHON, "-m", "fabric", "-S", str(ssh.ssh_config), "-H", HOST, "reset", "--project-dir", str(project), *REMOVE,
@@ -189,9 +190,14 @@ def test_connection_dropped_during_the_load_then_rollback_restores_the_host(ssh,
         pytest.fail("the remote reset never reached the load")
     os.killpg(proc.pid, signal.SIGKILL)  # the SSH connection dies with the client
     proc.wait()
-    out = fab(ssh, "rollback", "--project-dir", str(project), "--yes")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert rows() == before and tree_digest(project) == files
+    if finish == "rollback":
+        out = fab(ssh, "rollback", "--project-dir", str(project), "--yes")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert rows() == before and tree_digest(project) == files
+    else:
+        out = fab(ssh, "reset", "--resume", "--project-dir", str(project), "--yes")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert data(rows()) == data(before) and "reset done" in out.stdout
 
 
 def test_deployed_new_history_resets_only_the_database(ssh, host_case, tmp_path):
