@@ -93,12 +93,16 @@ def test_full_reset_keeps_every_row_and_leaves_one_fresh_history(seeded):
 
 def test_dry_run_changes_nothing(seeded):
     before_rows, files = seeded.rows(), tree_digest(seeded.project)
+    db_file = seeded.project / "db.sqlite3"
+    file_hash = hashlib.sha256(db_file.read_bytes()).hexdigest() if seeded.engine == "sqlite" else None
     out = reset(seeded, *REMOVE, "--dry-run")
     assert out.returncode == 0, out.stderr
     assert "dry run: nothing was changed" in out.stdout
     assert "site_building.WorkflowState" in out.stdout and "RunPython" in out.stdout
     assert seeded.rows() == before_rows and tree_digest(seeded.project) == files
     assert not (seeded.project.parent / "b").exists() or not bundles_in(seeded.project.parent / "b")
+    if file_hash:  # the SQLite file byte for byte
+        assert hashlib.sha256(db_file.read_bytes()).hexdigest() == file_hash
 
 
 def test_a_table_with_rows_but_no_model_is_refused_before_anything(seeded):
