@@ -383,6 +383,14 @@ def interrupted_reset(project, backup_dir):
     return None
 
 
+def plan_from_journal(data):
+    """The plan a reset saved in its journal, enough to resume or verify it."""
+    saved = data.get("plan") or {}
+    return Plan(apps=saved.get("apps", []), removals=saved.get("removals", {}), drop_tables=saved.get("drop_tables", []),
+                orphans={}, empty_orphans=[], special=saved.get("special", []), drift=[], stats={},
+                skip=set(saved.get("skip", [])), mode=saved.get("mode", "regenerate"))
+
+
 def resume_reset(project, engine, yes):
     """Finish a reset that was killed: from the new migration files if they were written, else
     from the archived old ones; the database part is redone from the verified backup."""
@@ -404,9 +412,7 @@ def resume_reset(project, engine, yes):
     info = {"host": socket.gethostname(), "pid": os.getpid(), "since": B.now().isoformat(timespec="seconds")}
     project.target.write_private(lock_path, json.dumps(info), replace=True)
     try:
-        saved = data["plan"]
-        plan = Plan(apps=saved["apps"], removals=saved["removals"], drop_tables=saved["drop_tables"], orphans={},
-                    empty_orphans=[], special=saved["special"], drift=[], stats={}, skip=set(saved["skip"]), mode=saved["mode"])
+        plan = plan_from_journal(data)
         files_ready = bool(AFTER_MIGRATIONS & set(reached))
         if not files_ready:  # start the file phases again from the old files, byte for byte
             project.probe("restore-migrations", posixpath.join(bundle_path, B.MIGRATIONS_ARCHIVE),
@@ -486,3 +492,32 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
         project.target.run(["rm", "-f", "--", lock_path_for(project, folder)])
         ok(f"rolled back to {manifest['name']}: database and migration files as before the reset ({timer})")
 
+
+
+@task("project_dir", "python", "settings", "env_file", "backup_dir", "backup", name="verify")
+def verify_task(c, backup=None, project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
+    """Check the database against the last reset's backup: row counts, sequences, migration state.
+
+    The same checks as the reset's last phase, for a later look (after a deploy, say).
+    """
+    opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
+    with open_project(c, opts) as project:
+        engine = engine_for(project)
+        folder = project.default_backup_dir()
+        if backup:
+            manifest, path = find_bundle(project, folder, backup)
+        else:
+            resets = [b for b in project.probe("list-bundles", folder) if (b["manifest"] or {}).get("kind") == "reset"]
+            chosen = B.pick_bundle(resets)
+            if not chosen:
+                raise RemigrateError(f"no reset bundle in {folder} to verify against (`inv backups` lists the bundles)")
+            manifest, path = chosen["manifest"], chosen["path"]
+        journal_path = posixpath.join(path, JOURNAL)
+        data = json.loads(project.target.read_text(journal_path)) if project.target.exists(journal_path, "-f") else {}
+        rows, problems, after = verify(project, engine, manifest, plan_from_journal(data))
+        say(table(("table", "rows before", "rows now", "status"), rows))
+        if problems:
+            for p in problems:
+                warn(p)
+            raise RemigrateError(f"{len(problems)} differences from bundle {manifest['name']} (above)")
+        ok(f"{len(rows)} tables match bundle {manifest['name']}")

@@ -68,6 +68,8 @@ def test_full_reset_keeps_every_row_and_leaves_one_fresh_history(seeded):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "reset done" in out.stdout and "removed (expected)" in out.stdout
     assert data_rows(seeded) == before_rows
+    common = ["--project-dir", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b")]
+    assert run_inv("verify", *common, env=seeded.env).returncode == 0  # the check on its own, later
     assert query(seeded, PERMISSIONS) == perms  # a user's permission is still the same permission
     assert query(seeded, ADMIN_LOG) == log  # admin log entries still point at the same objects
     names = {"sqlite": "SELECT name FROM sqlite_master WHERE name = 'igny8_site_blueprint_workflow_states'",
@@ -89,6 +91,8 @@ def test_full_reset_keeps_every_row_and_leaves_one_fresh_history(seeded):
     assert new_keyword == 61 and new_idea == 21
     report = json.loads(next((seeded.project.parent / "b").glob("*/report.json")).read_text())
     assert report["status"] == "ok" and not report["problems"]
+    out = run_inv("verify", *common, env=seeded.env)  # the new rows above are differences now
+    assert out.returncode == 1 and "planner_keyword: 48 rows before, 49 after" in out.stdout
 
 
 def test_dry_run_changes_nothing(seeded):
