@@ -377,9 +377,13 @@ def cmd_list_bundles(opts):
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             manifest = None
+        try:
+            reset_status = json.loads((folder / "journal.json").read_text(encoding="utf-8")).get("status")
+        except (OSError, ValueError):
+            reset_status = None
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         out.append({"name": folder.name, "path": str(folder), "manifest": manifest, "size": size,
-                    "mtime": folder.stat().st_mtime})
+                    "mtime": folder.stat().st_mtime, "reset": reset_status})
     return out
 
 

@@ -215,7 +215,8 @@ def backups(c, project_dir=None, python=None, settings=None, env_file=None, back
             m = b["manifest"] or {}
             partial = b["name"].endswith(B.PARTIAL_SUFFIX)
             state = "INCOMPLETE (safe to delete)" if partial or not m else ("verified" if m.get("verified") else "unverified")
+            reset = {"running": "unfinished: --resume or rollback"}.get(b.get("reset"), b.get("reset") or "-")
             rows.append((b["name"], m.get("kind", "?"), m.get("engine", "?"), (m.get("database") or {}).get("name", "?"),
-                         human_bytes(b["size"]), human_age(time.time() - b["mtime"]), state))
+                         human_bytes(b["size"]), human_age(time.time() - b["mtime"]), state, reset))
         say(f"bundles in {folder}:")
-        say(table(("name", "kind", "engine", "database", "size", "age", "state"), rows))
+        say(table(("name", "kind", "engine", "database", "size", "age", "state", "reset"), rows))

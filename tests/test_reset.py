@@ -167,6 +167,9 @@ def test_kill_during_the_load_then_rollback_puts_everything_back(seeded):
     before_all, files = seeded.rows(), tree_digest(seeded.project)
     journal = kill_reset_at(seeded, "load")
     assert tree_digest(seeded.project) != files  # the run died half-way
+    listing = run_inv("backups", "--project-dir", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b"),
+                      env=seeded.env)
+    assert "unfinished: --resume or rollback" in listing.stdout
     again = reset(seeded, *REMOVE, "--yes")
     assert again.returncode == 1 and "inv rollback" in again.stderr
     out = run_inv("rollback", "--project-dir", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b"), "--yes", env=seeded.env)
