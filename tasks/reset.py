@@ -369,16 +369,30 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
     return report
 
 
+def read_journal(project, bundle_path):
+    path = posixpath.join(bundle_path, JOURNAL)
+    return json.loads(project.target.read_text(path)) if project.target.exists(path, "-f") else {}
+
+
+def reset_bundle(project, folder, wanted, nothing):
+    """(manifest, path) of the named bundle, else of the newest reset bundle."""
+    if wanted:
+        return find_bundle(project, folder, wanted)
+    resets = [b for b in project.probe("list-bundles", folder) if (b["manifest"] or {}).get("kind") == "reset"]
+    chosen = B.pick_bundle(resets)
+    if not chosen:
+        raise RemigrateError(f"no reset bundle in {folder}; {nothing} (`inv backups` lists the bundles)")
+    return chosen["manifest"], chosen["path"]
+
+
 def interrupted_reset(project, backup_dir):
     """(manifest, path, journal data) of the newest reset whose journal says it never finished."""
     for bundle in sorted(project.probe("list-bundles", backup_dir), key=lambda b: b["mtime"], reverse=True):
         if (bundle["manifest"] or {}).get("kind") != "reset":
             continue
-        path = posixpath.join(bundle["path"], JOURNAL)
-        if project.target.exists(path, "-f"):
-            data = json.loads(project.target.read_text(path))
-            if data.get("status") == "running":
-                return bundle["manifest"], bundle["path"], data
+        data = read_journal(project, bundle["path"])
+        if data.get("status") == "running":
+            return bundle["manifest"], bundle["path"], data
         return None
     return None
 
@@ -468,14 +482,7 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
     with open_project(c, opts) as project:
         engine = engine_for(project)
         folder = project.default_backup_dir()
-        if backup:
-            manifest, path = find_bundle(project, folder, backup)
-        else:
-            resets = [b for b in project.probe("list-bundles", folder) if (b["manifest"] or {}).get("kind") == "reset"]
-            chosen = B.pick_bundle(resets)
-            if not chosen:
-                raise RemigrateError(f"no reset bundle in {folder}; nothing to roll back (`inv backups` lists the bundles)")
-            manifest, path = chosen["manifest"], chosen["path"]
+        manifest, path = reset_bundle(project, folder, backup, "nothing to roll back")
         verify_bundle(project, engine, manifest, path)
         confirm(f"Roll back {engine.name} database {project.db.name} and the migration files to {manifest['name']} "
                 f"(taken {manifest['created_at']})?", project.db.name.rsplit("/", 1)[-1], yes)
@@ -484,14 +491,12 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
             engine.preflight(archive_version=manifest["dump"].get("dumped_by"))
         step(f"Rolling back to {manifest['name']}")
         rollback(project, engine, manifest, path)
-        journal_path = posixpath.join(path, JOURNAL)
-        if project.target.exists(journal_path, "-f"):
-            data = json.loads(project.target.read_text(journal_path))
+        data = read_journal(project, path)
+        if data:
             data["status"] = "rolled-back"
-            project.target.write_private(journal_path, json.dumps(data, indent=2), replace=True)
+            project.target.write_private(posixpath.join(path, JOURNAL), json.dumps(data, indent=2), replace=True)
         project.target.run(["rm", "-f", "--", lock_path_for(project, folder)])
         ok(f"rolled back to {manifest['name']}: database and migration files as before the reset ({timer})")
-
 
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "backup", name="verify")
@@ -504,17 +509,8 @@ def verify_task(c, backup=None, project_dir=None, python=None, settings=None, en
     with open_project(c, opts) as project:
         engine = engine_for(project)
         folder = project.default_backup_dir()
-        if backup:
-            manifest, path = find_bundle(project, folder, backup)
-        else:
-            resets = [b for b in project.probe("list-bundles", folder) if (b["manifest"] or {}).get("kind") == "reset"]
-            chosen = B.pick_bundle(resets)
-            if not chosen:
-                raise RemigrateError(f"no reset bundle in {folder} to verify against (`inv backups` lists the bundles)")
-            manifest, path = chosen["manifest"], chosen["path"]
-        journal_path = posixpath.join(path, JOURNAL)
-        data = json.loads(project.target.read_text(journal_path)) if project.target.exists(journal_path, "-f") else {}
-        rows, problems, after = verify(project, engine, manifest, plan_from_journal(data))
+        manifest, path = reset_bundle(project, folder, backup, "nothing to verify against")
+        rows, problems, after = verify(project, engine, manifest, plan_from_journal(read_journal(project, path)))
         say(table(("table", "rows before", "rows now", "status"), rows))
         if problems:
             for p in problems:
