@@ -187,7 +187,7 @@ def backup(c, no_fetch=False, fetch_dir=None, project_dir=None, python=None, set
       help={"no_safety_backup": "do not back up the current database before replacing it"})
 def restore(c, backup=None, yes=False, no_safety_backup=False, project_dir=None, python=None, settings=None,
             env_file=None, backup_dir=None):
-    """Restore the database from a bundle (newest by default), checked row by row count.
+    """Restore the database from a bundle (newest by default), then check every table's row count.
 
     The bundle is verified (checksums, full read, same engine) before anything is touched;
     the current database is backed up first unless --no-safety-backup.
