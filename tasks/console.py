@@ -55,10 +55,6 @@ def warn(text):
     say(_color("!!  ", _C.YELLOW + _S.BRIGHT) + text)
 
 
-def mask(value):
-    return "***" if value else "(none)"
-
-
 def human_bytes(n):
     n = float(n or 0)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

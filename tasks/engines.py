@@ -190,9 +190,6 @@ class Engine:
         self.target = project.target
         self.db = project.db
 
-    def facts(self):
-        return {}
-
 
 class Postgres(Engine):
     name = "postgresql"
@@ -209,7 +206,7 @@ class Postgres(Engine):
             self.target.write_private(self._pgpass, pgpass_line(self.db.user, self.db.password))
         return pg_env(self.db, self._pgpass)
 
-    def tool(self, argv, what, dbname=None, **kw):
+    def tool(self, argv, what, **kw):
         return self.target.run(argv, env=self.env(), what=what, **kw)
 
     def psql(self, statement, dbname=None, what="psql"):
