@@ -16,7 +16,9 @@ HEADROOM = 64 * 1024 * 1024  # free space kept beyond the estimated dump size
 
 
 def _files(project, folder, names):
-    return project.probe("checksum", *[posixpath.join(folder, n) for n in names], what="computing checksums")
+    """Size and sha256 of the bundle files `names` in `folder`, keyed by file name."""
+    sums = project.probe("checksum", *[posixpath.join(folder, n) for n in names], what="computing checksums")
+    return {posixpath.basename(k): v for k, v in sums.items()}
 
 
 def take_backup(project, engine, backup_dir, kind="backup", before=None):
@@ -50,7 +52,6 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None):
                                 what="archiving the migration files")
         names = [engine.dump_file, B.MIGRATIONS_ARCHIVE]
         files = _files(project, partial, names)
-        files = {posixpath.basename(k): v for k, v in files.items()}
         dump.update(engine.verify_dump(posixpath.join(partial, engine.dump_file)))
         settings = project.settings
         manifest = B.build_manifest(
@@ -83,8 +84,8 @@ def fetch_bundle(project, manifest, path, fetch_dir):
     for name in names:
         project.target.c.get(posixpath.join(path, name), str(local / name))
         os.chmod(local / name, 0o600)
-    # The probe's own checksum code, run here on the copies.
-    actual = {n: {"size": (local / n).stat().st_size, "sha256": probe_module().sha256_of(local / n)} for n in manifest["files"]}
+    sha256_of = probe_module().sha256_of  # the probe's own checksum code, run here on the copies
+    actual = {n: {"size": (local / n).stat().st_size, "sha256": sha256_of(local / n)} for n in manifest["files"]}
     problems = B.check_files(manifest, actual)
     if problems:
         raise RemigrateError(f"the copy of {manifest['name']} fetched from {project.target.name} is damaged: {'; '.join(problems)}")
@@ -134,8 +135,7 @@ def verify_bundle(project, engine, manifest, path):
     if manifest.get("engine") != engine.name:
         raise RemigrateError(f"bundle {manifest.get('name')} holds a {manifest.get('engine')} database but this project uses "
                              f"{engine.name}; pick a {engine.name} bundle (`inv backups`)")
-    actual = _files(project, path, list(manifest.get("files", {})))
-    problems = B.check_files(manifest, {posixpath.basename(k): v for k, v in actual.items()})
+    problems = B.check_files(manifest, _files(project, path, list(manifest.get("files", {}))))
     if problems:
         raise RemigrateError(f"bundle {manifest['name']} failed verification: {'; '.join(problems)}; nothing was changed")
     try:

@@ -225,19 +225,21 @@ class Postgres(Engine):
         return version
 
     def preflight(self, archive_version=None):
-        """Client programs present and new enough, server reachable with these credentials."""
-        for tool in PG_TOOLS:
-            self.versions[tool] = self.tool_version(tool)
-        server = int(self.psql("SHOW server_version_num", what="connecting to PostgreSQL"))
-        major = server // 10000
-        self.versions["server"] = (major, server % 10000)
+        """Client programs present and new enough, server reachable with these credentials
+        (checked once per task; a later call only compares the archive's version)."""
+        if "server" not in self.versions:
+            for tool in PG_TOOLS:
+                self.versions[tool] = self.tool_version(tool)
+            server = int(self.psql("SHOW server_version_num", what="connecting to PostgreSQL"))
+            self.versions["server"] = (server // 10000, server % 10000)
+        major, minor = self.versions["server"]
         if self.versions["pg_dump"][0] < major:
             raise RemigrateError(f"pg_dump {self.versions['pg_dump'][0]} is older than the server ({major}); "
                                  f"install postgresql-client-{major} or newer")
         if archive_version and self.versions["pg_restore"] < tuple(archive_version):
             raise RemigrateError(f"the backup was made by pg_dump {archive_version[0]}, newer than pg_restore "
                                  f"{self.versions['pg_restore'][0]} here; install a newer postgresql-client")
-        return {"server_version_num": server}
+        return {"server_version_num": major * 10000 + minor}
 
     def stats(self):
         return self.project.probe("stats", what="counting rows")
