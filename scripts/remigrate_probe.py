@@ -340,6 +340,9 @@ def cmd_prepare_dir(opts):
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".remigrate-write-test-"):
             pass
+        ignore = folder.parent / ".gitignore"
+        if folder.parent.name == ".remigrate" and not ignore.exists():
+            ignore.write_text("# remigrate's backups hold database dumps: never commit them\n*\n", encoding="utf-8")
     except OSError as exc:
         raise ProbeError(f"backup folder {folder} is not writable ({exc.strerror}); choose another with --backup-dir")
     return {"path": str(folder.resolve()), "free_bytes": shutil.disk_usage(folder).free}

@@ -120,3 +120,10 @@ def test_restore_by_name_picks_that_bundle(seeded, tmp_path):
     inv_ok("backup", *common, env=seeded.env)
     inv_ok("restore", *common, "--backup", name, "--yes", "--no-safety-backup", env=seeded.env)
     assert seeded.rows() == first
+
+
+def test_default_backup_folder_lives_in_the_project_and_is_ignored_by_git(sqlite_project):
+    project, env = sqlite_project
+    inv_ok("backup", "--project-dir", str(project), env=env)
+    assert len(bundles_in(project / ".remigrate" / "backups")) == 1
+    assert (project / ".remigrate" / ".gitignore").read_text().strip().endswith("*")
