@@ -219,6 +219,13 @@ def edit_migrations(project, apps, removals, write=True):
     return edits
 
 
+def require_history_matches_models(project, failure):
+    """makemigrations --check must find nothing to write."""
+    check = project.manage("makemigrations", "--check", "--dry-run", check=False)
+    if check["exit"]:
+        raise RemigrateError(f"{failure}: {check['output'].strip()}")
+
+
 def regenerate(project, plan):
     """Delete the numbered migration files, run makemigrations, and check what it wrote."""
     for app in plan.apps:
@@ -236,9 +243,7 @@ def regenerate(project, plan):
     still = [spec for spec, r in plan.removals.items() if f"{r['app']}.{r['model']}" in history]
     if still:
         raise RemigrateError(f"the new migrations still create {', '.join(still)}")
-    check = project.manage("makemigrations", "--check", "--dry-run", check=False)
-    if check["exit"]:
-        raise RemigrateError(f"makemigrations --check is not clean after regenerating: {check['output'].strip()}")
+    require_history_matches_models(project, "makemigrations --check is not clean after regenerating")
     for a in after["apps"]:
         say(f"    {a['label']}: {', '.join(a['migration_files']) or '(no models)'}")
     return after
@@ -330,9 +335,7 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
             regenerate(project, plan)
         else:
             journal("check-migrations")
-            check = project.manage("makemigrations", "--check", "--dry-run", check=False)
-            if check["exit"]:
-                raise RemigrateError(f"the deployed migrations do not match the models: {check['output'].strip()}")
+            require_history_matches_models(project, "the deployed migrations do not match the models")
         phases["migrations"] = str(t)
         t = Timer()
         engine.rebuild_and_load(bundle_path, manifest, plan.skip, journal)
