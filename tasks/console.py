@@ -87,7 +87,7 @@ def confirm(question, expected, yes, stdin=None):
         return
     stdin = stdin or sys.stdin
     if not stdin.isatty():
-        raise RemigrateError(f"{question}: no terminal to confirm on; pass --yes to go ahead without asking")
+        raise RemigrateError(f"no terminal to ask on ({question}); nothing was changed; pass --yes to go ahead without asking")
     print(f"{question}\nType {expected!r} to continue: ", end="", flush=True)
     answer = stdin.readline().strip()
     if answer != expected:
