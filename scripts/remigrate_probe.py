@@ -12,6 +12,8 @@ Every command prints one line "REMIGRATE-JSON: {...}" on success, or
 import argparse
 import ast
 import hashlib
+import importlib
+import io
 import json
 import os
 import shutil
@@ -21,12 +23,16 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import remigrate_history as history  # noqa: E402  (beside this file, uploaded with it)
+import remigrate_schema as schema_facts  # noqa: E402
+
 OK = "REMIGRATE-JSON: "
 ERR = "REMIGRATE-ERROR: "
 DB_ENV_NAMES = ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_HOST", "DB_PORT", "DB_PATH")
 
 
 DB_NAME_OVERRIDE = None  # --db-name
+MIGRATIONS_FROM = None  # --migrations-from: a folder holding rmg_<label> copies of the apps' migrations
 FROM_ENV_FILE = []  # names set from the project's .env (the environment wins over it)
 
 
@@ -81,7 +87,7 @@ def load_settings(explicit_settings):
 
 
 def setup_django(explicit_settings):
-    load_settings(explicit_settings)
+    settings = load_settings(explicit_settings)
     import django
 
     try:
@@ -89,6 +95,13 @@ def setup_django(explicit_settings):
     except Exception as exc:
         raise ProbeError(f"the project's apps failed to load ({type(exc).__name__}: {exc}); "
                          "check the settings and DATABASE_URL / DB_* variables")
+    if MIGRATIONS_FROM:  # the apps' migrations are read from (and written to) copies
+        sys.path.insert(0, MIGRATIONS_FROM)
+        modules = dict(getattr(settings, "MIGRATION_MODULES", {}) or {})
+        for folder in Path(MIGRATIONS_FROM).iterdir():
+            if folder.name.startswith("rmg_"):
+                modules[folder.name[4:]] = folder.name
+        settings.MIGRATION_MODULES = modules
     return django
 
 
@@ -203,7 +216,8 @@ def pg_stats(cursor):
             "high_water": last_value if is_called else last_value - 1,
         })
     return {"server_version": version, "server_version_num": version_num, "properties": properties,
-            "relations": relations, "tables": counts, "sequences": sequences}
+            "relations": relations, "tables": counts, "sequences": sequences,
+            "objects": schema_facts.objects(schema_facts.pg_schema(cursor))}
 
 
 def sqlite_quote(name):
@@ -226,7 +240,7 @@ def sqlite_stats(conn):
     props.update({p: conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count", "journal_mode", "user_version", "application_id", "encoding", "auto_vacuum")})
     return {"server_version": sqlite3.sqlite_version, "properties": props,
             "relations": [{"schema": "main", "name": n, "kind": "r" if k == "table" else "v"} for n, k in rows],
-            "tables": counts, "sequences": sequences}
+            "tables": counts, "sequences": sequences, "objects": schema_facts.objects(schema_facts.sqlite_schema(conn))}
 
 
 def applied_migrations(cursor, quote):
@@ -237,8 +251,17 @@ def applied_migrations(cursor, quote):
     return [list(r) for r in cursor.fetchall()]
 
 
+def content_options(args):
+    """`content [UPTO-JSON]`: digest every table's rows (UPTO: table -> highest key to include)."""
+    if not args or args[0] != "content":
+        return False, None
+    return True, (json.loads(args[1]) if len(args) > 1 else None)
+
+
 def cmd_stats(opts):
-    """Exact row counts, sequences and properties of the project's live database."""
+    """Exact row counts, sequences and properties of the project's live database; with
+    `content`, a digest of every table's rows too."""
+    content, upto = content_options(opts.args)
     setup_django(opts.settings)
     from django.db import connection
 
@@ -251,10 +274,12 @@ def cmd_stats(opts):
             cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one snapshot for every count
             stats = pg_stats(cursor)
             stats["applied_migrations"] = applied_migrations(cursor, lambda n: f'"{n}"')
+            if content:
+                stats["content"] = schema_facts.pg_content(cursor, upto=upto)
             cursor.execute("COMMIT")
         return stats
     if connection.vendor == "sqlite":
-        return file_stats(connection.settings_dict["NAME"])
+        return file_stats(connection.settings_dict["NAME"], content=content, upto=upto)
     raise ProbeError(f"stats are not implemented for {connection.vendor}")
 
 
@@ -272,14 +297,17 @@ def integrity(conn):
         raise ProbeError("SQLite integrity_check failed: " + "; ".join(rows[:3]))
 
 
-def file_stats(path, check=False):
-    """Stats of a SQLite file; with check, its integrity_check must pass first."""
+def file_stats(path, check=False, content=False, upto=None):
+    """Stats of a SQLite file; with check, its integrity_check must pass first; with content,
+    a digest of every table's rows."""
     conn = open_ro(path)
     try:
         if check:
             integrity(conn)
         stats = sqlite_stats(conn)
         stats["applied_migrations"] = applied_migrations(conn.cursor(), sqlite_quote)
+        if content:
+            stats["content"] = schema_facts.sqlite_content(conn, upto=upto)
         return stats
     finally:
         conn.close()
@@ -301,7 +329,7 @@ def cmd_sqlite_backup(opts):
     finally:
         os.umask(old)
         source.close()
-    return file_stats(dst, check=True)
+    return file_stats(dst, check=True, content=True)
 
 
 def cmd_sqlite_restore(opts):
@@ -455,25 +483,117 @@ def cmd_plan(opts):
             for kind, detail in special_operations(migration.operations):
                 special.append({"app": label, "migration": name, "operation": kind, "detail": detail})
     state = loader.project_state()
-    removals = {}
-    for spec in opts.args:
-        label, _, model_name = spec.partition(".")
-        key = (label, model_name.lower())
-        if key not in state.models:
-            removals[spec] = {"error": f"--remove-model {spec}: no model of that name in the migration history of app {label!r}"}
-            continue
-        try:
-            apps.get_model(label, model_name)
-            raise ProbeError(f"--remove-model {spec}: the model still exists in the code; delete its class first")
-        except LookupError:
-            pass
-        historic = state.apps.get_model(label, model_name)
-        removals[spec] = {"app": label, "model": state.models[key].name, "tables": model_tables(historic)}
+    ever = models_ever(loader)
+    removals = {spec: resolve_removal(spec, state, ever, apps) for spec in opts.args}
     current = sorted({t for m in apps.get_models(include_auto_created=True) if m._meta.managed and not m._meta.proxy
                       for t in [m._meta.db_table]})
     history = sorted(f"{label}.{model.name}" for (label, _), model in state.models.items())
     return {"apps": own, "special_operations": special, "removals": removals, "model_tables": current,
-            "history_models": history}
+            "history_models": history, "pending": pending_changes(loader, removals)}
+
+
+def models_ever(loader):
+    """Every model the history ever had, by app and lower-case name: {"name", "now" (its name in the
+    final state, after renames), "state_deleted": tables kept by a state-only DeleteModel}."""
+    ever = {}
+    graph = loader.graph
+    order = []
+    for leaf in sorted(graph.leaf_nodes()):
+        order += [node for node in graph.forwards_plan(leaf) if node not in order]
+    for app, name in order:
+        migration = graph.nodes[(app, name)]
+        for op in migration.operations:
+            kind = type(op).__name__
+            ops = [op]
+            if kind == "SeparateDatabaseAndState":
+                db_deletes = {o.name.lower() for o in op.database_operations if type(o).__name__ == "DeleteModel"}
+                for inner in op.state_operations:
+                    if type(inner).__name__ == "DeleteModel" and inner.name.lower() not in db_deletes:
+                        entry = ever.setdefault((app, inner.name.lower()), {"name": inner.name, "now": inner.name})
+                        entry["state_deleted"] = entry.get("tables") or [f"{app}_{inner.name.lower()}"]
+                        entry["now"] = None
+                ops = op.state_operations
+            for o in ops:
+                k = type(o).__name__
+                if k == "CreateModel":
+                    table = (o.options or {}).get("db_table") or f"{app}_{o.name.lower()}"
+                    m2m = [f"{table}_{fname}" for fname, f in o.fields
+                           if getattr(f, "many_to_many", False) and not getattr(f.remote_field, "through", None)]
+                    ever[(app, o.name.lower())] = {"name": o.name, "now": o.name, "tables": [table, *m2m]}
+                elif k == "RenameModel":
+                    for entry in ever.values():
+                        if entry.get("now") and entry["now"].lower() == o.old_name.lower():
+                            entry["now"] = o.new_name
+                    ever.setdefault((app, o.new_name.lower()), {"name": o.new_name, "now": o.new_name})
+                elif k == "DeleteModel" and kind != "SeparateDatabaseAndState":
+                    for entry in ever.values():
+                        if entry.get("now") and entry["now"].lower() == o.name.lower():
+                            entry["now"], entry["deleted_by"] = None, f"{app}.{name}"
+                elif k == "AlterModelTable" and (app, o.name.lower()) in ever:
+                    ever[(app, o.name.lower())]["tables"] = [o.table or f"{app}_{o.name.lower()}"]
+    return ever
+
+
+def resolve_removal(spec, state, ever, apps):
+    """What --remove-model APP.Model names: a model of the final state (its class gone), or one
+    that a state-only delete retired while its table stayed. Old names map to the current one."""
+    import difflib
+
+    label, _, model_name = spec.partition(".")
+    labels = sorted({a for a, _ in ever} | {c.label for c in apps.get_app_configs()})
+    if label not in labels:
+        close = difflib.get_close_matches(label, labels, n=3)
+        return {"error": f"--remove-model {spec}: no app labelled {label!r}"
+                         + (f"; did you mean {', '.join(close)}?" if close else f"; apps: {', '.join(labels)}")}
+    entry = ever.get((label, model_name.lower()))
+    if entry is None:
+        names = sorted(e["name"] for (a, _), e in ever.items() if a == label)
+        close = difflib.get_close_matches(model_name, names, n=3)
+        return {"error": f"--remove-model {spec}: app {label!r} never had a model {model_name!r} in its migration history"
+                         + (f"; did you mean {', '.join(label + '.' + c for c in close)}?" if close else "")}
+    current = entry.get("now")
+    if current and (label, current.lower()) in state.models:
+        try:
+            apps.get_model(label, current)
+            raise ProbeError(f"--remove-model {spec}: the model still exists in the code"
+                             + (f" (as {current})" if current.lower() != model_name.lower() else "")
+                             + "; delete its class first")
+        except LookupError:
+            pass
+        historic = state.apps.get_model(label, current)
+        return {"app": label, "model": state.models[(label, current.lower())].name, "tables": model_tables(historic)}
+    if entry.get("state_deleted"):
+        return {"app": label, "model": entry["name"], "tables": entry.get("tables") or entry["state_deleted"],
+                "state_only": True}
+    return {"error": f"--remove-model {spec}: the history deleted it already ({entry.get('deleted_by', 'a DeleteModel')}); "
+                     "its table is gone, so there is nothing to remove"}
+
+
+def pending_changes(loader, removals):
+    """Model changes that no migration holds yet (what makemigrations would write), except the
+    deletion of the models named for removal."""
+    from django.apps import apps
+    from django.db.migrations.autodetector import MigrationAutodetector
+    from django.db.migrations.questioner import NonInteractiveMigrationQuestioner
+    from django.db.migrations.state import ProjectState
+
+    removed = {(r["app"], r["model"].lower()) for r in removals.values() if "app" in r}
+    detector = MigrationAutodetector(loader.project_state(), ProjectState.from_apps(apps),
+                                     NonInteractiveMigrationQuestioner(specified_apps=None, dry_run=True))
+    state = loader.project_state()
+    out = []
+    for label, migrations in detector.changes(graph=loader.graph).items():
+        for migration in migrations:
+            for op in migration.operations:
+                model = (getattr(op, "model_name", None) or getattr(op, "name", "") or "").lower()
+                if (label, model) in removed:
+                    continue
+                change = {"change": f"{label}: {op.describe()}", "model": None, "tables": []}
+                if type(op).__name__ == "DeleteModel" and (label, model) in state.models:
+                    change["model"] = f"{label}.{state.models[(label, model)].name}"
+                    change["tables"] = model_tables(state.apps.get_model(label, model))
+                out.append(change)
+    return out
 
 
 def cmd_schema_check(opts):
@@ -535,6 +655,89 @@ def cmd_manage(opts):
             code = exc.code or 0
         results.append({"args": args, "output": out.getvalue(), "errors": err.getvalue(), "exit": code})
     return {"results": results}
+
+
+def cmd_content_types(opts):
+    """Content types and permissions for models that lack them, and nothing else: after the load
+    no project post_migrate handler may run, since it could change the restored rows."""
+    setup_django(opts.settings)
+    from django.apps import apps
+    from django.db import DEFAULT_DB_ALIAS
+
+    added = []
+    if apps.is_installed("django.contrib.contenttypes"):
+        from django.contrib.contenttypes.management import create_contenttypes
+
+        for config in apps.get_app_configs():
+            create_contenttypes(config, verbosity=0, using=DEFAULT_DB_ALIAS)
+    if apps.is_installed("django.contrib.auth"):
+        from django.contrib.auth.management import create_permissions
+
+        for config in apps.get_app_configs():
+            create_permissions(config, verbosity=0, using=DEFAULT_DB_ALIAS)
+    return {"added": added}
+
+
+def cmd_describe(opts):
+    """The schema of the project's database (or of --db-name), as scratch builds describe theirs."""
+    setup_django(opts.settings)
+    from django.db import connection
+
+    return schema_facts.describe(connection, content=bool(opts.args and opts.args[0] == "content"))
+
+
+def cmd_history_old(opts):
+    """Scratch database A (--db-name): the old history, measured operation by operation.
+    Writes everything (with the rows the history put in) to OUT; answers without the rows."""
+    out, *removed = opts.args
+    setup_django(opts.settings)
+    from django.db import connection
+
+    try:
+        own = [a["label"] for a in project_apps() if a["in_project"] and a["migrations_dir"]]
+        result = history.build_old(connection, set(removed), own)
+    except history.HistoryError as exc:
+        raise ProbeError(f"the old migration history does not apply to an empty database ({exc}); "
+                         "a fresh install from it fails today, so it cannot be compared")
+    Path(out).write_text(json.dumps(result, default=str), encoding="utf-8")
+    return {"inventory": result["inventory"], "schema": result["schema"],
+            "rows": {t["table"]: len(t["rows"]) for t in result["rows"]}}
+
+
+def cmd_history_new(opts):
+    """Scratch database B (--db-name): the numbered migrations in the --migrations-from copies
+    are deleted, makemigrations writes the new history there, the old history's effects (from
+    OLD, the file history-old wrote; "-" for none) are carried into a generated migration, and
+    all of it is migrated, then post_migrate runs once."""
+    old_path, *removed = opts.args
+    setup_django(opts.settings)
+    from django.core.management import call_command
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
+
+    own = [a for a in project_apps() if a["in_project"] and a["migrations_dir"]]
+    old = json.loads(Path(old_path).read_text(encoding="utf-8")) if old_path != "-" else None
+    if old is not None:
+        loader = MigrationLoader(None, ignore_no_migrations=True)
+        for app in own:
+            folder = Path(app["migrations_dir"])
+            for label, name in loader.disk_migrations:
+                if label == app["label"]:
+                    (folder / f"{name}.py").unlink()
+            shutil.rmtree(folder / "__pycache__", ignore_errors=True)
+        for module in [m for m in sys.modules if m.startswith("rmg_") and "." in m]:
+            del sys.modules[module]  # the old files are gone: never serve them from the import cache
+        importlib.invalidate_caches()
+        out = io.StringIO()
+        call_command("makemigrations", *[a["label"] for a in own], "--noinput", stdout=out, stderr=out)
+    try:
+        result = history.build_new(connection, old, set(removed), own)
+    except history.HistoryError as exc:
+        raise ProbeError(f"the new migration history does not apply to an empty database ({exc})")
+    result["files"] = {a["label"]: sorted(p.name for p in Path(a["migrations_dir"]).iterdir()
+                                          if p.is_file() and p.name != "__init__.py" and p.suffix in (".py", ".json")
+                                          and p.name[:4].isdigit()) for a in own}
+    return result
 
 
 def cmd_sqlite_load(opts):
@@ -650,7 +853,7 @@ COMMANDS = {
     "checksum": cmd_checksum,
     "prepare-dir": cmd_prepare_dir,
     "archive-migrations": cmd_archive_migrations,
-    "file-stats": lambda opts: file_stats(opts.args[0]),
+    "file-stats": lambda opts: file_stats(opts.args[0], False, *content_options(opts.args[1:])),
     "list-bundles": cmd_list_bundles,
     "plan": cmd_plan,
     "lock": cmd_lock,
@@ -658,6 +861,10 @@ COMMANDS = {
     "schema-check": cmd_schema_check,
     "manage": cmd_manage,
     "sqlite-load": cmd_sqlite_load,
+    "content-types": cmd_content_types,
+    "history-old": cmd_history_old,
+    "describe": cmd_describe,
+    "history-new": cmd_history_new,
     "sqlite-swap": cmd_sqlite_swap,
     "finalize-bundle": cmd_finalize_bundle,
 }
@@ -682,11 +889,13 @@ def main(argv=None):
     parser.add_argument("--env-json", help="JSON object of variables from the project's .env (the environment wins)")
     parser.add_argument("--settings", help="Django settings module")
     parser.add_argument("--db-name", help="use this database NAME instead of the settings' one")
+    parser.add_argument("--migrations-from", help="read the own apps' migrations from rmg_<label> folders here")
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("args", nargs=argparse.REMAINDER)
     opts = parser.parse_args(argv)
-    global DB_NAME_OVERRIDE
+    global DB_NAME_OVERRIDE, MIGRATIONS_FROM
     DB_NAME_OVERRIDE = opts.db_name
+    MIGRATIONS_FROM = opts.migrations_from
     if opts.env_json:
         with open(opts.env_json, encoding="utf-8") as fh:
             for key, value in json.load(fh).items():

@@ -42,7 +42,7 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None):
     try:
         inject_fault("backup-dump")
         dump = engine.dump(posixpath.join(partial, engine.dump_file))
-        stats = dump.pop("stats", None) or engine.stats()
+        stats = dump.pop("stats", None) or engine.stats(content=True)
         if stats["tables"] != before["tables"]:
             changed = sorted(t for t in set(stats["tables"]) | set(before["tables"]) if stats["tables"].get(t) != before["tables"].get(t))
             raise RemigrateError(f"the database changed while it was being backed up (tables {', '.join(changed[:5])}); "
@@ -160,14 +160,17 @@ def restore_bundle(project, engine, manifest, path, yes, safety_backup_dir=None)
     current = engine.stats()
     step(f"Restoring {db.name} from {manifest['name']}")
     engine.restore(posixpath.join(path, manifest["dump"]["file"]), manifest, current)
-    after = engine.stats()
+    after = engine.stats(content=True)
     rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
     if not clean:
         say(table(("table", "in bundle", "now", "status"), [r for r in rows if r[3] != "ok"]))
         raise RemigrateError(f"row counts after the restore differ from bundle {manifest['name']} (table above)")
+    changed = B.compare_content(manifest["database"].get("content", {}), after["content"])
+    if changed:
+        raise RemigrateError(f"after the restore the rows differ from bundle {manifest['name']}: {'; '.join(changed[:3])}")
     if after.get("applied_migrations") != manifest.get("applied_migrations"):
         raise RemigrateError("the applied migrations after the restore differ from the bundle's")
-    ok(f"restored {manifest['name']}: {len(rows)} tables, {sum(after['tables'].values())} rows, counts match ({timer})")
+    ok(f"restored {manifest['name']}: {len(rows)} tables, {sum(after['tables'].values())} rows, content matches ({timer})")
 
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "no_fetch", "fetch_dir")

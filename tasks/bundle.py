@@ -53,6 +53,8 @@ def build_manifest(*, name, kind, engine, db, stats, dump, files, archive, proje
             "relations": stats.get("relations", []),
             "tables": stats.get("tables", {}),
             "sequences": stats.get("sequences", []),
+            "content": stats.get("content", {}),
+            "objects": stats.get("objects", []),
         },
         "applied_migrations": stats.get("applied_migrations"),
         "dump": dump,
@@ -81,6 +83,38 @@ def compare_counts(expected, actual, expected_missing=(), expected_new=(), may_g
             clean = False
         rows.append((table, "-" if before is None else before, "-" if after is None else after, status))
     return rows, clean
+
+
+def grown_limits(content, may_grow):
+    """For tables that may gain rows (content types of new models), the highest key the backup
+    had: their old rows are compared up to it."""
+    return {t: c["max_pk"] for t, c in content.items() if t in may_grow and c.get("max_pk") is not None}
+
+
+def compare_content(before, after, skip=(), may_grow=()):
+    """Tables whose rows differ in content from the backup's (digests over every row and column).
+    Tables in `may_grow` were digested only up to their old highest key, so new rows may follow."""
+    problems = []
+    for table in sorted(before):
+        if table in skip or table == "django_migrations" or table not in after:
+            continue
+        was, now = before[table], after[table]
+        if was["digest"] != now["digest"] or was["rows"] != now["rows"]:
+            scope = " (rows the backup had)" if table in may_grow else ""
+            problems.append(f"{table}: content differs from the backup{scope} "
+                            f"({was['rows']} rows before, {now['rows']} now)")
+    return problems
+
+
+def missing_objects(before, after, skip=()):
+    """Views, triggers, functions, extensions and virtual tables the backup had and the database
+    lacks now (those of skipped tables excepted)."""
+    def on_skipped(obj):
+        kind, _, name = obj.partition(" ")
+        if kind == "trigger":
+            return name.rsplit(".", 1)[0] in skip
+        return obj.startswith("virtual table ") and obj[len("virtual table "):] in skip
+    return sorted(o for o in set(before) - set(after) if not on_skipped(o))
 
 
 def check_files(manifest, actual):

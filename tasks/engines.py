@@ -181,6 +181,10 @@ DROP TABLE remigrate_high_water;
 """
 
 
+def content_args(content, upto):
+    return (["content", json.dumps(upto or {})] if content else [])
+
+
 class Engine:
     name = ""
     dump_file = ""
@@ -241,8 +245,10 @@ class Postgres(Engine):
                                  f"{self.versions['pg_restore'][0]} here; install a newer postgresql-client")
         return {"server_version_num": major * 10000 + minor}
 
-    def stats(self):
-        return self.project.probe("stats", what="counting rows")
+    def stats(self, content=False, upto=None):
+        """Row counts, sequences, objects; with content, a digest of every table's rows (`upto`:
+        table -> highest key to include)."""
+        return self.project.probe("stats", *content_args(content, upto), what="counting rows")
 
     def size_estimate(self, stats):
         return int(stats["properties"]["size_bytes"])
@@ -322,8 +328,8 @@ class Postgres(Engine):
         self.project.manage("migrate", "--noinput")
         journal("load")
         self.load(dump, manifest, skip)
-        journal("migrate-again")
-        self.project.manage("migrate", "--noinput")
+        journal("content-types")
+        self.project.probe("content-types", what="adding content types of new models")
 
     def new_tables(self):
         out = self.psql("SELECT coalesce(json_agg(json_build_array(schemaname, tablename)), '[]') FROM pg_tables "
@@ -368,8 +374,9 @@ class Sqlite(Engine):
             raise RemigrateError(f"SQLite database {self.db.name} does not exist on {self.target.name}; check DB_PATH or DATABASE_URL")
         return {}
 
-    def stats(self):
-        return self.project.probe("file-stats", self.db.name, what="reading the SQLite database")
+    def stats(self, content=False, upto=None):
+        return self.project.probe("file-stats", self.db.name, *content_args(content, upto),
+                                  what="reading the SQLite database")
 
     def size_estimate(self, stats):
         props = stats["properties"]
@@ -409,8 +416,8 @@ class Sqlite(Engine):
         journal("load")
         old = posixpath.join(bundle_path, manifest["dump"]["file"])
         self.project.probe("sqlite-load", self.new_path, old, *sorted(skip), what="loading the data into the new database")
-        journal("migrate-again")
-        self.project.manage("migrate", "--noinput", db_name=self.new_path)
+        journal("content-types")
+        self.project.probe("content-types", what="adding content types of new models", db_name=self.new_path)
         journal("swap")
         self.project.probe("sqlite-swap", self.new_path, self.db.name, what="swapping in the new database")
 

@@ -20,6 +20,7 @@ from tasks.target import CommandFailed, Target
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 PROBE = "remigrate_probe.py"
+HELPERS = ("remigrate_schema.py", "remigrate_history.py")  # modules the probe imports, uploaded beside it
 VENV_CANDIDATES = (".venv", "venv", "env")
 FIELDS = ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")
 FIELD_VARS = {"ENGINE": ("DB_ENGINE",), "NAME": ("DB_NAME", "DB_PATH"), "USER": ("DB_USER",),
@@ -105,7 +106,8 @@ class Project:
         self.python = self._python(options.python)
         self.env_values = self._load_env_file(options.env_file)
         self.probe_path = posixpath.join(workdir, PROBE)
-        target.put_file(SCRIPTS / PROBE, self.probe_path)
+        for name in (PROBE, *HELPERS):
+            target.put_file(SCRIPTS / name, posixpath.join(workdir, name))
         self.env_json = posixpath.join(workdir, "env.json")
         target.write_private(self.env_json, json.dumps(self.env_values))
         self._settings = None
@@ -145,13 +147,15 @@ class Project:
                 Secrets.add(value)
         return values
 
-    def probe(self, command, *args, what=None, db_name=None):
+    def probe(self, command, *args, what=None, db_name=None, migrations_from=None):
         """Run a probe command in the project's interpreter; returns its JSON answer."""
         argv = [self.python, self.probe_path, "--env-json", self.env_json]
         if self.options.settings:
             argv += ["--settings", self.options.settings]
         if db_name:
             argv += ["--db-name", db_name]
+        if migrations_from:
+            argv += ["--migrations-from", migrations_from]
         argv += [command, *map(str, args)]
         result = self.target.run(argv, cwd=self.dir, check=False)
         for line in (result.stdout or "").splitlines():
@@ -204,6 +208,8 @@ def probe_module():
     """scripts/remigrate_probe.py as a module, for code this machine shares with the targets."""
     import importlib.util
 
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))  # its helper modules sit beside it
     spec = importlib.util.spec_from_file_location("remigrate_probe", SCRIPTS / PROBE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

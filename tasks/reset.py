@@ -13,12 +13,15 @@ from tasks.base import resolve, task
 from tasks.console import RemigrateError, Secrets, Timer, confirm, human_bytes, ok, say, step, table, warn
 from tasks.engines import engine_for
 from tasks.faults import inject_fault
+from tasks.history import History, install, prove, refusal
+from tasks.history import show as show_history
+from tasks.history import summary as history_summary
 from tasks.migration_edit import former_names, remove_models
 from tasks.project import open_project
 
 JOURNAL = "journal.json"
 REPORT = "report.json"
-MAY_GROW = ("django_content_type", "auth_permission")  # new models get theirs on the second migrate
+MAY_GROW = ("django_content_type", "auth_permission")  # new models get theirs after the load
 
 
 @dataclass
@@ -33,10 +36,9 @@ class Plan:
     stats: dict
     skip: set = field(default_factory=set)  # tables not brought back
     mode: str = "regenerate"  # or "deployed": the new history is already on disk
+    history: History = None  # the proof on scratch databases, with the new migration files
+    accept: list = field(default_factory=list)  # --accept-difference names
 
-    @property
-    def blocked(self):
-        return bool(self.orphans or self.drift)
 
 
 INITIAL = re.compile(r"^\d{4}_initial\.py$")
@@ -56,7 +58,7 @@ def history_mode(apps, applied):
                          "fresh one (only NNNN_initial files); deploy the old files or the complete new history first")
 
 
-def make_plan(project, engine, remove_models_, drop_tables):
+def make_plan(project, engine, remove_models_, drop_tables, accept=(), absorb_pending=False):
     facts = project.probe("plan", *remove_models_, what="planning the reset")
     stats = engine.stats()
     mode = history_mode(facts["apps"], stats.get("applied_migrations"))
@@ -71,13 +73,31 @@ def make_plan(project, engine, remove_models_, drop_tables):
         if name not in live:
             raise RemigrateError(f"--drop-table {name}: no such table in {project.db.name}")
     named = removed | set(drop_tables)
-    unmodelled = set(live) - set(facts["model_tables"]) - named - {"django_migrations"}
+    deleted = [c for c in facts["pending"] if c["model"] and not set(c["tables"]) <= set(drop_tables)]
+    if deleted:
+        c = deleted[0]
+        raise RemigrateError(f"model {c['model']} is gone from the code but the migrations still create it (table "
+                             f"{', '.join(f'{t} with {live.get(t, 0)} rows' for t in c['tables'])}); name it with "
+                             f"--remove-model {c['model']} (its rows are not brought back) or its table with "
+                             "--drop-table NAME, or restore its class; nothing was changed")
+    pending = [c["change"] for c in facts["pending"] if not c["model"]]
+    if pending:
+        say("model changes that no migration holds yet (makemigrations would write them):")
+        for change in pending:
+            say(f"  - {change}")
+        if not absorb_pending:
+            raise RemigrateError("the models have changes that no migration holds yet (listed above), so they would go "
+                                 "unreviewed into the new 0001_initial and the live database; run makemigrations and "
+                                 "migrate first, or pass --absorb-pending; nothing was changed")
+    engine.check_rebuild_rights(stats)  # the scratch builds need the same rights (PostgreSQL: CREATEDB)
+    history = prove(project, engine, facts["apps"], named, mode, accept)
+    made = set(history.new_schema["tables"])  # by the models or carried over from the old history
+    unmodelled = set(live) - set(facts["model_tables"]) - made - named - {"django_migrations"}
     orphans = {t: live[t] for t in sorted(unmodelled) if live[t]}
     empty = sorted(t for t in unmodelled if not live[t])
-    drift = project.probe("schema-check", what="comparing the database with the models")["problems"]
     return Plan(apps=facts["apps"], removals=facts["removals"], drop_tables=list(drop_tables), orphans=orphans,
-                empty_orphans=empty, special=facts["special_operations"], drift=drift, stats=stats,
-                skip=named | set(empty), mode=mode)
+                empty_orphans=empty, special=facts["special_operations"], drift=[], stats=stats,
+                skip=named | set(empty), mode=mode, history=history, accept=list(accept))
 
 
 def show_plan(project, engine, plan, backup_dir):
@@ -100,16 +120,9 @@ def show_plan(project, engine, plan, backup_dir):
         say(table(("model", "table", "rows"), rows))
     for t in plan.empty_orphans:
         warn(f"table {t} has no model and no rows: it is not rebuilt")
-    if plan.special:
-        say("operations the new migrations will not contain (their data comes back from the backup; "
-            "carry any schema objects they made into the new history by hand):")
-        say(table(("app", "migration", "operation", "what"), [(s["app"], s["migration"], s["operation"], s["detail"]) for s in plan.special]))
+    show_history(plan.history)
     if plan.orphans:
         say(table(("table with rows but no model", "rows"), sorted(plan.orphans.items())))
-    if plan.drift:
-        say("the models differ from the database beyond the removed models:")
-        for problem in plan.drift:
-            say(f"  - {problem}")
 
 
 class Journal:
@@ -227,14 +240,15 @@ def require_history_matches_models(project, failure):
 
 
 def regenerate(project, plan):
-    """Delete the numbered migration files, run makemigrations, and check what it wrote."""
-    for app in plan.apps:
-        paths = [posixpath.join(app["migrations_dir"], f) for f in app["migration_files"]]
-        if paths:
-            project.target.run(["rm", "-f", "--", *paths], what="deleting the old migration files")
-        project.target.run(["rm", "-rf", "--", posixpath.join(app["migrations_dir"], "__pycache__")])
-    labels = [a["label"] for a in plan.apps]
-    project.manage("makemigrations", *labels, "--noinput")
+    """Replace the numbered migration files by the new history proven on scratch databases
+    (made again if this run did not prove it: a resumed run), and check what is on disk."""
+    history = plan.history
+    if history is None:
+        history = prove(project, engine_for(project), plan.apps, plan.skip, plan.mode, plan.accept)
+        reason = refusal(history)
+        if reason:
+            raise RemigrateError(reason)
+    install(project, plan.apps, history)
     after = project.probe("plan", what="reading the new migrations")
     missing = [a["label"] for a in after["apps"] if a["models"] and not a["migration_files"]]
     if missing:
@@ -250,13 +264,20 @@ def regenerate(project, plan):
 
 
 def verify(project, engine, manifest, plan):
-    """Row counts against the manifest, only the expected differences, sequences ahead, clean history."""
-    after = engine.stats()
-    before = {t: n for t, n in manifest["database"]["tables"].items() if t != "django_migrations"}
+    """Every table's rows against the backup (content, not only counts), only the expected
+    differences, objects kept, sequences ahead, clean history."""
+    saved = manifest["database"]
+    after = engine.stats(content=True, upto=B.grown_limits(saved.get("content", {}), MAY_GROW))
+    before = {t: n for t, n in saved["tables"].items() if t != "django_migrations"}
     now = {t: n for t, n in after["tables"].items() if t != "django_migrations"}
     rows, clean = B.compare_counts(before, now, expected_missing=plan.skip, expected_new=set(now) - set(before),
                                    may_grow=MAY_GROW)
     problems = [] if clean else [f"{r[0]}: {r[1]} rows before, {r[2]} after" for r in rows if r[3] in ("MISMATCH", "MISSING", "EXTRA")]
+    if not saved.get("content"):
+        problems.append(f"bundle {manifest['name']} has no content digests (made by an older remigrate); "
+                        "only row counts could be compared")
+    problems += B.compare_content(saved.get("content", {}), after["content"], skip=plan.skip, may_grow=MAY_GROW)
+    problems += [f"{obj} is gone" for obj in B.missing_objects(saved.get("objects", []), after["objects"], plan.skip)]
     old_hw = {(s["table"], s["column"]): s["high_water"] for s in manifest["database"]["sequences"]}
     for s in after["sequences"]:
         want = old_hw.get((s["table"], s["column"]))
@@ -277,30 +298,30 @@ def rollback(project, engine, manifest, bundle_path):
     project.probe("restore-migrations", posixpath.join(bundle_path, B.MIGRATIONS_ARCHIVE), *dirs,
                   what="restoring the migration files")
     engine.recover(bundle_path, manifest)
-    after = engine.stats()
+    after = engine.stats(content=True)
     rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
-    if not clean:
-        raise RemigrateError(f"after the rollback the row counts differ from bundle {manifest['name']}; "
+    if not clean or B.compare_content(manifest["database"].get("content", {}), after["content"]):
+        raise RemigrateError(f"after the rollback the rows differ from bundle {manifest['name']}; "
                              f"restore it by hand with `inv restore --backup {manifest['name']}`")
 
 
-def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=False, fetch_dir=None):
+def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=False, fetch_dir=None, accept=(),
+              absorb_pending=False):
     total = Timer()
     backup_dir = project.default_backup_dir()
     check_not_running(project, backup_dir)
-    plan = make_plan(project, engine, remove_model, drop_table)
+    plan = make_plan(project, engine, remove_model, drop_table, accept, absorb_pending)
     show_plan(project, engine, plan, backup_dir)
     if plan.orphans:
         raise RemigrateError(f"tables with rows but no model after the reset: {', '.join(plan.orphans)}; "
                              "name each with --remove-model APP.Model (if its model was deleted) or --drop-table NAME, "
                              "or restore its model; nothing was changed")
-    if plan.drift:
-        raise RemigrateError("the models differ from the database (listed above); run makemigrations and migrate first, "
-                             "then reset; nothing was changed")
+    reason = refusal(plan.history)
+    if reason:
+        raise RemigrateError(reason)
     if dry_run:
         ok("dry run: nothing was changed")
         return None
-    engine.check_rebuild_rights(plan.stats)
     confirm(f"Reset the migrations of {len(plan.apps)} apps and rebuild {engine.name} database {project.db.name} "
             f"on {project.target.name}?", project.db.name.rsplit("/", 1)[-1], yes)
     project.probe("prepare-dir", backup_dir)
@@ -311,14 +332,15 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
             fetch_bundle(project, manifest, bundle_path, fetch_dir)
         journal = Journal(project, bundle_path, lock, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
         journal.data["plan"] = {"apps": plan.apps, "removals": plan.removals, "drop_tables": plan.drop_tables,
-                                "skip": sorted(plan.skip), "mode": plan.mode, "special": plan.special}
+                                "skip": sorted(plan.skip), "mode": plan.mode, "special": plan.special,
+                                "accept": plan.accept}
         return execute(project, engine, plan, manifest, bundle_path, journal, total)
     finally:
         project.target.run(["rm", "-f", "--", lock])
 
 
 # Phases after which the migration files on disk are already the new history.
-AFTER_MIGRATIONS = {"drop", "migrate", "load", "migrate-again", "swap", "verify"}
+AFTER_MIGRATIONS = {"drop", "migrate", "load", "content-types", "migrate-again", "swap", "verify"}
 
 
 def execute(project, engine, plan, manifest, bundle_path, journal, total, files_ready=False):
@@ -358,7 +380,8 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
     say(table(("table", "rows before", "rows after", "status"), rows))
     report = {"bundle": manifest["name"], "status": "ok" if not problems else "failed", "tables": rows,
               "problems": problems, "removed": plan.removals, "dropped_tables": plan.drop_tables,
-              "special_operations": plan.special, "phases": phases, "finished_at": B.now().isoformat(timespec="seconds")}
+              "special_operations": plan.special, "history": plan.history and history_summary(plan.history),
+              "phases": phases, "finished_at": B.now().isoformat(timespec="seconds")}
     project.target.write_private(posixpath.join(bundle_path, REPORT), json.dumps(report, indent=2, default=str), replace=True)
     if problems:
         journal.finish("verify-failed", "; ".join(problems))
@@ -405,7 +428,7 @@ def plan_from_journal(data):
     saved = data.get("plan") or {}
     return Plan(apps=saved.get("apps", []), removals=saved.get("removals", {}), drop_tables=saved.get("drop_tables", []),
                 orphans={}, empty_orphans=[], special=saved.get("special", []), drift=[], stats={},
-                skip=set(saved.get("skip", [])), mode=saved.get("mode", "regenerate"))
+                skip=set(saved.get("skip", [])), mode=saved.get("mode", "regenerate"), accept=saved.get("accept", []))
 
 
 def resume_reset(project, engine, yes):
@@ -450,12 +473,16 @@ def reset_help():
         "drop_table": "a table with no model that is dropped rather than kept (repeatable)",
         "dry_run": "show the plan and change nothing",
         "resume": "finish a reset that was killed (from its bundle's journal) instead of starting one",
+        "accept_difference": "a difference between fresh installs from the old and the new history (or between the "
+                             "live database and the new history) that is accepted: the object's name (repeatable)",
+        "absorb_pending": "let model changes that have no migration yet go into the new history (shown in the plan)",
     }
 
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "yes", "no_fetch", "fetch_dir", help=reset_help(),
-      iterable=["remove_model", "drop_table"])
+      iterable=["remove_model", "drop_table", "accept_difference"])
 def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resume=False, no_fetch=False, fetch_dir=None,
+          accept_difference=None, absorb_pending=False,
           project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
     """Reset the project's migrations to a fresh 0001_initial per app, keeping every row.
 
@@ -471,7 +498,8 @@ def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resum
             resume_reset(project, engine, yes)
             return
         engine.preflight()
-        run_reset(project, engine, remove_model or [], drop_table or [], yes, dry_run, fetch=not no_fetch, fetch_dir=fetch_dir)
+        run_reset(project, engine, remove_model or [], drop_table or [], yes, dry_run, fetch=not no_fetch,
+                  fetch_dir=fetch_dir, accept=accept_difference or [], absorb_pending=absorb_pending)
 
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "backup", "yes", name="rollback")

@@ -48,7 +48,7 @@ def test_backup_then_restore_brings_back_every_row_and_sequence(seeded, tmp_path
     seeded.damage(DAMAGE)
     assert seeded.rows() != before
     out = inv_ok("restore", "--project-dir", str(seeded.project), "--backup-dir", str(backups), "--yes", env=seeded.env)
-    assert "counts match" in out.stdout
+    assert "content matches" in out.stdout
     assert seeded.rows() == before
     # the state before the restore was saved too
     kinds = sorted(json.loads((b / MANIFEST).read_text())["kind"] for b in bundles_in(backups))
@@ -76,7 +76,7 @@ def test_inv_backup_restore_is_a_round_trip_with_shared_config(pg_project, tmp_p
     before = pg_rows(db)
     env = {**env, "INVOKE_REMIGRATE_PROJECT_DIR": str(project), "INVOKE_REMIGRATE_BACKUP_DIR": str(tmp_path / "b")}
     out = inv_ok("backup", "restore", "--yes", "--no-safety-backup", env=env)
-    assert "verified" in out.stdout and "counts match" in out.stdout
+    assert "verified" in out.stdout and "content matches" in out.stdout
     assert pg_rows(db) == before
     assert len(bundles_in(tmp_path / "b")) == 1
 

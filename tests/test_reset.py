@@ -70,6 +70,13 @@ def test_full_reset_keeps_every_row_and_leaves_one_fresh_history(seeded):
     assert data_rows(seeded) == before_rows
     common = ["--project-dir", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b")]
     assert run_inv("verify", *common, env=seeded.env).returncode == 0  # the check on its own, later
+    # An in-place change keeps every count: only a comparison of content sees it.
+    key, value = query(seeded, "SELECT key, value FROM system_setting ORDER BY id LIMIT 1")[0]
+    seeded.damage([f"UPDATE system_setting SET value = NULL WHERE key = '{key}'"])
+    out = run_inv("verify", *common, env=seeded.env)
+    assert out.returncode == 1 and "system_setting: content differs from the backup" in out.stdout, out.stdout
+    seeded.damage([f"UPDATE system_setting SET value = '{value if isinstance(value, str) else json.dumps(value)}' WHERE key = '{key}'"])
+    assert run_inv("verify", *common, env=seeded.env).returncode == 0
     assert query(seeded, PERMISSIONS) == perms  # a user's permission is still the same permission
     assert query(seeded, ADMIN_LOG) == log  # admin log entries still point at the same objects
     names = {"sqlite": "SELECT name FROM sqlite_master WHERE name = 'igny8_site_blueprint_workflow_states'",
@@ -78,7 +85,16 @@ def test_full_reset_keeps_every_row_and_leaves_one_fresh_history(seeded):
     for folder in OWN_MIGRATION_DIRS:
         files = sorted(p.name for p in (seeded.project / folder / "migrations").glob("*.py"))
         assert "__init__.py" in files and files[0] == "0001_initial.py", (folder, files)
-        assert all(f.endswith("_initial.py") for f in files if f != "__init__.py"), files  # a cycle may add a 0002_initial
+        # a cycle may add a 0002_initial; what the old history made beyond the models is carried over
+        assert all(f.endswith(("_initial.py", "_remigrate_carried.py")) for f in files if f != "__init__.py"), files
+    carried = seeded.project / "igny8_core/modules/system/migrations/0002_remigrate_carried.py"
+    assert carried.exists() and carried.with_suffix(".json").exists()
+    # A fresh install from the new history has the rows the old history seeded from its CSV file.
+    fresh = seeded.project.parent / "fresh.sqlite3"
+    manage(seeded.project, {"DB_PATH": str(fresh)}, "migrate", "-v0")
+    with sqlite3.connect(fresh) as conn:
+        seeded_keys = sorted(r[0] for r in conn.execute("SELECT key FROM system_setting"))
+    assert seeded_keys == ["site.language", "site.timezone", "writer.max_words"]
     assert (seeded.project / "igny8_core/modules/system/migrations/default_settings.csv").exists()
     assert manage(seeded.project, seeded.env, "makemigrations", "--check", "--dry-run")
     applied = query(seeded, "SELECT app, name FROM django_migrations WHERE app = 'site_building'")
@@ -130,19 +146,19 @@ def test_pending_schema_changes_block_the_reset(seeded):
     files = tree_digest(seeded.project)
     out = reset(seeded, *REMOVE, "--yes")
     assert out.returncode == 1
-    assert "new column billing_plan.tier" in out.stdout and "differ from the database" in out.stderr
+    assert "billing: Add field tier to plan" in out.stdout and "no migration holds yet" in out.stderr
     assert tree_digest(seeded.project) == files
 
 
 def test_failure_after_the_rebuild_rolls_back_database_and_files(seeded):
     before_all, files = seeded.rows(), tree_digest(seeded.project)
-    out = reset(seeded, *REMOVE, "--yes", env={"REMIGRATE_FAULT": "fail:migrate-again"})
+    out = reset(seeded, *REMOVE, "--yes", env={"REMIGRATE_FAULT": "fail:content-types"})
     assert out.returncode == 1
     assert "rolled back" in out.stderr and "injected failure" in out.stderr
     assert tree_digest(seeded.project) == files
     assert seeded.rows() == before_all
     journal = json.loads(next((seeded.project.parent / "b").glob("*/journal.json")).read_text())
-    assert journal["status"] == "rolled-back" and journal["phase"] == "migrate-again"
+    assert journal["status"] == "rolled-back" and journal["phase"] == "content-types"
 
 
 def kill_reset_at(case, phase):
@@ -222,7 +238,7 @@ def test_a_dump_that_fails_verification_stops_the_reset_before_anything(seeded, 
     assert not bundles_in(seeded.project.parent / "b")  # no bundle that looks valid
 
 
-def test_run_sql_view_in_the_old_history_is_reported_in_the_plan(seeded):
+def test_run_sql_view_in_the_old_history_is_carried_into_the_new_one(seeded):
     migration = seeded.project / "igny8_core/modules/writer/migrations/0003_published_view.py"
     migration.write_text(
         "from django.db import migrations\n\n\n"
@@ -233,7 +249,18 @@ def test_run_sql_view_in_the_old_history_is_reported_in_the_plan(seeded):
     manage(seeded.project, seeded.env, "migrate", "-v0")
     out = reset(seeded, *REMOVE, "--dry-run")
     assert out.returncode == 0, out.stderr
-    assert "0003_published_view" in out.stdout and "CREATE VIEW writer_published" in out.stdout
+    assert "0003_published_view" in out.stdout and "carried: made view writer_published" in out.stdout
+    assert "a fresh install from the new history equals one from the old history" in out.stdout
+    published = query(seeded, "SELECT id, title FROM writer_published ORDER BY id")
+    assert published
+    out = reset(seeded, *REMOVE, "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert query(seeded, "SELECT id, title FROM writer_published ORDER BY id") == published  # the live view is back
+    fresh = seeded.project.parent / "fresh.sqlite3"  # and a fresh install has it too (on SQLite: it was made there)
+    manage(seeded.project, {"DB_PATH": str(fresh)}, "migrate", "-v0")
+    with sqlite3.connect(fresh) as conn:
+        views = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'")]
+    assert views == (["writer_published"] if seeded.engine == "sqlite" else [])
 
 
 def test_a_second_reset_while_one_runs_is_refused(seeded):

@@ -1,0 +1,449 @@
+"""The migration history measured on scratch databases, and what it made carried into the new one.
+
+Runs beside the project in its interpreter, after django.setup(), on a scratch database (a new
+SQLite file, or a new database on the same PostgreSQL server) that the caller names:
+
+- build_old(): migrate the old history operation by operation, recording what each operation
+  that makemigrations will not write again (RunPython, RunSQL, custom operations...) leaves on
+  the empty database; then describe the result and keep the rows the history put in.
+- build_new(): migrate the regenerated history, carry over what the old one made beyond the
+  models (a generated migration with the schema objects and the rows), migrate that too, run
+  the project's post_migrate handlers once (a fresh install must survive them), describe it.
+"""
+import base64
+import datetime as dt
+import decimal
+import json
+import uuid
+from pathlib import Path
+
+import remigrate_schema as S
+
+PLAIN_OPS_MODULE = "django.db.migrations.operations"
+CARRIED = "remigrate_carried"
+
+
+class HistoryError(Exception):
+    """A failure of a scratch build, explained for the user."""
+
+
+# ---------------------------------------------------------------- scratch databases
+
+def create_scratch(connection):
+    """Create the (PostgreSQL) scratch database the connection is set to; SQLite makes its file."""
+    connection.close()  # makemigrations may have opened (and so created) it already
+    if connection.vendor != "postgresql":
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(connection.settings_dict["NAME"] + suffix).unlink(missing_ok=True)
+        return
+    name = connection.settings_dict["NAME"]
+    with connection._nodb_cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {S.qident(name)}")
+        cursor.execute(f"CREATE DATABASE {S.qident(name)} TEMPLATE template0")
+
+
+def drop_scratch(connection):
+    connection.close()
+    if connection.vendor != "postgresql":
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(connection.settings_dict["NAME"] + suffix).unlink(missing_ok=True)
+        return
+    with connection._nodb_cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {S.qident(connection.settings_dict['NAME'])} WITH (FORCE)")
+
+
+# ---------------------------------------------------------------- the inventory
+
+def is_special(op):
+    return type(op).__name__ in ("RunPython", "RunSQL") or not type(op).__module__.startswith(PLAIN_OPS_MODULE)
+
+
+def describe_op(op):
+    kind = type(op).__name__
+    if kind == "RunSQL":
+        text = op.sql if isinstance(op.sql, str) else "; ".join(str(s) for s in op.sql)
+        return " ".join(text.split())[:100]
+    if kind == "RunPython":
+        return f"{getattr(op.code, '__module__', '?')}.{getattr(op.code, '__qualname__', '?')}"
+    if kind == "SeparateDatabaseAndState":
+        return f"{len(op.database_operations)} database / {len(op.state_operations)} state operations"
+    return f"{type(op).__module__}.{kind} {getattr(op, 'name', '')}".strip()
+
+
+def observe(connection):
+    """What an operation can change: the schema objects and every table's content digest."""
+    facts = S.describe(connection, content=True)
+    objects = {f"table {t}" for t in facts["tables"]}
+    objects |= {f"{kind[:-1]} {name}" for kind in ("views", "functions", "triggers", "extensions")
+                for name in facts[kind]}
+    objects |= {f"index {i['table']} {i['definition']}" for i in facts["indexes"].values()}
+    objects |= {f"constraint {c['table']} {c['definition']}" for c in facts["constraints"].values()}
+    return objects, {t: (c["rows"], c["digest"]) for t, c in facts["content"].items()}
+
+
+def effect(before, after):
+    (objs_a, rows_a), (objs_b, rows_b) = before, after
+    changed = {}
+    for table, (count, digest) in rows_b.items():
+        was = rows_a.get(table, (0, None))
+        if was[1] != digest and table != "django_migrations":
+            changed[table] = f"{count - was[0]:+d} rows" if count != was[0] else "rows changed"
+    return {"created": sorted(objs_b - objs_a), "dropped": sorted(objs_a - objs_b), "rows": changed}
+
+
+def instrument(plan, connection, inventory, own_labels):
+    """Wrap every special operation of the project's own apps in the plan so its effect on the
+    database is recorded (other apps keep their history: their operations stay theirs)."""
+    def wrap(op, migration, index):
+        original = op.database_forwards
+        entry = {"app": migration.app_label, "migration": migration.name, "index": index,
+                 "operation": type(op).__name__, "detail": describe_op(op),
+                 "elidable": bool(getattr(op, "elidable", False))}
+        inventory.append(entry)
+
+        def forwards(app_label, schema_editor, from_state, to_state):
+            before = observe(schema_editor.connection)
+            original(app_label, schema_editor, from_state, to_state)
+            entry["effect"] = effect(before, observe(schema_editor.connection))
+
+        op.database_forwards = forwards
+
+    for migration, _backwards in plan:
+        if migration.app_label not in own_labels:
+            continue
+        for index, op in enumerate(migration.operations):
+            if type(op).__name__ == "SeparateDatabaseAndState":
+                inventory.append({"app": migration.app_label, "migration": migration.name, "index": index,
+                                  "operation": "SeparateDatabaseAndState", "detail": describe_op(op),
+                                  "elidable": False, "effect": None})
+                for inner in op.database_operations:
+                    wrap(inner, migration, index)
+            elif is_special(op):
+                wrap(op, migration, index)
+
+
+def migrate_all(connection, inventory=None, own_labels=()):
+    """Apply every migration with the executor (no post_migrate signal: only the history's own
+    effects are measured). Returns the final project state."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    targets = executor.loader.graph.leaf_nodes()
+    plan = executor.migration_plan(targets)
+    if inventory is not None:
+        instrument(plan, connection, inventory, set(own_labels))
+    try:
+        executor.migrate(targets, plan=plan)
+    except Exception as exc:
+        raise HistoryError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+    return executor.loader.project_state()
+
+
+# ---------------------------------------------------------------- rows, as data a migration can load
+
+def encode(value):
+    """A JSON-safe, exact form of a value read through a model field (or a raw cursor)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return {"float": repr(value)}
+    if isinstance(value, decimal.Decimal):
+        return {"decimal": str(value)}
+    if isinstance(value, dt.datetime):
+        return {"datetime": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"date": value.isoformat()}
+    if isinstance(value, dt.time):
+        return {"time": value.isoformat()}
+    if isinstance(value, dt.timedelta):
+        return {"timedelta": [value.days, value.seconds, value.microseconds]}
+    if isinstance(value, uuid.UUID):
+        return {"uuid": str(value)}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, (dict, list, tuple)):
+        return {"json": value}
+    return {"text": str(value)}
+
+
+def model_for_tables(state_apps):
+    return {m._meta.db_table: m for m in state_apps.get_models(include_auto_created=True)
+            if m._meta.managed and not m._meta.proxy}
+
+
+def table_rows(connection, state_apps, tables):
+    """The rows of `tables`: through the final state's model where one owns the table (so they
+    load on any engine), else raw. In key order, so ids load as they were."""
+    models = model_for_tables(state_apps)
+    out = []
+    for table in tables:
+        model = models.get(table)
+        if model is not None:
+            fields = [f.attname for f in model._meta.concrete_fields]
+            rows = model._base_manager.using(connection.alias).order_by("pk").values_list(*fields)
+            out.append({"table": table, "model": model._meta.label_lower, "columns": fields,
+                        "rows": [[encode(v) for v in row] for row in rows]})
+            continue
+        with connection.cursor() as cursor:
+            if connection.vendor == "sqlite":
+                virtual, _ = S.sqlite_virtual_tables(connection.connection)
+                cols = S.sqlite_columns(connection.connection, table)
+                cols = (["rowid"] if table in virtual else []) + cols
+            else:
+                cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                               "AND table_schema = current_schema() ORDER BY ordinal_position", [table])
+                cols = [r[0] for r in cursor.fetchall()]
+            select = ", ".join("rowid" if c == "rowid" else S.qident(c) for c in cols)
+            cursor.execute(f"SELECT {select} FROM {S.qident(table)} ORDER BY 1")
+            out.append({"table": table, "model": None, "columns": cols,
+                        "rows": [[encode(v) for v in row] for row in cursor.fetchall()]})
+    return out
+
+
+def build_old(connection, removed_tables, own_labels):
+    """Scratch database A: the old history, measured operation by operation."""
+    inventory = []
+    create_scratch(connection)
+    try:
+        state = migrate_all(connection, inventory, own_labels)
+        facts = S.describe(connection, content=True)
+        filled = [t for t, c in sorted(facts["content"].items())
+                  if c["rows"] and t != "django_migrations" and t not in removed_tables]
+        rows = table_rows(connection, state.apps, filled)
+    finally:
+        drop_scratch(connection)
+    return {"inventory": inventory, "schema": facts, "rows": rows}
+
+
+# ---------------------------------------------------------------- what to carry
+
+def to_carry(old, new, removed_tables):
+    """The schema objects of the old history's database that the regenerated one lacks:
+    {"pre": [(key, sql)], "post": [(key, sql)]}. Tables, extensions and functions go before the
+    rows are loaded; indexes, constraints, views and triggers after (so triggers do not fire
+    on rows whose effects are carried already)."""
+    skip = set(removed_tables)
+    pre, post = [], []
+    for name, ext in sorted(old["extensions"].items()):
+        if name not in new["extensions"]:
+            pre.append((f"extension {name}", ext["sql"]))
+    for name, fn in sorted(old["functions"].items()):
+        if name not in new["functions"]:
+            pre.append((f"function {name}", fn["sql"]))
+    new_tables = set()
+    for name, table in sorted(old["tables"].items()):
+        if name in new["tables"] or name in skip or name == "django_migrations":
+            continue
+        new_tables.add(name)
+        pre.append((f"table {name}", table.get("sql") or table_sql(name, table)))
+    have = {(i["table"], i["definition"]) for i in new["indexes"].values()}
+    for name, index in sorted(old["indexes"].items()):
+        if index["table"] not in skip and (index["table"], index["definition"]) not in have and index.get("sql"):
+            post.append((f"index {name}", index["sql"]))
+    have = {(c["table"], c["definition"]) for c in new["constraints"].values()}
+    for name, con in sorted(old["constraints"].items(), key=lambda kv: (kv[1]["definition"].startswith("f"), kv[0])):
+        if con["table"] not in skip and (con["table"], con["definition"]) not in have:
+            post.append((f"constraint {name}", con["sql"]))
+    for name, view in sorted(old["views"].items()):
+        if name not in new["views"]:
+            post.append((f"view {name}", view["sql"]))
+    for name, trigger in sorted(old["triggers"].items()):
+        if name not in new["triggers"] and trigger["table"] not in skip:
+            post.append((f"trigger {name}", trigger["sql"]))
+    return {"pre": pre, "post": post, "tables": sorted(new_tables)}
+
+
+def table_sql(name, table):
+    """CREATE TABLE for a PostgreSQL table that no model makes (its keys, indexes and constraints
+    come as their own objects), with the sequences of its serial columns."""
+    schema, _, rel = name.rpartition(".")
+    quoted = f"{S.qident(schema)}.{S.qident(rel)}" if schema else S.qident(rel)
+    cols, before, after = [], [], []
+    for col, c in table["columns"].items():
+        words = [S.qident(col), c["type"]]
+        if c.get("identity"):
+            words.append("GENERATED BY DEFAULT AS IDENTITY")
+        elif c.get("raw_default"):
+            words.append(f"DEFAULT {c['raw_default']}")
+            seq = c.get("sequence")
+            if seq:
+                before.append(f"CREATE SEQUENCE IF NOT EXISTS {seq}")
+                after.append(f"ALTER SEQUENCE {seq} OWNED BY {quoted}.{S.qident(col)}")
+        if not c["null"]:
+            words.append("NOT NULL")
+        cols.append(" ".join(words))
+    return "; ".join([*before, f"CREATE TABLE {quoted} ({', '.join(cols)})", *after])
+
+
+MIGRATION_TEMPLATE = '''\
+"""Carried over by remigrate from the old migration history on {date}.
+
+The old history made these beyond what the models describe; makemigrations cannot write them
+again, so a fresh install gets them here: {summary}.
+Schema objects were read from a {vendor} database built from the old history, and are created
+on {vendor} only. Rows are in {data_file} beside this file (loaded with their ids through the
+models where a model owns the table, so on any database engine).
+"""
+import base64
+import datetime as dt
+import decimal
+import json
+import uuid
+from pathlib import Path
+
+from django.db import migrations
+
+DATA = Path(__file__).with_name("{data_file}")
+VENDOR = "{vendor}"
+PRE_SQL = {pre}
+POST_SQL = {post}
+
+
+def decode(value):
+    if not isinstance(value, dict):
+        return value
+    (kind, v), = value.items()
+    return {{
+        "float": float, "decimal": decimal.Decimal, "datetime": dt.datetime.fromisoformat,
+        "date": dt.date.fromisoformat, "time": dt.time.fromisoformat, "uuid": uuid.UUID,
+        "timedelta": lambda x: dt.timedelta(days=x[0], seconds=x[1], microseconds=x[2]),
+        "bytes": base64.b64decode, "json": lambda x: x, "text": str,
+    }}[kind](v)
+
+
+def run_sql(statements):
+    def forwards(apps, schema_editor):
+        if schema_editor.connection.vendor == VENDOR:
+            for statement in statements:
+                schema_editor.execute(statement, params=None)
+    return forwards
+
+
+def load_rows(apps, schema_editor):
+    connection = schema_editor.connection
+    data = json.loads(DATA.read_text(encoding="utf-8"))
+    for table in data["tables"]:
+        rows = [[decode(v) for v in row] for row in table["rows"]]
+        if table["model"]:
+            model = apps.get_model(table["model"])
+            objects = [model(**dict(zip(table["columns"], row))) for row in rows]
+            model._base_manager.using(connection.alias).bulk_create(objects, batch_size=500)
+        elif connection.vendor == VENDOR:
+            quote = connection.ops.quote_name
+            columns = ", ".join("rowid" if c == "rowid" else quote(c) for c in table["columns"])
+            marks = ", ".join(["%s"] * len(table["columns"]))
+            with connection.cursor() as cursor:
+                cursor.executemany(f"INSERT INTO {{quote(table['table'])}} ({{columns}}) VALUES ({{marks}})", rows)
+    with connection.cursor() as cursor:  # ids are never reused: sequences as the old history left them
+        for table, column, value in data["sequences"]:
+            if connection.vendor == "postgresql" and column:
+                cursor.execute("SELECT setval(pg_get_serial_sequence(%s, %s), %s, true)",
+                               [connection.ops.quote_name(table), column, value])
+            elif connection.vendor == "sqlite":
+                cursor.execute("UPDATE sqlite_sequence SET seq = %s WHERE name = %s", [value, table])
+                if not cursor.rowcount:
+                    cursor.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, value])
+
+
+class Migration(migrations.Migration):
+    dependencies = {dependencies}
+
+    operations = [
+        migrations.RunPython(run_sql(PRE_SQL), migrations.RunPython.noop),
+        migrations.RunPython(load_rows, migrations.RunPython.noop),
+        migrations.RunPython(run_sql(POST_SQL), migrations.RunPython.noop),
+    ]
+'''
+
+
+def carried_sequences(schema, tables):
+    """(table, column, value) of the old history's sequences for the carried tables."""
+    out = []
+    for key, seq in sorted(schema["sequences"].items()):
+        table = seq.get("table") or key
+        if table in tables and seq["value"]:
+            column = key.rsplit(".", 1)[1] if "." in key and seq.get("table") else None
+            out.append([table, column, seq["value"]])
+    return out
+
+
+def write_carried(folder, number, carry, rows, sequences, dependencies, vendor):
+    """The carried-over migration and its data file; returns their names."""
+    name = f"{number:04d}_{CARRIED}"
+    data_file = f"{name}.json"
+    parts = []
+    if carry["pre"] or carry["post"]:
+        parts.append(f"{len(carry['pre']) + len(carry['post'])} schema objects")
+    if rows:
+        parts.append(f"the rows of {len(rows)} tables ({sum(len(t['rows']) for t in rows)} rows)")
+    source = MIGRATION_TEMPLATE.format(
+        date=dt.date.today().isoformat(), summary=" and ".join(parts) or "nothing", vendor=vendor,
+        data_file=data_file, pre=pformat_sql(carry["pre"]), post=pformat_sql(carry["post"]),
+        dependencies=repr(sorted(dependencies)).replace("), (", "),\n        (").replace("[(", "[\n        (")
+        .replace(")]", "),\n    ]"))
+    (Path(folder) / f"{name}.py").write_text(source, encoding="utf-8")
+    (Path(folder) / data_file).write_text(json.dumps({"tables": rows, "sequences": sequences}, indent=1,
+                                                     ensure_ascii=False), encoding="utf-8")
+    return [f"{name}.py", data_file]
+
+
+def pformat_sql(items):
+    if not items:
+        return "[]"
+    lines = ["["]
+    for key, sql in items:
+        lines.append(f"    # {key}")
+        lines.append(f"    {sql!r},")
+    lines.append("]")
+    return "\n".join(lines)
+
+
+def choose_app(inventory, own_labels):
+    """The app whose history made the first carried effect (else the first own app)."""
+    for entry in inventory:
+        if entry.get("effect") and (entry["effect"]["created"] or entry["effect"]["rows"]) and entry["app"] in own_labels:
+            return entry["app"]
+    return own_labels[0]
+
+
+def build_new(connection, old, removed_tables, own, carry_enabled=True):
+    """Scratch database B: the regenerated history, plus the carried-over migration written into
+    the (scratch) migrations folder of one app; then the project's post_migrate handlers."""
+    from django.core.management.sql import emit_post_migrate_signal
+    from django.db.migrations.loader import MigrationLoader
+
+    create_scratch(connection)
+    written = []
+    try:
+        migrate_all(connection)
+        base = S.describe(connection)
+        if carry_enabled and old:
+            carry = to_carry(old["schema"], base, removed_tables)
+            rows = old["rows"]
+            if carry["pre"] or carry["post"] or rows:
+                loader = MigrationLoader(None, ignore_no_migrations=True)
+                labels = [a["label"] for a in own]
+                app = choose_app(old["inventory"], labels)
+                leaves = loader.graph.leaf_nodes()
+                number = 1 + max(int(n.split("_", 1)[0]) for a, n in leaves if a == app and n[:4].isdigit())
+                folder = next(a["migrations_dir"] for a in own if a["label"] == app)
+                tables = {t["table"] for t in rows} | set(carry["tables"])
+                sequences = carried_sequences(old["schema"], tables)
+                written = [(app, f) for f in write_carried(folder, number, carry, rows, sequences,
+                                                           [tuple(n) for n in leaves], connection.vendor)]
+                migrate_all(connection)
+        else:
+            carry = {"pre": [], "post": [], "tables": []}
+        facts = S.describe(connection, content=True)
+        try:
+            from django.apps import apps as global_apps
+
+            emit_post_migrate_signal(0, False, connection.alias, apps=global_apps, plan=[])
+            post_migrate_error = None
+        except Exception as exc:
+            post_migrate_error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+        installed = S.describe(connection)  # what every install has, post_migrate handlers' objects included
+    finally:
+        drop_scratch(connection)
+    return {"schema": facts, "installed": installed, "written": written, "post_migrate_error": post_migrate_error,
+            "carried": [k for k, _ in carry["pre"] + carry["post"]]}

@@ -1,0 +1,361 @@
+"""What a database holds, described so two databases can be compared: every table's content
+as an order-independent digest, and the schema objects (columns, indexes, constraints, views,
+functions, triggers, extensions, sequences, virtual tables) with their definitions.
+
+Runs beside the project (standard library only; a DB-API cursor comes from the caller), so
+the live database, a backup file and the scratch databases are described by the same code.
+"""
+import hashlib
+
+# Shadow tables SQLite makes for a virtual table; they belong to it, never loaded on their own.
+SHADOW_SUFFIXES = {
+    "fts5": ("_data", "_idx", "_content", "_docsize", "_config"),
+    "fts4": ("_content", "_segments", "_segdir", "_docsize", "_stat"),
+    "fts3": ("_content", "_segments", "_segdir", "_docsize", "_stat"),
+    "rtree": ("_node", "_rowid", "_parent"),
+}
+MASK = (1 << 128) - 1
+
+
+def qident(name):
+    """An identifier quoted the SQL-standard way (both engines)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def row_hash(row):
+    return int.from_bytes(hashlib.md5(repr(row).encode("utf-8")).digest(), "big")
+
+
+# ---------------------------------------------------------------- SQLite
+
+def sqlite_virtual_tables(conn, schema="main"):
+    """{virtual table: module} and the set of their shadow tables."""
+    virtual, shadows = {}, set()
+    for name, sql in conn.execute(f"SELECT name, sql FROM {schema}.sqlite_master WHERE type = 'table' "
+                                  "AND sql LIKE 'CREATE VIRTUAL TABLE%'"):
+        module = sql.split(" USING ", 1)[1].split("(", 1)[0].strip().lower() if " USING " in sql.upper() else ""
+        virtual[name] = module
+        shadows.update(name + suffix for suffix in SHADOW_SUFFIXES.get(module, ()))
+    return virtual, shadows
+
+
+def sqlite_columns(conn, table, schema="main"):
+    """Visible columns of a table (table_xinfo: hidden columns of virtual tables left out)."""
+    return [r[1] for r in conn.execute(f"PRAGMA {schema}.table_xinfo({qident(table)})") if r[6] == 0]
+
+
+def sqlite_digest(conn, table, schema="main", upto=None, virtual=False):
+    """(rows, digest, max pk) over every row, columns in name order; `upto` keeps rows whose
+    integer primary key is at most that value."""
+    cols = sorted(sqlite_columns(conn, table, schema))
+    pk = [r[1] for r in sorted(conn.execute(f"PRAGMA {schema}.table_info({qident(table)})"), key=lambda r: r[5]) if r[5]]
+    if virtual:
+        cols, pk = ["rowid", *cols], ["rowid"]
+    where = f" WHERE {qident(pk[0])} <= {int(upto)}" if upto is not None and len(pk) == 1 else ""
+    total, count = 0, 0
+    select = ", ".join("rowid" if c == "rowid" and virtual else qident(c) for c in cols)
+    for row in conn.execute(f"SELECT {select} FROM {schema}.{qident(table)}{where}"):
+        total = (total + row_hash(row)) & MASK
+        count += 1
+    top = None
+    if len(pk) == 1:
+        top = conn.execute(f"SELECT max({qident(pk[0])}) FROM {schema}.{qident(table)}").fetchone()[0]
+        top = top if isinstance(top, int) else None
+    return {"rows": count, "digest": f"{total:032x}", "pk": pk, "max_pk": top}
+
+
+def sqlite_content(conn, tables=None, upto=None, schema="main"):
+    virtual, shadows = sqlite_virtual_tables(conn, schema)
+    names = [r[0] for r in conn.execute(f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table' "
+                                        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
+    upto = upto or {}
+    return {t: sqlite_digest(conn, t, schema, upto.get(t), t in virtual) for t in names
+            if t not in shadows and (tables is None or t in tables)}
+
+
+def sqlite_indexes(conn, table, schema="main"):
+    """Every index of a table, the automatic ones of UNIQUE constraints included, by definition."""
+    out = {}
+    sqls = dict(conn.execute(f"SELECT name, sql FROM {schema}.sqlite_master WHERE type = 'index' AND tbl_name = ?",
+                             (table,)).fetchall())
+    for _seq, name, unique, _origin, _partial in conn.execute(f"PRAGMA {schema}.index_list({qident(table)})"):
+        cols = [r[2] or "<expression>" for r in conn.execute(f"PRAGMA {schema}.index_info({qident(name)})")]
+        sql = sqls.get(name)
+        where = sql.split(" WHERE ", 1)[1].strip() if sql and " WHERE " in sql else ""
+        out[name] = {"table": table, "sql": sql, "definition": f"{'UNIQUE ' if unique else ''}({', '.join(cols)})"
+                     + (f" WHERE {where}" if where else "")}
+    return out
+
+
+def sqlite_schema(conn, schema="main"):
+    """Tables (columns, virtual module), indexes, views and triggers of a SQLite database."""
+    virtual, shadows = sqlite_virtual_tables(conn, schema)
+    out = {"tables": {}, "indexes": {}, "constraints": {}, "views": {}, "triggers": {}, "functions": {},
+           "extensions": {}, "sequences": {}, "shadows": sorted(shadows)}
+    master = conn.execute(f"SELECT type, name, tbl_name, sql FROM {schema}.sqlite_master "
+                          "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name").fetchall()
+    for kind, name, table, sql in master:
+        if kind == "table" and name not in shadows:
+            if name in virtual:
+                out["tables"][name] = {"virtual": virtual[name], "sql": sql, "columns": {
+                    c: {"type": "", "null": True, "default": None} for c in sqlite_columns(conn, name, schema)}}
+                continue
+            cols = {}
+            for _cid, col, ctype, notnull, default, pk in conn.execute(f"PRAGMA {schema}.table_info({qident(name)})"):
+                cols[col] = {"type": ctype.lower(), "null": not notnull and not pk, "default": default}
+            out["tables"][name] = {"virtual": None, "sql": sql, "columns": cols}
+            out["indexes"].update(sqlite_indexes(conn, name, schema))
+        elif kind == "view":
+            out["views"][name] = {"definition": " ".join((sql or "").split()), "sql": sql}
+        elif kind == "trigger":
+            out["triggers"][name] = {"table": table, "definition": " ".join((sql or "").split()), "sql": sql}
+    seq = conn.execute(f"SELECT 1 FROM {schema}.sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
+    if seq:
+        for table, value in conn.execute(f"SELECT name, seq FROM {schema}.sqlite_sequence"):
+            out["sequences"][table] = {"table": table, "value": value}
+    return out
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
+# Objects an extension brought are the extension's, not the project's.
+NOT_FROM_EXTENSION = ("NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = {oid} AND e.deptype = 'e' "
+                      "AND e.classid = '{catalog}'::regclass)")
+
+
+def pg_key(schema, name):
+    return name if schema == "public" else f"{schema}.{name}"
+
+
+def pg_tables(cursor):
+    """{key: (quoted name, [columns sorted], primary key columns)} of the ordinary tables."""
+    cursor.execute(
+        "SELECT n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname),"
+        " (SELECT array_agg(quote_ident(a.attname) ORDER BY a.attname) FROM pg_attribute a"
+        "   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),"
+        " (SELECT array_agg(quote_ident(a.attname) ORDER BY a.attnum) FROM pg_index i JOIN pg_attribute a"
+        "   ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = c.oid AND i.indisprimary)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        f" WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMAS} AND "
+        + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class") + " ORDER BY 1, 2")
+    return {pg_key(s, n): (q, list(cols or []), list(pk or [])) for s, n, q, cols, pk in cursor.fetchall()}
+
+
+def pg_content(cursor, tables=None, upto=None):
+    """(rows, digest, max pk) per table: the sum of a 128-bit hash of every row's text, computed
+    by the server (no rows travel), so the order of rows and of columns does not matter."""
+    upto = upto or {}
+    out = {}
+    for key, (quoted, cols, pk) in pg_tables(cursor).items():
+        if tables is not None and key not in tables:
+            continue
+        row = f"ROW({', '.join(cols)})::text" if cols else "''"
+        halves = [f"('x' || substr(md5({row}), {start}, 16))::bit(64)::bigint::numeric" for start in (1, 17)]
+        top = f"max({pk[0]})::text" if len(pk) == 1 else "NULL"
+        where = f" WHERE {pk[0]} <= {int(upto[key])}" if key in upto and len(pk) == 1 else ""
+        cursor.execute(f"SELECT count(*), coalesce(sum({halves[0]}), 0)::text, coalesce(sum({halves[1]}), 0)::text,"
+                       f" (SELECT {top} FROM {quoted}) FROM {quoted}{where}")
+        count, high, low, max_pk = cursor.fetchone()
+        digest = ((int(high) % (1 << 64)) << 64 | (int(low) % (1 << 64))) & MASK
+        try:
+            max_pk = int(max_pk) if max_pk is not None else None
+        except ValueError:  # a text or uuid key
+            max_pk = None
+        out[key] = {"rows": count, "digest": f"{digest:032x}", "pk": [p.strip('"') for p in pk], "max_pk": max_pk}
+    return out
+
+
+def pg_schema(cursor):
+    """Tables with columns, indexes, constraints, views, functions, triggers, extensions and
+    sequences of the user schemas, each with its definition as the server prints it."""
+    out = {"tables": {}, "indexes": {}, "constraints": {}, "views": {}, "triggers": {}, "functions": {},
+           "extensions": {}, "sequences": {}, "shadows": []}
+    cursor.execute(
+        "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,"
+        " pg_get_expr(d.adbin, d.adrelid), a.attidentity <> '',"
+        " pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname)"
+        " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+        f" WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {USER_SCHEMAS} AND "
+        + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class") + " ORDER BY 1, 2, a.attnum")
+    for schema, table, col, ctype, null, default, identity, sequence in cursor.fetchall():
+        raw = default
+        # serial (Django < 4.1) and identity columns are both "auto"; a renamed table keeps its
+        # old sequence name, so the name is not compared
+        if identity or (default and default.startswith("nextval(")):
+            default = "auto"
+        entry = out["tables"].setdefault(pg_key(schema, table), {"virtual": None, "columns": {}})
+        entry["columns"][col] = {"type": ctype, "null": null, "default": default, "raw_default": raw,
+                                 "identity": identity, "sequence": sequence if raw and raw.startswith("nextval(") else None}
+    cursor.execute(
+        "SELECT n.nspname, i.relname, t.relname, pg_get_indexdef(i.oid), x.indisunique"
+        " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid"
+        " JOIN pg_namespace n ON n.oid = i.relnamespace"
+        f" WHERE {USER_SCHEMAS} AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.oid)"
+        " AND " + NOT_FROM_EXTENSION.format(oid="t.oid", catalog="pg_class"))
+    for schema, name, table, definition, _unique in cursor.fetchall():
+        # The definition without the index's own name: names follow the table's history.
+        body = definition.split(" USING ", 1)[1] if " USING " in definition else definition
+        unique = "UNIQUE " if definition.startswith("CREATE UNIQUE") else ""
+        out["indexes"][pg_key(schema, name)] = {"table": pg_key(schema, table), "definition": unique + body,
+                                                "sql": definition}
+    cursor.execute(
+        "SELECT n.nspname, k.conname, t.relname, k.contype, pg_get_constraintdef(k.oid),"
+        " quote_ident(n.nspname) || '.' || quote_ident(t.relname), quote_ident(k.conname)"
+        " FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace"
+        f" WHERE {USER_SCHEMAS} AND " + NOT_FROM_EXTENSION.format(oid="t.oid", catalog="pg_class"))
+    for schema, name, table, kind, definition, qtable, qname in cursor.fetchall():
+        out["constraints"][pg_key(schema, name)] = {
+            "table": pg_key(schema, table), "definition": f"{kind} {definition}",
+            "sql": f"ALTER TABLE {qtable} ADD CONSTRAINT {qname} {definition}"}
+    cursor.execute(
+        "SELECT n.nspname, c.relname, c.relkind, pg_get_viewdef(c.oid),"
+        " quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        f" WHERE c.relkind IN ('v', 'm') AND {USER_SCHEMAS} AND "
+        + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class"))
+    for schema, name, kind, definition, quoted in cursor.fetchall():
+        what = "MATERIALIZED VIEW" if kind == "m" else "VIEW"
+        out["views"][pg_key(schema, name)] = {"definition": f"{what} {' '.join(definition.split())}",
+                                              "sql": f"CREATE {what} {quoted} AS {definition}"}
+    cursor.execute(
+        "SELECT n.nspname, p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', pg_get_functiondef(p.oid)"
+        " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        f" WHERE p.prokind IN ('f', 'p') AND {USER_SCHEMAS} AND "
+        + NOT_FROM_EXTENSION.format(oid="p.oid", catalog="pg_proc"))
+    for schema, signature, definition in cursor.fetchall():
+        out["functions"][pg_key(schema, signature)] = {"definition": " ".join(definition.split()), "sql": definition}
+    cursor.execute(
+        "SELECT n.nspname, c.relname, g.tgname, pg_get_triggerdef(g.oid)"
+        " FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        f" WHERE NOT g.tgisinternal AND {USER_SCHEMAS}")
+    for schema, table, name, definition in cursor.fetchall():
+        out["triggers"][f"{pg_key(schema, table)}.{name}"] = {"table": pg_key(schema, table),
+                                                              "definition": definition, "sql": definition}
+    cursor.execute("SELECT extname, quote_ident(extname) FROM pg_extension WHERE extname <> 'plpgsql'")
+    for name, quoted in cursor.fetchall():
+        out["extensions"][name] = {"definition": name, "sql": f"CREATE EXTENSION IF NOT EXISTS {quoted}"}
+    cursor.execute(
+        "SELECT s.schemaname, s.sequencename, coalesce(s.last_value, 0),"
+        " (SELECT t.relname || '.' || a.attname FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid"
+        "   JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
+        "   WHERE d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass"
+        "   AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1)"
+        " FROM pg_sequences s WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema')")
+    for schema, name, value, owner in cursor.fetchall():
+        # Keyed by the column that owns it: a renamed table keeps its old sequence name.
+        out["sequences"][owner or pg_key(schema, name)] = {"table": (owner or "").rsplit(".", 1)[0] or None,
+                                                           "value": int(value)}
+    return out
+
+
+def describe(connection, content=False, upto=None):
+    """Schema (and, with content, every table's digest) of an open Django connection."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            schema = pg_schema(cursor)
+            if content:
+                schema["content"] = pg_content(cursor, upto=upto)
+            return schema
+    raw = connection.connection  # sqlite3.Connection: PRAGMAs need it directly
+    schema = sqlite_schema(raw)
+    if content:
+        schema["content"] = sqlite_content(raw, upto=upto)
+    return schema
+
+
+def objects(schema):
+    """The schema objects a reset must keep, as "kind name" strings (tables are counted apart;
+    index names follow a table's history, so indexes are compared by definition elsewhere)."""
+    out = [f"view {name}" for name in schema["views"]]
+    out += [f"trigger {name}" for name in schema["triggers"]]
+    out += [f"function {name}" for name in schema["functions"]]
+    out += [f"extension {name}" for name in schema["extensions"]]
+    out += [f"virtual table {name}" for name, t in schema["tables"].items() if t.get("virtual")]
+    return sorted(out)
+
+
+def differences(a, b, skip=(), content=True, names=("old", "new")):
+    """What differs between two described databases, as (object, what differs) pairs: tables and
+    their columns, indexes and constraints (by definition: their names follow a table's
+    history), views, functions, triggers, extensions, sequences, and with content, every
+    table's rows. Tables in `skip` (removed models) and django_migrations are left out."""
+    skip = set(skip) | {"django_migrations"}
+    left, right = names
+    out = []
+
+    def by_name(kind, label):
+        for name in sorted(set(a[kind]) | set(b[kind])):
+            table = (a[kind].get(name) or b[kind].get(name)).get("table")
+            if table in skip or name in skip:
+                continue
+            if name not in b[kind]:
+                out.append((f"{label} {name}", f"only in the {left}"))
+            elif name not in a[kind]:
+                out.append((f"{label} {name}", f"only in the {right}"))
+            elif a[kind][name]["definition"] != b[kind][name]["definition"]:
+                out.append((f"{label} {name}", f"defined differently: {a[kind][name]['definition'][:120]!r} "
+                                               f"vs {b[kind][name]['definition'][:120]!r}"))
+
+    for table in sorted(set(a["tables"]) | set(b["tables"])):
+        if table in skip:
+            continue
+        ta, tb = a["tables"].get(table), b["tables"].get(table)
+        if tb is None or ta is None:
+            out.append((f"table {table}", f"only in the {left if tb is None else right}"))
+            continue
+        if (ta.get("virtual") or "") != (tb.get("virtual") or ""):
+            out.append((f"table {table}", f"virtual module {ta.get('virtual')} vs {tb.get('virtual')}"))
+        for col in sorted(set(ta["columns"]) | set(tb["columns"])):
+            ca, cb = ta["columns"].get(col), tb["columns"].get(col)
+            if ca is None or cb is None:
+                out.append((f"column {table}.{col}", f"only in the {left if cb is None else right}"))
+                continue
+            for prop in ("type", "null", "default"):
+                if ca.get(prop) != cb.get(prop):
+                    out.append((f"column {table}.{col}", f"{prop} {ca.get(prop)!r} vs {cb.get(prop)!r}"))
+    for kind, label in (("indexes", "index"), ("constraints", "constraint")):
+        def defs(side):
+            found = {}
+            for name, obj in side[kind].items():
+                if obj["table"] not in skip:
+                    found.setdefault((obj["table"], obj["definition"]), []).append(name)
+            return found
+        da, db = defs(a), defs(b)
+        for key in sorted(set(da) | set(db)):
+            if len(da.get(key, [])) != len(db.get(key, [])):
+                names_ = ", ".join(sorted(da.get(key, []) + db.get(key, [])))
+                where = left if len(da.get(key, [])) > len(db.get(key, [])) else right
+                out.append((f"{label} {names_}", f"on {key[0]}: {key[1][:120]} only in the {where}"))
+    by_name("views", "view")
+    by_name("functions", "function")
+    by_name("triggers", "trigger")
+    by_name("extensions", "extension")
+    if content:
+        ca, cb = a.get("content", {}), b.get("content", {})
+        for table in sorted(set(ca) & set(cb)):
+            if table in skip:
+                continue
+            if ca[table]["digest"] != cb[table]["digest"]:
+                out.append((f"rows {table}", f"{ca[table]['rows']} rows in the {left}, {cb[table]['rows']} in the "
+                                             f"{right}, content differs" if ca[table]["rows"] != cb[table]["rows"]
+                            else f"{ca[table]['rows']} rows in both, content differs"))
+        for key in sorted(set(a["sequences"]) | set(b["sequences"])):
+            sa, sb = a["sequences"].get(key), b["sequences"].get(key)
+            table = (sa or sb).get("table") or key
+            if table in skip or key.split(".")[0] in skip:
+                continue
+            if (sa or {}).get("value", 0) != (sb or {}).get("value", 0):
+                out.append((f"sequence {key}", f"at {(sa or {}).get('value', 0)} in the {left}, "
+                                               f"{(sb or {}).get('value', 0)} in the {right}"))
+    return out
+
+
+def accepted(difference, names):
+    """Whether `--accept-difference NAME` covers this difference: NAME is the object's name (a
+    table, view, function, trigger, index or constraint) or the whole key ("view reports")."""
+    key = difference[0]
+    kind, _, name = key.partition(" ")
+    parts = {name, key, name.split(".")[0], name.split("(")[0]}
+    return any(n in parts for n in names)
