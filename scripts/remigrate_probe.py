@@ -273,9 +273,10 @@ def cmd_stats(opts):
         with connection.cursor() as cursor:
             cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one snapshot for every count
             stats = pg_stats(cursor)
-            stats["applied_migrations"] = applied_migrations(cursor, lambda n: f'"{n}"')
             if content:
                 stats["content"] = schema_facts.pg_content(cursor, upto=upto)
+            # last: a database never migrated has no django_migrations, and the failed query ends the transaction
+            stats["applied_migrations"] = applied_migrations(cursor, lambda n: f'"{n}"')
             cursor.execute("COMMIT")
         return stats
     if connection.vendor == "sqlite":
