@@ -85,7 +85,7 @@ def effect(before, after):
     (objs_a, rows_a), (objs_b, rows_b) = before, after
     changed = {}
     for table, (count, digest) in rows_b.items():
-        was = rows_a.get(table, (0, None))
+        was = rows_a.get(table, (0, f"{0:032x}"))  # a new empty table changed no rows
         if was[1] != digest and table != "django_migrations":
             changed[table] = f"{count - was[0]:+d} rows" if count != was[0] else "rows changed"
     return {"created": sorted(objs_b - objs_a), "dropped": sorted(objs_a - objs_b), "rows": changed}

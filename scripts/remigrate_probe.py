@@ -226,7 +226,9 @@ def sqlite_quote(name):
 
 def sqlite_stats(conn):
     """Row counts, AUTOINCREMENT high-water marks and properties of an open SQLite database."""
-    rows = conn.execute("SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name").fetchall()
+    _virtual, shadows = schema_facts.sqlite_virtual_tables(conn)  # a virtual table's shadows are part of it
+    rows = [(n, k) for n, k in conn.execute("SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+                                            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name") if n not in shadows]
     counts = {name: conn.execute(f"SELECT count(*) FROM {sqlite_quote(name)}").fetchone()[0] for name, kind in rows if kind == "table"}
     sequences = []
     has_seq = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
@@ -755,7 +757,9 @@ def cmd_sqlite_load(opts):
         conn.execute("PRAGMA foreign_keys = OFF")  # must be set outside a transaction
         conn.execute("ATTACH DATABASE ? AS old", (f"file:{Path(old).resolve()}?mode=ro",))
         conn.execute("BEGIN IMMEDIATE")
-        new_tables = [r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")]
+        virtual, shadows = schema_facts.sqlite_virtual_tables(conn)
+        new_tables = [r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+                      if r[0] not in shadows]  # a virtual table is filled through itself, never its shadows
         old_tables = {r[0] for r in conn.execute("SELECT name FROM old.sqlite_master WHERE type='table'")}
         # Triggers the new schema made must not fire on old rows: set aside, put back after.
         triggers = conn.execute("SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger' AND sql IS NOT NULL").fetchall()
@@ -766,9 +770,9 @@ def cmd_sqlite_load(opts):
             if table in skip or table not in old_tables:
                 continue
             q = sqlite_quote(table)
-            new_cols = [r[1] for r in conn.execute(f"PRAGMA main.table_info({q})")]
-            old_cols = {r[1] for r in conn.execute(f"PRAGMA old.table_info({q})")}
-            cols = ", ".join(sqlite_quote(c) for c in new_cols if c in old_cols)
+            new_cols = schema_facts.sqlite_columns(conn, table, "main")
+            old_cols = set(schema_facts.sqlite_columns(conn, table, "old"))
+            cols = ", ".join(["rowid"] * (table in virtual) + [sqlite_quote(c) for c in new_cols if c in old_cols])
             conn.execute(f"DELETE FROM main.{q}")
             conn.execute(f"INSERT INTO main.{q} ({cols}) SELECT {cols} FROM old.{q}")
             loaded[table] = conn.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]

@@ -91,7 +91,8 @@ def make_plan(project, engine, remove_models_, drop_tables, accept=(), absorb_pe
                                  "migrate first, or pass --absorb-pending; nothing was changed")
     engine.check_rebuild_rights(stats)  # the scratch builds need the same rights (PostgreSQL: CREATEDB)
     history = prove(project, engine, facts["apps"], named, mode, accept)
-    made = set(history.new_schema["tables"])  # by the models or carried over from the old history
+    # made by the models or carried over from the old history (a virtual table with its shadow tables)
+    made = set(history.new_schema["tables"]) | set(history.new_schema["shadows"])
     unmodelled = set(live) - set(facts["model_tables"]) - made - named - {"django_migrations"}
     orphans = {t: live[t] for t in sorted(unmodelled) if live[t]}
     empty = sorted(t for t in unmodelled if not live[t])
