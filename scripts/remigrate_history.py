@@ -217,7 +217,15 @@ def build_old(connection, removed_tables, own_labels):
 
 # ---------------------------------------------------------------- what to carry
 
-def to_carry(old, new, removed_tables):
+def cache_tables():
+    """Tables of the project's DatabaseCache backends: createcachetable makes them on any engine."""
+    from django.conf import settings
+
+    return {c.get("LOCATION") for c in getattr(settings, "CACHES", {}).values()
+            if "DatabaseCache" in str(c.get("BACKEND", "")) and c.get("LOCATION")}
+
+
+def to_carry(old, new, removed_tables, caches=()):
     """The schema objects of the old history's database that the regenerated one lacks:
     {"pre": [(key, sql)], "post": [(key, sql)]}. Tables, extensions and functions go before the
     rows are loaded; indexes, constraints, views and triggers after (so triggers do not fire
@@ -230,19 +238,24 @@ def to_carry(old, new, removed_tables):
     for name, fn in sorted(old["functions"].items()):
         if name not in new["functions"]:
             pre.append((f"function {name}", fn["sql"]))
-    new_tables = set()
+    new_tables, cache = set(), []
     for name, table in sorted(old["tables"].items()):
         if name in new["tables"] or name in skip or name == "django_migrations":
             continue
         new_tables.add(name)
+        if name in caches:  # made again by createcachetable, with its index, on whatever engine installs
+            cache.append(name)
+            continue
         pre.append((f"table {name}", table.get("sql") or table_sql(name, table)))
     have = {(i["table"], i["definition"]) for i in new["indexes"].values()}
     for name, index in sorted(old["indexes"].items()):
+        if index["table"] in cache:
+            continue
         if index["table"] not in skip and (index["table"], index["definition"]) not in have and index.get("sql"):
             post.append((f"index {name}", index["sql"]))
     have = {(c["table"], c["definition"]) for c in new["constraints"].values()}
     for name, con in sorted(old["constraints"].items(), key=lambda kv: (kv[1]["definition"].startswith("f"), kv[0])):
-        if con["table"] not in skip and (con["table"], con["definition"]) not in have:
+        if con["table"] not in skip and con["table"] not in cache and (con["table"], con["definition"]) not in have:
             post.append((f"constraint {name}", con["sql"]))
     for name, view in sorted(old["views"].items()):
         if name not in new["views"]:
@@ -250,7 +263,7 @@ def to_carry(old, new, removed_tables):
     for name, trigger in sorted(old["triggers"].items()):
         if name not in new["triggers"] and trigger["table"] not in skip:
             post.append((f"trigger {name}", trigger["sql"]))
-    return {"pre": pre, "post": post, "tables": sorted(new_tables)}
+    return {"pre": pre, "post": post, "tables": sorted(new_tables), "cache_tables": cache}
 
 
 def table_sql(name, table):
@@ -291,10 +304,12 @@ import json
 import uuid
 from pathlib import Path
 
+from django.core.management import call_command
 from django.db import migrations
 
 DATA = Path(__file__).with_name("{data_file}")
 VENDOR = "{vendor}"
+CACHE_TABLES = {cache_tables}
 PRE_SQL = {pre}
 POST_SQL = {post}
 
@@ -309,6 +324,11 @@ def decode(value):
         "timedelta": lambda x: dt.timedelta(days=x[0], seconds=x[1], microseconds=x[2]),
         "bytes": base64.b64decode, "json": lambda x: x, "text": str,
     }}[kind](v)
+
+
+def create_cache_tables(apps, schema_editor):
+    if CACHE_TABLES:
+        call_command("createcachetable", database=schema_editor.connection.alias, verbosity=0)
 
 
 def run_sql(statements):
@@ -349,6 +369,7 @@ class Migration(migrations.Migration):
     dependencies = {dependencies}
 
     operations = [
+        migrations.RunPython(create_cache_tables, migrations.RunPython.noop),
         migrations.RunPython(run_sql(PRE_SQL), migrations.RunPython.noop),
         migrations.RunPython(load_rows, migrations.RunPython.noop),
         migrations.RunPython(run_sql(POST_SQL), migrations.RunPython.noop),
@@ -374,11 +395,14 @@ def write_carried(folder, number, carry, rows, sequences, dependencies, vendor):
     parts = []
     if carry["pre"] or carry["post"]:
         parts.append(f"{len(carry['pre']) + len(carry['post'])} schema objects")
+    if carry["cache_tables"]:
+        parts.append(f"the cache tables {', '.join(carry['cache_tables'])}")
     if rows:
         parts.append(f"the rows of {len(rows)} tables ({sum(len(t['rows']) for t in rows)} rows)")
     source = MIGRATION_TEMPLATE.format(
         date=dt.date.today().isoformat(), summary=" and ".join(parts) or "nothing", vendor=vendor,
         data_file=data_file, pre=pformat_sql(carry["pre"]), post=pformat_sql(carry["post"]),
+        cache_tables=repr(carry["cache_tables"]),
         dependencies=repr(sorted(dependencies)).replace("), (", "),\n        (").replace("[(", "[\n        (")
         .replace(")]", "),\n    ]"))
     (Path(folder) / f"{name}.py").write_text(source, encoding="utf-8")
@@ -418,9 +442,9 @@ def build_new(connection, old, removed_tables, own, carry_enabled=True):
         migrate_all(connection)
         base = S.describe(connection)
         if carry_enabled and old:
-            carry = to_carry(old["schema"], base, removed_tables)
+            carry = to_carry(old["schema"], base, removed_tables, cache_tables())
             rows = old["rows"]
-            if carry["pre"] or carry["post"] or rows:
+            if carry["pre"] or carry["post"] or carry["cache_tables"] or rows:
                 loader = MigrationLoader(None, ignore_no_migrations=True)
                 labels = [a["label"] for a in own]
                 app = choose_app(old["inventory"], labels)
@@ -433,7 +457,7 @@ def build_new(connection, old, removed_tables, own, carry_enabled=True):
                                                            [tuple(n) for n in leaves], connection.vendor)]
                 migrate_all(connection)
         else:
-            carry = {"pre": [], "post": [], "tables": []}
+            carry = {"pre": [], "post": [], "tables": [], "cache_tables": []}
         facts = S.describe(connection, content=True)
         try:
             from django.apps import apps as global_apps
@@ -446,4 +470,4 @@ def build_new(connection, old, removed_tables, own, carry_enabled=True):
     finally:
         drop_scratch(connection)
     return {"schema": facts, "installed": installed, "written": written, "post_migrate_error": post_migrate_error,
-            "carried": [k for k, _ in carry["pre"] + carry["post"]]}
+            "carried": [f"cache table {t}" for t in carry["cache_tables"]] + [k for k, _ in carry["pre"] + carry["post"]]}
