@@ -435,23 +435,15 @@ def cmd_finalize_bundle(opts):
 
 # ---------------------------------------------------------------- reset planning
 
-PLAIN_OPS_MODULE = "django.db.migrations.operations"
-
-
 def special_operations(operations):
     """Operations that makemigrations will not write again: code, SQL, extensions, custom ones."""
     for op in operations:
         kind = type(op).__name__
         if kind == "SeparateDatabaseAndState":
-            yield kind, f"{len(op.database_operations)} database / {len(op.state_operations)} state operations"
+            yield kind, history.describe_op(op)
             yield from special_operations(op.database_operations)
-        elif kind == "RunSQL":
-            text = op.sql if isinstance(op.sql, str) else "; ".join(str(s) for s in op.sql)
-            yield kind, " ".join(text.split())[:100]
-        elif kind == "RunPython":
-            yield kind, f"{getattr(op.code, '__module__', '?')}.{getattr(op.code, '__qualname__', '?')}"
-        elif not type(op).__module__.startswith(PLAIN_OPS_MODULE):
-            yield kind, f"{type(op).__module__}.{kind} {getattr(op, 'name', '')}".strip()
+        elif history.is_special(op):
+            yield kind, history.describe_op(op)
 
 
 def model_tables(model):
