@@ -153,6 +153,7 @@ def cmd_settings(opts):
     return {
         "settings_module": os.environ["DJANGO_SETTINGS_MODULE"],
         "django_version": django.get_version(),
+        "debug": bool(getattr(load_settings(opts.settings), "DEBUG", False)),
         "python": sys.executable,
         "python_version": sys.version.split()[0],
         "database": database,
@@ -673,6 +674,21 @@ def cmd_content_types(opts):
     return {"added": added}
 
 
+def cmd_check_url(opts):
+    """GET a health URL of the running application; any answer below 400 is healthy."""
+    import urllib.error
+    import urllib.request
+
+    (url,) = opts.args
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return {"status": response.status, "body": response.read(500).decode("utf-8", "replace")}
+    except urllib.error.HTTPError as exc:
+        raise ProbeError(f"--check-url {url} answered {exc.code} {exc.reason}")
+    except (urllib.error.URLError, OSError) as exc:
+        raise ProbeError(f"--check-url {url} did not answer ({getattr(exc, 'reason', exc)})")
+
+
 def cmd_describe(opts):
     """The schema of the project's database (or of --db-name), as scratch builds describe theirs."""
     setup_django(opts.settings)
@@ -861,6 +877,7 @@ COMMANDS = {
     "content-types": cmd_content_types,
     "history-old": cmd_history_old,
     "describe": cmd_describe,
+    "check-url": cmd_check_url,
     "history-new": cmd_history_new,
     "sqlite-swap": cmd_sqlite_swap,
     "finalize-bundle": cmd_finalize_bundle,

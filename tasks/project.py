@@ -180,6 +180,18 @@ class Project:
                 raise RemigrateError(f"manage.py {' '.join(result['args'])} failed: {(result['errors'] or result['output']).strip()}")
         return results
 
+    def run_command(self, command, what):
+        """A user's shell command in the project folder, with the project's .env values and its
+        virtualenv first on PATH (the values travel in a 0600 file, never in argv)."""
+        import shlex
+
+        env_file = posixpath.join(self.workdir, "check-env.sh")
+        self.target.write_private(env_file, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env_values.items()
+                                                    if k.isidentifier()), replace=True)
+        bindir = posixpath.dirname(self.python) if "/" in self.python else ""
+        script = f". {shlex.quote(env_file)}; " + (f"PATH={shlex.quote(bindir)}:\"$PATH\"; " if bindir else "") + command
+        return self.target.run(["bash", "-c", script], cwd=self.dir, what=what, check=False)
+
     @property
     def settings(self):
         if self._settings is None:

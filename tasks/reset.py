@@ -38,6 +38,7 @@ class Plan:
     mode: str = "regenerate"  # or "deployed": the new history is already on disk
     history: History = None  # the proof on scratch databases, with the new migration files
     accept: list = field(default_factory=list)  # --accept-difference names
+    checks: dict = field(default_factory=dict)  # {"command": ..., "url": ...} run after the data is verified
 
 
 
@@ -293,6 +294,30 @@ def verify(project, engine, manifest, plan):
     return rows, problems, after
 
 
+def check_application(project, checks):
+    """The application still works: Django's system checks (with the deployment checks when the
+    settings say DEBUG is off), then the user's command and health URL. A failure raises, and
+    the reset rolls back."""
+    args = ["check"] if project.settings.get("debug") else ["check", "--deploy", "--fail-level", "ERROR"]
+    result = project.manage(*args)
+    lines = (result["output"] + result["errors"]).strip().splitlines() or ["no issues"]
+    say(f"    manage.py {' '.join(args)}: {lines[0]}")
+    for line in lines[1:20]:
+        say(f"    | {line}")
+    if checks.get("command"):
+        out = project.run_command(checks["command"], what="--check-command")
+        lines = (out.stdout + out.stderr).strip().splitlines()
+        for line in lines[-15:]:
+            say(f"    | {line}")
+        if out.exited != 0:
+            raise RemigrateError(f"--check-command {checks['command']!r} failed (exit {out.exited}): "
+                                 f"{lines[-1] if lines else 'no output'}")
+        say(f"    --check-command {checks['command']!r}: exit 0")
+    if checks.get("url"):
+        answer = project.probe("check-url", checks["url"], what="--check-url")
+        say(f"    --check-url {checks['url']}: {answer['status']}")
+
+
 def rollback(project, engine, manifest, bundle_path):
     """Database and migration files back as the bundle holds them."""
     dirs = [a["migrations_dir"] for a in project.own_apps()]
@@ -307,11 +332,12 @@ def rollback(project, engine, manifest, bundle_path):
 
 
 def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=False, fetch_dir=None, accept=(),
-              absorb_pending=False):
+              absorb_pending=False, checks=None):
     total = Timer()
     backup_dir = project.default_backup_dir()
     check_not_running(project, backup_dir)
     plan = make_plan(project, engine, remove_model, drop_table, accept, absorb_pending)
+    plan.checks = {k: v for k, v in (checks or {}).items() if v}
     show_plan(project, engine, plan, backup_dir)
     if plan.orphans:
         raise RemigrateError(f"tables with rows but no model after the reset: {', '.join(plan.orphans)}; "
@@ -334,14 +360,14 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
         journal = Journal(project, bundle_path, lock, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
         journal.data["plan"] = {"apps": plan.apps, "removals": plan.removals, "drop_tables": plan.drop_tables,
                                 "skip": sorted(plan.skip), "mode": plan.mode, "special": plan.special,
-                                "accept": plan.accept}
+                                "accept": plan.accept, "checks": plan.checks}
         return execute(project, engine, plan, manifest, bundle_path, journal, total)
     finally:
         project.target.run(["rm", "-f", "--", lock])
 
 
 # Phases after which the migration files on disk are already the new history.
-AFTER_MIGRATIONS = {"drop", "migrate", "load", "content-types", "migrate-again", "swap", "verify"}
+AFTER_MIGRATIONS = {"drop", "migrate", "load", "content-types", "migrate-again", "swap", "verify", "check-application"}
 
 
 def execute(project, engine, plan, manifest, bundle_path, journal, total, files_ready=False):
@@ -365,6 +391,9 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
         phases["rebuild and load"] = str(t)
         journal("verify")
         rows, problems, after = verify(project, engine, manifest, plan)
+        if not problems:
+            journal("check-application")
+            check_application(project, plan.checks)
     except BaseException as exc:
         reason = Secrets.scrub(str(exc) or type(exc).__name__)
         warn(f"the reset failed at phase {journal.data.get('phase')}: {reason}")
@@ -429,7 +458,8 @@ def plan_from_journal(data):
     saved = data.get("plan") or {}
     return Plan(apps=saved.get("apps", []), removals=saved.get("removals", {}), drop_tables=saved.get("drop_tables", []),
                 orphans={}, empty_orphans=[], special=saved.get("special", []), drift=[], stats={},
-                skip=set(saved.get("skip", [])), mode=saved.get("mode", "regenerate"), accept=saved.get("accept", []))
+                skip=set(saved.get("skip", [])), mode=saved.get("mode", "regenerate"), accept=saved.get("accept", []),
+                checks=saved.get("checks", {}))
 
 
 def resume_reset(project, engine, yes):
@@ -477,20 +507,27 @@ def reset_help():
         "accept_difference": "a difference between fresh installs from the old and the new history (or between the "
                              "live database and the new history) that is accepted: the object's name (repeatable)",
         "absorb_pending": "let model changes that have no migration yet go into the new history (shown in the plan)",
+        "check_command": "a shell command run in the project folder after the data is verified (for example "
+                         "'pytest -x -q'); a non-zero exit rolls the reset back",
+        "check_url": "a health URL of the running application, fetched after the data is verified; "
+                     "an error or an answer of 400 or above rolls the reset back",
     }
 
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "yes", "no_fetch", "fetch_dir", help=reset_help(),
       iterable=["remove_model", "drop_table", "accept_difference"])
 def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resume=False, no_fetch=False, fetch_dir=None,
-          accept_difference=None, absorb_pending=False,
+          accept_difference=None, absorb_pending=False, check_command=None, check_url=None,
           project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
     """Reset the project's migrations to a fresh 0001_initial per app, keeping every row.
 
-    Shows the plan, asks for the database name (or --yes), takes a verified backup, removes
-    the --remove-model models from the old migrations, regenerates the migrations, rebuilds
-    the database, loads the data back with its ids, and verifies every table's row count.
-    Any failure after the backup rolls the database and the migration files back.
+    Shows the plan (with what the old history made beyond the models, measured on scratch
+    databases and carried into the new history, and the proof that a fresh install from the
+    new history equals one from the old), asks for the database name (or --yes), takes a
+    verified backup, installs the new migrations, rebuilds the database, loads the data back
+    with its ids, verifies every table's content, and runs Django's checks (and
+    --check-command / --check-url). Any failure after the backup rolls the database and the
+    migration files back.
     """
     opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
     with open_project(c, opts) as project:
@@ -500,7 +537,8 @@ def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resum
             return
         engine.preflight()
         run_reset(project, engine, remove_model or [], drop_table or [], yes, dry_run, fetch=not no_fetch,
-                  fetch_dir=fetch_dir, accept=accept_difference or [], absorb_pending=absorb_pending)
+                  fetch_dir=fetch_dir, accept=accept_difference or [], absorb_pending=absorb_pending,
+                  checks={"command": check_command, "url": check_url})
 
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "backup", "yes", name="rollback")

@@ -64,9 +64,10 @@ def test_full_reset_keeps_every_row_and_leaves_one_fresh_history(seeded):
     before_rows = data_rows(seeded)
     perms, log = query(seeded, PERMISSIONS), query(seeded, ADMIN_LOG)
     assert perms and log
-    out = reset(seeded, *REMOVE, "--yes")
+    out = reset(seeded, *REMOVE, "--yes", "--check-command", "python manage.py shell -c 'print(\"app-ok\")'")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "reset done" in out.stdout and "removed (expected)" in out.stdout
+    assert "manage.py check --deploy" in out.stdout and "| app-ok" in out.stdout
     assert data_rows(seeded) == before_rows
     common = ["--project-dir", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b")]
     assert run_inv("verify", *common, env=seeded.env).returncode == 0  # the check on its own, later
@@ -410,3 +411,12 @@ def test_history_modes_tell_old_files_from_a_deployed_new_history():
     assert history_mode(new, applied) == "deployed"
     with pytest.raises(RemigrateError, match="neither"):
         history_mode(odd, applied)
+
+
+def test_a_failing_check_command_after_the_load_rolls_everything_back(seeded):
+    before_rows, files = seeded.rows(), tree_digest(seeded.project)
+    out = reset(seeded, *REMOVE, "--yes", "--check-command", "echo 'smoke test: 1 failed' >&2; exit 4")
+    assert out.returncode == 1
+    assert "--check-command" in out.stderr and "exit 4" in out.stderr and "rolled back" in out.stderr
+    assert "| smoke test: 1 failed" in out.stdout  # the user sees the command's own output
+    assert seeded.rows() == before_rows and tree_digest(seeded.project) == files
