@@ -293,9 +293,10 @@ MIGRATION_TEMPLATE = '''\
 
 The old history made these beyond what the models describe; makemigrations cannot write them
 again, so a fresh install gets them here: {summary}.
-Schema objects were read from a {vendor} database built from the old history, and are created
-on {vendor} only. Rows are in {data_file} beside this file (loaded with their ids through the
-models where a model owns the table, so on any database engine).
+Schema objects were read from a database built from the old history on {vendor}, and are made
+again as that engine printed them (an engine the old history was not measured on refuses to
+install rather than silently lack them). Rows are in {data_file} beside this file, loaded with
+their ids through the models where a model owns the table, so on any database engine.
 """
 import base64
 import datetime as dt
@@ -308,10 +309,7 @@ from django.core.management import call_command
 from django.db import migrations
 
 DATA = Path(__file__).with_name("{data_file}")
-VENDOR = "{vendor}"
 CACHE_TABLES = {cache_tables}
-PRE_SQL = {pre}
-POST_SQL = {post}
 
 
 def decode(value):
@@ -331,11 +329,23 @@ def create_cache_tables(apps, schema_editor):
         call_command("createcachetable", database=schema_editor.connection.alias, verbosity=0)
 
 
-def run_sql(statements):
+def engine_sql(connection):
+    """The schema objects as the old history made them on this engine."""
+    sql = json.loads(DATA.read_text(encoding="utf-8"))["sql"]
+    if connection.vendor in sql:
+        return sql[connection.vendor]
+    if any(part for made in sql.values() for part in made.values()):
+        raise RuntimeError(
+            f"{{DATA.stem}} carries schema objects measured on {{', '.join(sorted(sql))}} only; what the old history made "
+            f"on {{connection.vendor}} is unknown, so installing here would silently lack them: run the reset "
+            f"against a {{connection.vendor}} database to carry them")
+    return {{"pre": [], "post": []}}
+
+
+def run_sql(phase):
     def forwards(apps, schema_editor):
-        if schema_editor.connection.vendor == VENDOR:
-            for statement in statements:
-                schema_editor.execute(statement, params=None)
+        for key, statement in engine_sql(schema_editor.connection)[phase]:
+            schema_editor.execute(statement, params=None)
     return forwards
 
 
@@ -348,7 +358,7 @@ def load_rows(apps, schema_editor):
             model = apps.get_model(table["model"])
             objects = [model(**dict(zip(table["columns"], row))) for row in rows]
             model._base_manager.using(connection.alias).bulk_create(objects, batch_size=500)
-        elif connection.vendor == VENDOR:
+        elif connection.vendor == table["vendor"]:  # a table no model describes: rows as that engine gave them
             quote = connection.ops.quote_name
             columns = ", ".join("rowid" if c == "rowid" else quote(c) for c in table["columns"])
             marks = ", ".join(["%s"] * len(table["columns"]))
@@ -370,9 +380,9 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunPython(create_cache_tables, migrations.RunPython.noop),
-        migrations.RunPython(run_sql(PRE_SQL), migrations.RunPython.noop),
+        migrations.RunPython(run_sql("pre"), migrations.RunPython.noop),
         migrations.RunPython(load_rows, migrations.RunPython.noop),
-        migrations.RunPython(run_sql(POST_SQL), migrations.RunPython.noop),
+        migrations.RunPython(run_sql("post"), migrations.RunPython.noop),
     ]
 '''
 
@@ -401,25 +411,15 @@ def write_carried(folder, number, carry, rows, sequences, dependencies, vendor):
         parts.append(f"the rows of {len(rows)} tables ({sum(len(t['rows']) for t in rows)} rows)")
     source = MIGRATION_TEMPLATE.format(
         date=dt.date.today().isoformat(), summary=" and ".join(parts) or "nothing", vendor=vendor,
-        data_file=data_file, pre=pformat_sql(carry["pre"]), post=pformat_sql(carry["post"]),
-        cache_tables=repr(carry["cache_tables"]),
+        data_file=data_file, cache_tables=repr(carry["cache_tables"]),
         dependencies=repr(sorted(dependencies)).replace("), (", "),\n        (").replace("[(", "[\n        (")
         .replace(")]", "),\n    ]"))
     (Path(folder) / f"{name}.py").write_text(source, encoding="utf-8")
-    (Path(folder) / data_file).write_text(json.dumps({"tables": rows, "sequences": sequences}, indent=1,
+    sql = {vendor: {"pre": [list(item) for item in carry["pre"]], "post": [list(item) for item in carry["post"]]}}
+    rows = [{**table, "vendor": None if table["model"] else vendor} for table in rows]
+    (Path(folder) / data_file).write_text(json.dumps({"sql": sql, "tables": rows, "sequences": sequences}, indent=1,
                                                      ensure_ascii=False), encoding="utf-8")
     return [f"{name}.py", data_file]
-
-
-def pformat_sql(items):
-    if not items:
-        return "[]"
-    lines = ["["]
-    for key, sql in items:
-        lines.append(f"    # {key}")
-        lines.append(f"    {sql!r},")
-    lines.append("]")
-    return "\n".join(lines)
 
 
 def choose_app(inventory, own_labels):
@@ -428,6 +428,38 @@ def choose_app(inventory, own_labels):
         if entry.get("effect") and (entry["effect"]["created"] or entry["effect"]["rows"]) and entry["app"] in own_labels:
             return entry["app"]
     return own_labels[0]
+
+
+def add_engine(folder, written, connection, old, removed_tables):
+    """Measure the old history on one more engine (SQLite, beside a PostgreSQL reset): build the
+    new history up to the carried migration, add what the old one made on this engine to the
+    carried migration's data, migrate it, and describe the result for the comparison."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    (app, name), = [(a, f[:-3]) for a, f in written if f.endswith(".py")]
+    data_path = Path(folder) / f"{name}.json"
+    create_scratch(connection)
+    try:
+        executor = MigrationExecutor(connection)
+        graph = executor.loader.graph
+        targets = [n for n in graph.leaf_nodes() if n != (app, name)]
+        targets += [d for d in graph.nodes[(app, name)].dependencies if d[0] == app]
+        try:
+            executor.migrate(targets)
+            base = S.describe(connection)
+            carry = to_carry(old["schema"], base, removed_tables, cache_tables())
+            data = json.loads(data_path.read_text(encoding="utf-8"))
+            data["sql"][connection.vendor] = {"pre": [list(i) for i in carry["pre"]],
+                                              "post": [list(i) for i in carry["post"]]}
+            data["tables"] += [{**t, "vendor": connection.vendor} for t in old["rows"] if not t["model"]]
+            data_path.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+            migrate_all(connection)
+        except Exception as exc:
+            raise HistoryError(f"{type(exc).__name__}: {str(exc).strip()[:300]}")
+        return {"schema": S.describe(connection, content=True),
+                "carried": [k for k, _ in carry["pre"] + carry["post"]]}
+    finally:
+        drop_scratch(connection)
 
 
 def build_new(connection, old, removed_tables, own, carry_enabled=True):

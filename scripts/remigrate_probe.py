@@ -25,6 +25,7 @@ from pathlib import Path
 
 import remigrate_history as history  # noqa: E402  (beside this file, uploaded with it)
 import remigrate_schema as schema_facts  # noqa: E402
+from remigrate_scrub import scrub as scrub_secrets  # noqa: E402
 
 OK = "REMIGRATE-JSON: "
 ERR = "REMIGRATE-ERROR: "
@@ -32,6 +33,7 @@ DB_ENV_NAMES = ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_USER", "DB_PASSWORD"
 
 
 DB_NAME_OVERRIDE = None  # --db-name
+SQLITE_SCRATCH = None  # --sqlite-scratch: a SQLite file instead of the project's database
 MIGRATIONS_FROM = None  # --migrations-from: a folder holding rmg_<label> copies of the apps' migrations
 FROM_ENV_FILE = []  # names set from the project's .env (the environment wins over it)
 
@@ -73,7 +75,9 @@ def load_settings(explicit_settings):
         from django.conf import settings
 
         settings.DATABASES  # noqa: B018  (loads the settings module)
-        if DB_NAME_OVERRIDE:  # work on a database beside the live one (a new SQLite file, a scratch copy)
+        if SQLITE_SCRATCH:  # measure on SQLite too, whatever the project's engine
+            settings.DATABASES["default"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": SQLITE_SCRATCH}
+        elif DB_NAME_OVERRIDE:  # work on a database beside the live one (a new SQLite file, a scratch copy)
             settings.DATABASES["default"]["NAME"] = DB_NAME_OVERRIDE
     except ImportError as exc:
         if getattr(exc, "name", "") == "django":
@@ -416,9 +420,9 @@ def cmd_list_bundles(opts):
             reset_status = json.loads((folder / "journal.json").read_text(encoding="utf-8")).get("status")
         except (OSError, ValueError):
             reset_status = None
-        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-        out.append({"name": folder.name, "path": str(folder), "manifest": manifest, "size": size,
-                    "mtime": folder.stat().st_mtime, "reset": reset_status})
+        sizes = {str(f.relative_to(folder)): f.stat().st_size for f in folder.rglob("*") if f.is_file()}
+        out.append({"name": folder.name, "path": str(folder), "manifest": manifest, "size": sum(sizes.values()),
+                    "sizes": sizes, "mtime": folder.stat().st_mtime, "reset": reset_status})
     return out
 
 
@@ -468,6 +472,11 @@ def cmd_plan(opts):
     for app in own:
         names = sorted(name for (label, name) in loader.disk_migrations if label == app["label"])
         app["migration_files"] = [f"{name}.py" for name in names]
+        # A fresh history starts from migrations marked initial (what makemigrations writes for
+        # a new app); what follows them (carried-over or hand-written migrations) may have any name.
+        roots = [n for n in names if not any(dep[0] == app["label"]
+                                             for dep in loader.disk_migrations[(app["label"], n)].dependencies)]
+        app["starts_initial"] = all(loader.disk_migrations[(app["label"], n)].initial for n in roots)
         folder = Path(app["migrations_dir"])
         app["other_files"] = sorted(
             str(p.relative_to(folder)) for p in folder.rglob("*")
@@ -751,6 +760,23 @@ def cmd_history_new(opts):
     return result
 
 
+def cmd_history_engine(opts):
+    """One more engine for the carried migration (run with --sqlite-scratch and
+    --migrations-from): OLD is what history-old measured on that engine; APP/FILE the carried
+    migration history-new wrote."""
+    old_path, written, *removed = opts.args
+    setup_django(opts.settings)
+    from django.db import connection
+
+    old = json.loads(Path(old_path).read_text(encoding="utf-8"))
+    app, name = written.split("/", 1)
+    folder = Path(MIGRATIONS_FROM) / f"rmg_{app}"
+    try:
+        return history.add_engine(folder, [(app, name + ".py")], connection, old, set(removed))
+    except history.HistoryError as exc:
+        raise ProbeError(f"the new history does not install on {connection.vendor} ({exc})")
+
+
 def cmd_sqlite_load(opts):
     """Copy the rows of an old SQLite file into a freshly migrated one, ids and sequences kept.
 
@@ -803,26 +829,94 @@ def cmd_sqlite_load(opts):
     return {"loaded": loaded}
 
 
+WRITES = "writes during the reset: "  # the controller tells this failure from others: nothing was replaced
+
+
+def content_changes(expected, now):
+    """Tables whose rows differ from the backup's digests (or that appeared or went since)."""
+    return sorted(t for t in set(expected) | set(now)
+                  if t != "django_migrations" and (expected.get(t) or {}).get("digest") != (now.get(t) or {}).get("digest"))
+
+
 def cmd_sqlite_swap(opts):
-    """Replace the live SQLite file by the new one atomically, with no stale -wal/-shm beside it."""
-    new, live = opts.args
+    """Replace the live SQLite file by the new one atomically, with no stale -wal/-shm beside it,
+    provided nothing was written to it since the backup (EXPECTED: the backup's content digests):
+    writers are locked out from the check to the replace."""
+    new, live, expected_path = opts.args
+    expected = json.loads(Path(expected_path).read_text(encoding="utf-8"))
+    conn = None
     if Path(live).exists():
-        conn = sqlite3.connect(live)
-        try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.execute("PRAGMA journal_mode=DELETE")  # removes the live file's -wal and -shm
-        finally:
+        conn = sqlite3.connect(live, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")  # removes the live file's -wal and -shm
+        conn.execute("BEGIN EXCLUSIVE")  # no one commits from here until the file is replaced
+        changed = content_changes(expected, schema_facts.sqlite_content(conn))
+        if changed:
+            conn.execute("ROLLBACK")
             conn.close()
-    for suffix in ("-wal", "-shm", "-journal"):
-        if Path(live + suffix).exists():
-            raise ProbeError(f"{live}{suffix} is still there (is the application running?); stop it and retry")
-    os.replace(new, live)
+            raise ProbeError(f"{WRITES}the application changed {', '.join(changed[:5])} in {live} after the backup; "
+                             "nothing was replaced, the database keeps those rows; stop the application's writers and "
+                             "run the reset again")
+    try:
+        for suffix in ("-wal", "-shm", "-journal"):
+            if Path(live + suffix).exists() and not (suffix == "-journal" and conn is not None):
+                raise ProbeError(f"{live}{suffix} is still there (is the application running?); stop it and retry")
+        os.replace(new, live)
+    finally:
+        if conn is not None:
+            conn.close()  # the lock was on the old file, which is gone now
     return {"path": live}
+
+
+def cmd_pg_close(opts):
+    """Close the live PostgreSQL database to new sessions, end or wait for the open ones, then
+    prove nothing was written since the backup (EXPECTED: its content digests). On any failure
+    it is opened again and nothing else changed."""
+    expected_path, end_sessions, wait_seconds = opts.args
+    import time
+
+    expected = json.loads(Path(expected_path).read_text(encoding="utf-8"))
+    setup_django(opts.settings)
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    quoted = schema_facts.qident(name)
+
+    def allow(flag):  # from the maintenance database: a session may not close its own database
+        with connection._nodb_cursor() as admin:
+            admin.execute(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS {'true' if flag else 'false'}")
+
+    with connection.cursor() as cursor:  # this session is in before the door closes
+        allow(False)
+        try:
+            others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            if end_sessions == "1":
+                cursor.execute(f"SELECT pg_terminate_backend(pid) {others}")
+            deadline = time.monotonic() + float(wait_seconds)
+            while True:
+                cursor.execute(f"SELECT count(*), string_agg(DISTINCT coalesce(nullif(application_name, ''), usename), ', ') {others}")
+                count, who = cursor.fetchone()
+                if not count or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            if count:
+                raise ProbeError(f"{count} other sessions are still connected to {name} ({who}) after {wait_seconds} s; "
+                                 "stop the application, or pass --end-sessions to end them; nothing was changed")
+            changed = content_changes(expected, schema_facts.pg_content(cursor))
+            if changed:
+                raise ProbeError(f"{WRITES}the application changed {', '.join(changed[:5])} in {name} after the backup; "
+                                 "nothing was dropped, the database keeps those rows; stop the application's writers "
+                                 "and run the reset again")
+        except BaseException:
+            allow(True)
+            raise
+    return {"closed": name}
 
 
 def cmd_lock(opts):
     """Take the lock file of a database exclusively; say who holds it if taken."""
     path, info = opts.args[0], opts.args[1]
+    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -834,6 +928,13 @@ def cmd_lock(opts):
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(info)
     return {"taken": True}
+
+
+def keep_mode(member, path):
+    """The "data" filter's safety (nothing outside the project, no links out, no devices), with
+    the file's own permission bits kept: a group-writable file stays group-writable."""
+    safe = tarfile.data_filter(member, path)
+    return safe.replace(mode=member.mode & 0o777, deep=False) if safe.isreg() else safe
 
 
 def cmd_restore_migrations(opts):
@@ -853,7 +954,7 @@ def cmd_restore_migrations(opts):
                 elif path.is_file() and rel not in names:
                     path.unlink()
                     removed.append(rel)
-        tar.extractall(root, members=members, filter="data")
+        tar.extractall(root, members=members, filter=keep_mode)
     return {"restored": sorted(names), "removed": removed}
 
 
@@ -879,7 +980,9 @@ COMMANDS = {
     "describe": cmd_describe,
     "check-url": cmd_check_url,
     "history-new": cmd_history_new,
+    "history-engine": cmd_history_engine,
     "sqlite-swap": cmd_sqlite_swap,
+    "pg-close": cmd_pg_close,
     "finalize-bundle": cmd_finalize_bundle,
 }
 
@@ -893,9 +996,7 @@ def scrub(text):
         secrets.append(urlsplit(os.environ.get("DATABASE_URL", "")).password)
     except ValueError:
         pass
-    for secret in filter(None, secrets):
-        text = text.replace(secret, "***")
-    return text
+    return scrub_secrets(text, secrets)
 
 
 def main(argv=None):
@@ -903,12 +1004,14 @@ def main(argv=None):
     parser.add_argument("--env-json", help="JSON object of variables from the project's .env (the environment wins)")
     parser.add_argument("--settings", help="Django settings module")
     parser.add_argument("--db-name", help="use this database NAME instead of the settings' one")
+    parser.add_argument("--sqlite-scratch", help="use this SQLite file as the database, whatever the settings say")
     parser.add_argument("--migrations-from", help="read the own apps' migrations from rmg_<label> folders here")
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("args", nargs=argparse.REMAINDER)
     opts = parser.parse_args(argv)
-    global DB_NAME_OVERRIDE, MIGRATIONS_FROM
+    global DB_NAME_OVERRIDE, MIGRATIONS_FROM, SQLITE_SCRATCH
     DB_NAME_OVERRIDE = opts.db_name
+    SQLITE_SCRATCH = opts.sqlite_scratch
     MIGRATIONS_FROM = opts.migrations_from
     if opts.env_json:
         with open(opts.env_json, encoding="utf-8") as fh:

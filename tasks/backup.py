@@ -21,7 +21,7 @@ def _files(project, folder, names):
     return {posixpath.basename(k): v for k, v in sums.items()}
 
 
-def take_backup(project, engine, backup_dir, kind="backup", before=None):
+def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=None):
     """Write a verified bundle and return its manifest and path; nothing half-written is left.
     `before`: the database's stats if just taken (the dump must match them)."""
     timer = Timer()
@@ -40,11 +40,15 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None):
     partial = posixpath.join(room["path"], f".{name}{B.PARTIAL_SUFFIX}")
     project.target.run(["mkdir", "-m", "700", partial], what="creating the bundle folder")
     try:
+        if not engine.consistent_dump:
+            before = engine.stats(content=True)
         inject_fault("backup-dump")
         dump = engine.dump(posixpath.join(partial, engine.dump_file))
         stats = dump.pop("stats", None) or engine.stats(content=True)
-        if stats["tables"] != before["tables"]:
-            changed = sorted(t for t in set(stats["tables"]) | set(before["tables"]) if stats["tables"].get(t) != before["tables"].get(t))
+        if stats["tables"] != before["tables"] or ("content" in before and stats["content"] != before["content"]):
+            changed = sorted(t for t in set(stats["tables"]) | set(before["tables"])
+                             if stats["tables"].get(t) != before["tables"].get(t)
+                             or (before.get("content") or {}).get(t) != stats["content"].get(t))
             raise RemigrateError(f"the database changed while it was being backed up (tables {', '.join(changed[:5])}); "
                                  "stop the application's writers and run the backup again")
         dirs = [a["migrations_dir"] for a in project.own_apps()]
@@ -60,8 +64,9 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None):
             project={"dir": project.dir, "settings_module": settings["settings_module"],
                      "django_version": settings["django_version"], "apps": [a["label"] for a in project.own_apps()]},
             verified={"at": B.now().isoformat(timespec="seconds"), "checks": ["full read of the dump", "sha256 and size recorded", "row counts taken"]},
-            target=project.target.name,
+            target=project.target.name, identity=project.identity(), run_id=run_id or B.new_run_id(),
         )
+        manifest = B.seal(manifest)  # the manifest's own checksum: a hand-edited one is refused
         project.target.write_private(posixpath.join(partial, B.MANIFEST), json.dumps(manifest, indent=2, sort_keys=True))
         project.probe("finalize-bundle", partial, final, what="finishing the bundle")
     except BaseException:
@@ -122,10 +127,13 @@ def find_bundle(project, backup_dir, wanted):
         path = wanted.rstrip("/")
         return json.loads(project.target.read_text(posixpath.join(path, B.MANIFEST))), path
     bundles = project.probe("list-bundles", backup_dir)
-    chosen = B.pick_bundle(bundles, wanted)
+    chosen = B.pick_bundle(bundles if wanted else B.of_database(bundles, project.identity()), wanted)
     if chosen is None:
         if wanted:
             raise RemigrateError(f"no bundle named {wanted} in {backup_dir}; `inv backups` lists them")
+        if B.pick_bundle(bundles):  # a shared folder: another database's bundle is never the default
+            raise RemigrateError(f"no bundle of {B.describe_identity(project.identity())} in {backup_dir} (the bundles "
+                                 "there are of other databases); name one with --backup if you really mean it")
         raise RemigrateError(f"no backup bundle in {backup_dir}; take one with `inv backup` or pass --backup-dir")
     return chosen["manifest"], chosen["path"]
 
@@ -151,15 +159,22 @@ def restore_bundle(project, engine, manifest, path, yes, safety_backup_dir=None)
     ok(f"bundle {manifest['name']} verified (checksums, full read)")
     engine.preflight(archive_version=manifest["dump"].get("dumped_by"))
     db = project.db
-    if manifest["database"]["name"] != db.name:
-        warn(f"the bundle was taken from database {manifest['database']['name']}; restoring it into {db.name}")
+    if B.identity_of(manifest)["key"] != project.identity()["key"]:
+        warn(f"the bundle was taken from {B.describe_identity(B.identity_of(manifest))}; restoring it into "
+             f"{B.describe_identity(project.identity())}")
     confirm(f"Restore {engine.name} database {db.name} on {project.target.name} from {manifest['name']} "
             f"(taken {manifest['created_at']})? Its current content will be replaced.", db.name.rsplit("/", 1)[-1], yes)
-    if safety_backup_dir:
-        take_backup(project, engine, safety_backup_dir, kind="pre-restore")
-    current = engine.stats()
+    dump = posixpath.join(path, manifest["dump"]["file"])
+    if getattr(engine, "missing", False):  # nothing to keep: create it as the backup describes it
+        warn(f"database {db.name} does not exist; it is created from the bundle (owner, encoding, locale, settings)")
+        engine.create_from_archive(dump)
+        current = {"relations": []}
+    else:
+        if safety_backup_dir:
+            take_backup(project, engine, safety_backup_dir, kind="pre-restore")
+        current = engine.stats()
     step(f"Restoring {db.name} from {manifest['name']}")
-    engine.restore(posixpath.join(path, manifest["dump"]["file"]), manifest, current)
+    engine.restore(dump, manifest, current)
     after = engine.stats(content=True)
     rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
     if not clean:
@@ -203,9 +218,32 @@ def restore(c, backup=None, yes=False, no_safety_backup=False, project_dir=None,
         restore_bundle(project, engine, manifest, path, yes, safety_backup_dir=None if no_safety_backup else folder)
 
 
-@task("project_dir", "python", "settings", "env_file", "backup_dir")
-def backups(c, project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
-    """List the backup bundles: name, engine, database, size, age, verified or not."""
+def deep_check(project, bundle):
+    """Every file's size and sha256 against the manifest, then a full read of the dump."""
+    from tasks.engines import ENGINES
+
+    manifest = bundle["manifest"]
+    problems = B.check_files(manifest, _files(project, bundle["path"], list(manifest.get("files", {}))))
+    if problems:
+        return "DAMAGED: " + "; ".join(problems)
+    engine = ENGINES.get(manifest.get("engine"))
+    if engine is None:
+        return f"DAMAGED: unknown engine {manifest.get('engine')!r}"
+    try:
+        engine(project).verify_dump(posixpath.join(bundle["path"], manifest["dump"]["file"]))
+    except RemigrateError as exc:
+        return f"DAMAGED: the dump does not read back ({exc})"
+    return "verified now (sha256 of every file, full read)"
+
+
+@task("project_dir", "python", "settings", "env_file", "backup_dir",
+      help={"check": "also check every file's sha256 and read each dump in full (slower; reads every byte)"})
+def backups(c, check=False, project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
+    """List the backup bundles: name, kind, database, size, age, state, and how each reset ended.
+
+    The state comes from the manifest (its checksum and list of files) and the files' sizes;
+    --check also reads every byte (sha256 and a full read of the dump).
+    """
     opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
     with open_project(c, opts) as project:
         folder = project.default_backup_dir()
@@ -216,8 +254,9 @@ def backups(c, project_dir=None, python=None, settings=None, env_file=None, back
         rows = []
         for b in sorted(bundles, key=lambda b: b["mtime"]):
             m = b["manifest"] or {}
-            partial = b["name"].endswith(B.PARTIAL_SUFFIX)
-            state = "INCOMPLETE (safe to delete)" if partial or not m else ("verified" if m.get("verified") else "unverified")
+            state = B.bundle_state(b)
+            if check and state.startswith("ok"):
+                state = deep_check(project, b)
             reset = {"running": "unfinished: --resume or rollback"}.get(b.get("reset"), b.get("reset") or "-")
             rows.append((b["name"], m.get("kind", "?"), m.get("engine", "?"), (m.get("database") or {}).get("name", "?"),
                          human_bytes(b["size"]), human_age(time.time() - b["mtime"]), state, reset))

@@ -1,8 +1,11 @@
 """The task decorator all remigrate tasks use: shared flag help, and errors turned into a
 one-line message with a non-zero exit (invoke's Exit) at the task boundary."""
 import atexit
+import contextlib
 import functools
+import signal
 import sys
+import threading
 
 from invoke import Exit
 from invoke import task as invoke_task
@@ -45,13 +48,33 @@ def _print_summary():
 atexit.register(_print_summary)
 
 
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt():
+    """SIGTERM (systemd, docker stop, CI) and SIGHUP (a closed terminal) stop a task the way
+    Ctrl-C does, so a reset under way rolls back instead of dying half-way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def task(*names, help=None, **kwargs):
     """@task(*shared option names, help={...}): an invoke task with remigrate's error handling."""
 
     def decorate(body):
         def translated(c, *args, **kw):
             try:
-                return body(c, *args, **kw)
+                with stop_signals_interrupt():
+                    return body(c, *args, **kw)
             except RemigrateError as exc:
                 raise Exit(f"remigrate: error: {Secrets.scrub(exc)}", code=1)
             except (SSHException, OSError) as exc:

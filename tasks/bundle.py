@@ -5,6 +5,8 @@ migrations.tar.gz, all 0600. It is written as .<name>.partial and renamed only o
 so a folder with that name and a manifest is a verified bundle, and nothing else looks like one.
 """
 import datetime as dt
+import hashlib
+import json
 import re
 
 VERSION = "0.1.0"
@@ -27,11 +29,83 @@ def bundle_name(database_name, when, taken=()):
     return candidate
 
 
+def new_run_id():
+    import secrets
+
+    return secrets.token_hex(6)
+
+
 def now():
     return dt.datetime.now(dt.timezone.utc)
 
 
-def build_manifest(*, name, kind, engine, db, stats, dump, files, archive, project, verified, target):
+def database_identity(engine, name, host="", port="", real_path=None):
+    """What names one database wherever its backups go: engine, host, port and name (SQLite: the
+    file's real path). `key` is short enough for file names."""
+    if engine == "sqlite":
+        ident = {"engine": "sqlite", "path": real_path or name}
+    else:
+        ident = {"engine": engine, "host": host or "local socket", "port": str(port or 5432), "name": name}
+    ident["key"] = hashlib.sha256(json.dumps(ident, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    return ident
+
+
+def identity_of(manifest):
+    """The database a bundle was taken from (older manifests: read from their database section)."""
+    if manifest.get("identity"):
+        return manifest["identity"]
+    d = manifest.get("database") or {}
+    return database_identity(manifest.get("engine"), d.get("name", ""), d.get("host", ""), d.get("port", ""))
+
+
+def describe_identity(ident):
+    if ident.get("engine") == "sqlite":
+        return f"SQLite file {ident.get('path')}"
+    return f"{ident.get('engine')} database {ident.get('name')} at {ident.get('host')}:{ident.get('port')}"
+
+
+def of_database(bundles, ident):
+    """The bundles taken from this database."""
+    return [b for b in bundles if b.get("manifest") and identity_of(b["manifest"])["key"] == ident["key"]]
+
+
+def manifest_checksum(manifest):
+    """sha256 of the manifest's content without its own checksum field (canonical JSON)."""
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def seal(manifest):
+    return {**manifest, "checksum": manifest_checksum(manifest)}
+
+
+def manifest_problems(manifest):
+    """Why a manifest cannot be trusted (its checksum, its list of files), or []."""
+    if not isinstance(manifest, dict):
+        return ["the manifest is missing or unreadable"]
+    problems = []
+    if "checksum" not in manifest:
+        problems.append("the manifest has no checksum (made by an older remigrate)")
+    elif manifest["checksum"] != manifest_checksum(manifest):
+        problems.append("the manifest was changed after it was written (checksum mismatch)")
+    files = manifest.get("files")
+    dump = (manifest.get("dump") or {}).get("file")
+    if not isinstance(files, dict) or not files:
+        problems.append("the manifest lists no files")
+    else:
+        for needed in filter(None, (dump, MIGRATIONS_ARCHIVE)):
+            if needed not in files:
+                problems.append(f"the manifest does not list {needed}")
+        for name, entry in files.items():
+            if not isinstance(entry, dict) or not entry.get("sha256") or not isinstance(entry.get("size"), int):
+                problems.append(f"the manifest has no size and sha256 for {name}")
+            elif name == dump and entry["size"] == 0:
+                problems.append(f"{name} is recorded as empty")
+    return problems
+
+
+def build_manifest(*, name, kind, engine, db, stats, dump, files, archive, project, verified, target, identity=None,
+                   run_id=None):
     """Everything a restore or a reset needs to prove nothing was lost. Never the password."""
     return {
         "format": FORMAT,
@@ -62,6 +136,8 @@ def build_manifest(*, name, kind, engine, db, stats, dump, files, archive, proje
         "files": files,
         "verified": verified,
         "project": project,
+        "identity": identity,
+        "run_id": run_id,
     }
 
 
@@ -118,8 +194,9 @@ def missing_objects(before, after, skip=()):
 
 
 def check_files(manifest, actual):
-    """Problems between the manifest's recorded files and what is on disk now (size, sha256)."""
-    problems = []
+    """Problems between the manifest's recorded files and what is on disk now (size, sha256), and
+    with the manifest itself."""
+    problems = manifest_problems(manifest)
     for name, want in manifest.get("files", {}).items():
         got = actual.get(name)
         if got is None:
@@ -129,6 +206,19 @@ def check_files(manifest, actual):
         elif got["sha256"] != want["sha256"]:
             problems.append(f"{name} has a different sha256 than when it was written (corrupted)")
     return problems
+
+
+def bundle_state(bundle):
+    """What `inv backups` says of a bundle from a cheap look: manifest and file sizes."""
+    if bundle["name"].endswith(PARTIAL_SUFFIX):
+        return "INCOMPLETE: a backup that never finished (safe to delete)"
+    problems = manifest_problems(bundle.get("manifest"))
+    sizes = bundle.get("sizes") or {}
+    for name, want in ((bundle.get("manifest") or {}).get("files") or {}).items():
+        if isinstance(want, dict) and sizes.get(name) != want.get("size"):
+            problems.append(f"{name} is missing" if name not in sizes else f"{name} has {sizes[name]} bytes, "
+                                                                          f"not {want.get('size')}")
+    return "DAMAGED: " + "; ".join(problems) if problems else "ok (sizes match)"
 
 
 def pick_bundle(bundles, wanted=None):

@@ -2,8 +2,14 @@
 Plain module (no invoke import)."""
 import sys
 import time
+from pathlib import Path
 
 import colorama
+
+_SCRIPTS = str(Path(__file__).resolve().parent.parent / "scripts")
+if _SCRIPTS not in sys.path:
+    sys.path.insert(0, _SCRIPTS)  # the scrubber is shared with the probe that runs beside the project
+from remigrate_scrub import scrub  # noqa: E402
 
 colorama.just_fix_windows_console()
 _C = colorama.Fore
@@ -22,15 +28,12 @@ class Secrets:
     @classmethod
     def add(cls, *values):
         for value in values:
-            if value and len(str(value)) >= 3:
+            if value:
                 cls._values.add(str(value))
 
     @classmethod
     def scrub(cls, text):
-        text = str(text)
-        for value in sorted(cls._values, key=len, reverse=True):
-            text = text.replace(value, "***")
-        return text
+        return scrub(text, cls._values)
 
 
 def _color(text, color):

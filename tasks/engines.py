@@ -11,6 +11,7 @@ import re
 from psycopg import sql
 
 from tasks.console import RemigrateError
+from tasks.faults import inject_fault
 from tasks.target import CommandFailed, group, pipeline
 
 PG_TOOLS = ("pg_dump", "pg_restore", "psql")
@@ -181,6 +182,26 @@ DROP TABLE remigrate_high_water;
 """
 
 
+class LiveDatabaseKept(RemigrateError):
+    """The reset stopped before the live database was changed (writes found, sessions still open):
+    a rollback puts back the migration files only."""
+
+
+WRITES = "writes during the reset: "  # the probe's words for it
+
+
+def keep_live(call):
+    """Run a probe call that checks the live database before changing it; its refusals mean the
+    database was left as it is."""
+    try:
+        return call()
+    except RemigrateError as exc:
+        text = str(exc)
+        if text.startswith(WRITES) or "other sessions are still connected" in text:
+            raise LiveDatabaseKept(text.replace(WRITES, "", 1)) from None
+        raise
+
+
 def content_args(content, upto):
     return (["content", json.dumps(upto or {})] if content else [])
 
@@ -198,11 +219,13 @@ class Engine:
 class Postgres(Engine):
     name = "postgresql"
     dump_file = "db.dump"
+    consistent_dump = False  # the manifest's digests are taken beside pg_dump: before and after must agree
 
     def __init__(self, project):
         super().__init__(project)
         self._pgpass = None
         self.versions = {}
+        self.missing = False  # the database does not exist (found by preflight)
 
     def env(self):
         if self.db.password and self._pgpass is None:
@@ -234,7 +257,15 @@ class Postgres(Engine):
         if "server" not in self.versions:
             for tool in PG_TOOLS:
                 self.versions[tool] = self.tool_version(tool)
-            server = int(self.psql("SHOW server_version_num", what="connecting to PostgreSQL"))
+            try:
+                server = int(self.psql("SHOW server_version_num", what="connecting to PostgreSQL"))
+            except RemigrateError as exc:
+                if "does not exist" not in str(exc) or "database" not in str(exc):
+                    raise
+                # a reset killed between DROP and CREATE: the server answers on its maintenance
+                # database, and rollback or restore create the database again from the backup
+                server = int(self.maintenance("SHOW server_version_num", "connecting to PostgreSQL"))
+                self.missing = True
             self.versions["server"] = (server // 10000, server % 10000)
         major, minor = self.versions["server"]
         if self.versions["pg_dump"][0] < major:
@@ -318,11 +349,31 @@ class Postgres(Engine):
             self.maintenance(f"ALTER DATABASE {ident} ALLOW_CONNECTIONS true", "reopening the database")
             raise
 
-    def rebuild_and_load(self, bundle_path, manifest, skip, journal):
+    def close(self, manifest, sessions):
+        """No new sessions; the open ones ended (--end-sessions) or waited for; then proof that
+        nothing was written since the backup."""
+        expected = posixpath.join(self.project.workdir, "expected-content.json")
+        self.target.write_private(expected, json.dumps(manifest["database"]["content"]), replace=True)
+        keep_live(lambda: self.project.probe("pg-close", expected, "1" if sessions.get("end") else "0",
+                                             str(sessions.get("wait", 30)), what="closing the database"))
+
+    def reopen(self):
+        """Let sessions in again (after a reset stopped between closing and dropping)."""
+        if self.exists():
+            self.maintenance(f"ALTER DATABASE {sql.Identifier(self.db.name).as_string(None)} ALLOW_CONNECTIONS true",
+                             "reopening the database")
+
+    def rebuild_and_load(self, bundle_path, manifest, skip, journal, sessions=None):
         dump = posixpath.join(bundle_path, manifest["dump"]["file"])
+        dropped_before = "drop" in [p["phase"] for p in journal.data["phases"]]  # a resumed run: the database is ours
+        if self.exists() and not dropped_before:
+            journal("close")
+            self.reopen()  # a resumed run may find it closed by the run that died
+            self.close(manifest, sessions or {})
         journal("drop")
         if self.exists():  # a resumed run may find it dropped already
             self.drop()
+        inject_fault("dropped")  # the moment with no database at all
         self.create_from_archive(dump)
         journal("migrate")
         self.project.manage("migrate", "--noinput")
@@ -366,6 +417,7 @@ class Postgres(Engine):
 class Sqlite(Engine):
     name = "sqlite"
     dump_file = "db.sqlite3"
+    consistent_dump = True  # the online backup API copies one snapshot, and the manifest describes the copy
 
     def preflight(self, archive_version=None):
         if not self.db.name or self.db.name == ":memory:":
@@ -409,7 +461,10 @@ class Sqlite(Engine):
         for suffix in ("", "-wal", "-shm", "-journal"):
             self.target.run(["rm", "-f", "--", self.new_path + suffix])
 
-    def rebuild_and_load(self, bundle_path, manifest, skip, journal):
+    def reopen(self):
+        """Nothing to do: a SQLite file is never closed to its readers."""
+
+    def rebuild_and_load(self, bundle_path, manifest, skip, journal, sessions=None):
         self._clear_new()
         journal("migrate")
         self.project.manage("migrate", "--noinput", db_name=self.new_path)
@@ -419,7 +474,10 @@ class Sqlite(Engine):
         journal("content-types")
         self.project.probe("content-types", what="adding content types of new models", db_name=self.new_path)
         journal("swap")
-        self.project.probe("sqlite-swap", self.new_path, self.db.name, what="swapping in the new database")
+        expected = posixpath.join(self.project.workdir, "expected-content.json")
+        self.target.write_private(expected, json.dumps(manifest["database"]["content"]), replace=True)
+        keep_live(lambda: self.project.probe("sqlite-swap", self.new_path, self.db.name, expected,
+                                             what="swapping in the new database"))
 
     def recover(self, bundle_path, manifest):
         self._clear_new()

@@ -5,6 +5,7 @@ Nothing of the project is touched: the old history is migrated into scratch data
 new history is generated into copies of the apps' migrations folders and migrated into scratch
 database B (with the carried-over migration), and A, B and the live schema are compared.
 """
+import json
 import posixpath
 import secrets
 import sys
@@ -16,6 +17,9 @@ from tasks.project import SCRIPTS
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
 import remigrate_schema as S  # noqa: E402  (shared with the probe: one comparison for both sides)
+
+
+CARRIED = "remigrate_carried"  # the generated migration's name, after its number
 
 
 @dataclass
@@ -32,6 +36,7 @@ class History:
     new_schema: dict = field(default_factory=dict)
     post_migrate_error: str = None
     seconds: dict = field(default_factory=dict)
+    sqlite_skipped: str = None  # why the old history was not measured on SQLite as well
 
 
 def scratch_name(project, engine, kind):
@@ -60,12 +65,19 @@ def prove(project, engine, apps, removed, mode, accept=()):
     new = project.probe("history-new", old_file, *sorted(removed), db_name=scratch_name(project, engine, "b"),
                         migrations_from=folder, what="building a scratch database from the new history")
     seconds["new history"] = round(t.seconds, 1)
+    if old and new["written"] and engine.name != "sqlite":
+        also_sqlite(project, removed, folder, new, seconds)
     live = project.probe("describe", what="reading the live schema")
     history = History(folder=folder, files=new["files"], written=new["written"], carried=new["carried"],
                       rows=(old or {}).get("rows", {}), inventory=(old or {}).get("inventory", []),
                       new_schema=new["installed"], post_migrate_error=new["post_migrate_error"], seconds=seconds)
     if old:
         diffs = S.differences(old["schema"], new["schema"], skip=removed, names=("old history", "new history"))
+        other = new.get("sqlite") or {}
+        if "schema" in other:
+            diffs += [(f"{key} (on SQLite)", text) for key, text in
+                      S.differences(other["old"], other["schema"], skip=removed, names=("old history", "new history"))]
+        history.sqlite_skipped = other.get("skipped")
         history.accepted = [d for d in diffs if S.accepted(d, accept)]
         history.differences = [d for d in diffs if not S.accepted(d, accept)]
     unmodelled = set(live["tables"]) - set(new["installed"]["tables"])  # orphans: judged by the plan
@@ -73,6 +85,26 @@ def prove(project, engine, apps, removed, mode, accept=()):
                           names=("live database", "new history"))
     history.live = [d for d in drift if not S.accepted(d, accept)]
     return history
+
+
+def also_sqlite(project, removed, folder, new, seconds):
+    """What the old history made on SQLite too (a file, always at hand), so the new history
+    installs on a SQLite laptop or CI like the old one did. Skipped, and said so, when the old
+    history does not install on SQLite at all."""
+    t = Timer()
+    old_file = posixpath.join(project.workdir, "history-old-sqlite.json")
+    try:
+        project.probe("history-old", old_file, *sorted(removed), sqlite_scratch=posixpath.join(project.workdir, "a.sqlite3"),
+                      what="building a SQLite scratch database from the old history")
+    except RemigrateError as exc:
+        new["sqlite"] = {"skipped": str(exc)}
+        return
+    app, name = new["written"][0][0], next(f for _, f in new["written"] if f.endswith(".py"))
+    new["sqlite"] = project.probe("history-engine", old_file, f"{app}/{name[:-3]}", *sorted(removed),
+                                  sqlite_scratch=posixpath.join(project.workdir, "b.sqlite3"), migrations_from=folder,
+                                  what="building a SQLite scratch database from the new history")
+    new["sqlite"]["old"] = json.loads(project.target.read_text(old_file))["schema"]
+    seconds["SQLite histories"] = round(t.seconds, 1)
 
 
 def verdict(entry, history):
@@ -117,6 +149,9 @@ def show(history):
         say(f"proof      {proven} (schema, sequences and every row; {format_seconds(history.seconds)})")
     if history.post_migrate_error:
         say(f"a fresh install from the new history fails in a post_migrate handler: {history.post_migrate_error}")
+    if history.sqlite_skipped:
+        say(f"note       the old history was not measured on SQLite ({history.sqlite_skipped}); the new history "
+            "will refuse to install on SQLite rather than lack what the old one made there")
     if history.live:
         say("the live database differs from what the new history makes (beyond the removed models):")
         for key, text in history.live:
@@ -147,6 +182,7 @@ def install(project, apps, history):
     for app in apps:
         target = app["migrations_dir"]
         old = [posixpath.join(target, f) for f in app["migration_files"]]
+        old += [p[:-3] + ".json" for p in old if p.endswith(f"_{CARRIED}.py")]  # a carried migration's data
         if old:
             project.target.run(["rm", "-f", "--", *old], what="deleting the old migration files")
         project.target.run(["rm", "-rf", "--", posixpath.join(target, "__pycache__")])

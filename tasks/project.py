@@ -14,13 +14,14 @@ from pathlib import Path
 import dj_database_url
 from dotenv import dotenv_values
 
+from tasks.bundle import database_identity
 from tasks.console import RemigrateError, Secrets
 from tasks.engines import engine_name
 from tasks.target import CommandFailed, Target
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 PROBE = "remigrate_probe.py"
-HELPERS = ("remigrate_schema.py", "remigrate_history.py")  # modules the probe imports, uploaded beside it
+HELPERS = ("remigrate_schema.py", "remigrate_history.py", "remigrate_scrub.py")  # modules the probe imports, uploaded beside it
 VENV_CANDIDATES = (".venv", "venv", "env")
 FIELDS = ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")
 FIELD_VARS = {"ENGINE": ("DB_ENGINE",), "NAME": ("DB_NAME", "DB_PATH"), "USER": ("DB_USER",),
@@ -111,6 +112,7 @@ class Project:
         self.env_json = posixpath.join(workdir, "env.json")
         target.write_private(self.env_json, json.dumps(self.env_values))
         self._settings = None
+        self._identity = None
 
     def _project_dir(self, path):
         t = self.target
@@ -147,9 +149,11 @@ class Project:
                 Secrets.add(value)
         return values
 
-    def probe(self, command, *args, what=None, db_name=None, migrations_from=None):
+    def probe(self, command, *args, what=None, db_name=None, migrations_from=None, sqlite_scratch=None):
         """Run a probe command in the project's interpreter; returns its JSON answer."""
         argv = [self.python, self.probe_path, "--env-json", self.env_json]
+        if sqlite_scratch:
+            argv += ["--sqlite-scratch", sqlite_scratch]
         if self.options.settings:
             argv += ["--settings", self.options.settings]
         if db_name:
@@ -207,6 +211,16 @@ class Project:
     @property
     def db(self) -> DbConfig:
         return db_config_from_probe(self.settings, self.dir)
+
+    def identity(self):
+        """This database's identity (SQLite: the file's real path, links resolved)."""
+        if self._identity is None:
+            db, kind = self.db, engine_name(self.db.engine)
+            real = None
+            if kind == "sqlite":
+                real = self.target.run(["readlink", "-m", "--", db.name], check=False).stdout.strip() or db.name
+            self._identity = database_identity(kind, db.name, db.host, db.port, real)
+        return self._identity
 
     def own_apps(self):
         """The project's own apps (code under the project folder) that have a migrations folder."""

@@ -8,10 +8,11 @@ import socket
 from dataclasses import dataclass, field
 
 from tasks import bundle as B
+from tasks import runlock
 from tasks.backup import fetch_bundle, find_bundle, take_backup, verify_bundle
 from tasks.base import resolve, task
 from tasks.console import RemigrateError, Secrets, Timer, confirm, human_bytes, ok, say, step, table, warn
-from tasks.engines import engine_for
+from tasks.engines import LiveDatabaseKept, engine_for
 from tasks.faults import inject_fault
 from tasks.history import History, install, prove, refusal
 from tasks.history import show as show_history
@@ -39,6 +40,7 @@ class Plan:
     history: History = None  # the proof on scratch databases, with the new migration files
     accept: list = field(default_factory=list)  # --accept-difference names
     checks: dict = field(default_factory=dict)  # {"command": ..., "url": ...} run after the data is verified
+    sessions: dict = field(default_factory=dict)  # {"end": bool, "wait": seconds}: the application's open sessions
 
 
 
@@ -53,10 +55,11 @@ def history_mode(apps, applied):
     applied_own = {(app, name) for app, name in (applied or []) if app in own}
     if applied_own <= on_disk:
         return "regenerate"
-    if all(INITIAL.match(f) for a in apps for f in a["migration_files"]):
+    if all(a.get("starts_initial", all(INITIAL.match(f) for f in a["migration_files"])) for a in apps):
         return "deployed"
     raise RemigrateError("the migration files on disk are neither the history the database was migrated with nor a "
-                         "fresh one (only NNNN_initial files); deploy the old files or the complete new history first")
+                         "fresh one (starting from initial migrations); deploy the old files or the complete new "
+                         "history first")
 
 
 def make_plan(project, engine, remove_models_, drop_tables, accept=(), absorb_pending=False):
@@ -73,6 +76,9 @@ def make_plan(project, engine, remove_models_, drop_tables, accept=(), absorb_pe
     for name in drop_tables:
         if name not in live:
             raise RemigrateError(f"--drop-table {name}: no such table in {project.db.name}")
+        if name in facts["model_tables"]:
+            raise RemigrateError(f"--drop-table {name}: a model of the code uses this table, so its rows would be lost; "
+                                 "only a table no model describes can be dropped; nothing was changed")
     named = removed | set(drop_tables)
     deleted = [c for c in facts["pending"] if c["model"] and not set(c["tables"]) <= set(drop_tables)]
     if deleted:
@@ -130,9 +136,10 @@ def show_plan(project, engine, plan, backup_dir):
 class Journal:
     """Each phase reached, written into the bundle, so a killed run can be rolled back."""
 
-    def __init__(self, project, bundle_path, lock_path, options):
-        self.project, self.path, self.lock_path = project, posixpath.join(bundle_path, JOURNAL), lock_path
-        self.data = {"bundle": posixpath.basename(bundle_path), "status": "running", "phases": [],
+    def __init__(self, project, bundle_path, run_id, options):
+        self.project, self.path = project, posixpath.join(bundle_path, JOURNAL)
+        self.data = {"bundle": posixpath.basename(bundle_path), "run_id": run_id, "identity": project.identity(),
+                     "status": "running", "phases": [],
                      "controller": {"host": socket.gethostname(), "pid": os.getpid()}, "options": options}
         self.timer = None  # of the phase under way
 
@@ -145,17 +152,18 @@ class Journal:
         step(phase.replace("-", " ").capitalize())
         inject_fault(phase)
 
-    def _close(self):
+    def _close(self, succeeded=True):
         if self.data["phases"] and self.data["phases"][-1].get("seconds") is None:
             if self.timer is None:  # a phase of the run that was killed
                 self.data["phases"][-1]["seconds"] = "interrupted"
                 return
             self.data["phases"][-1]["seconds"] = round(self.timer.seconds, 2)
-            ok(f"{self.data['phase'].replace('-', ' ')} ({self.timer})")
+            if succeeded:
+                ok(f"{self.data['phase'].replace('-', ' ')} ({self.timer})")
 
     def finish(self, status, error=None):
         if status != "rolled-back":
-            self._close()
+            self._close(succeeded=status == "done")
         self.data["status"] = status
         if error:
             self.data["error"] = Secrets.scrub(error)
@@ -165,53 +173,13 @@ class Journal:
         self.project.target.write_private(self.path, json.dumps(self.data, indent=2), replace=True)
 
 
-def lock_path_for(project, backup_dir):
-    return posixpath.join(backup_dir, f".lock-{B.bundle_name(project.db.name, B.now()).rsplit('-', 1)[0]}")
-
-
-def refuse_if_held(project, holder):
-    """Explain who holds the lock: a live run (wait), or a dead one (roll back first)."""
-    same_host = holder.get("host") == socket.gethostname()
-    if not same_host or _pid_alive(holder.get("pid")):
-        raise RemigrateError(f"another reset of {project.db.name} is running (pid {holder.get('pid')} on {holder.get('host')}, "
-                             f"since {holder.get('since')}); wait for it to finish")
-    raise RemigrateError(f"a reset of {project.db.name} was interrupted (pid {holder.get('pid')} is gone); "
-                         "finish it with `inv reset --resume`, or put everything back with `inv rollback`")
-
-
-def check_not_running(project, backup_dir):
-    """Before planning: a reset that is running, or died half-way, comes first."""
-    path = lock_path_for(project, backup_dir)
-    if project.target.exists(path, "-f"):
-        try:
-            holder = json.loads(project.target.read_text(path))
-        except ValueError:
-            holder = {}
-        refuse_if_held(project, holder)
-
-
-def take_lock(project, backup_dir):
-    path = lock_path_for(project, backup_dir)
-    info = {"host": socket.gethostname(), "pid": os.getpid(), "since": B.now().isoformat(timespec="seconds")}
-    got = project.probe("lock", path, json.dumps(info))
-    if not got["taken"]:
-        refuse_if_held(project, got["holder"])
-    return path
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except (OSError, TypeError, ValueError):
-        return False
-
-
 def edit_migrations(project, apps, removals, write=True):
     """Remove the named models from the old migration files (syntax tree, formatting kept).
     Returns [(path, [(operation, model)])]; writes the files only if `write`."""
     by_app = {}
     for r in removals.values():
+        if "error" in r:
+            raise RemigrateError(r["error"])
         by_app.setdefault(r["app"], set()).add(r["model"])
     edits = []
     for app in apps:
@@ -318,11 +286,24 @@ def check_application(project, checks):
         say(f"    --check-url {checks['url']}: {answer['status']}")
 
 
-def rollback(project, engine, manifest, bundle_path):
+# Phases from which the live database is no longer what the backup holds (a SQLite reset builds
+# its new file beside the live one until the swap).
+TOUCHING = {"postgresql": {"drop", "migrate", "load", "content-types", "migrate-again", "verify", "check-application"},
+            "sqlite": {"swap", "verify", "check-application"}}
+
+
+def database_touched(engine_name, phases):
+    return bool(TOUCHING[engine_name] & set(phases))
+
+
+def rollback(project, engine, manifest, bundle_path, database=True):
     """Database and migration files back as the bundle holds them."""
     dirs = [a["migrations_dir"] for a in project.own_apps()]
     project.probe("restore-migrations", posixpath.join(bundle_path, B.MIGRATIONS_ARCHIVE), *dirs,
                   what="restoring the migration files")
+    if not database:
+        engine.reopen()  # a reset stopped between closing the database and dropping it
+        return
     engine.recover(bundle_path, manifest)
     after = engine.stats(content=True)
     rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
@@ -332,12 +313,15 @@ def rollback(project, engine, manifest, bundle_path):
 
 
 def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=False, fetch_dir=None, accept=(),
-              absorb_pending=False, checks=None):
+              absorb_pending=False, checks=None, sessions=None):
     total = Timer()
     backup_dir = project.default_backup_dir()
-    check_not_running(project, backup_dir)
+    holder = runlock.read(project)  # a reset that is running, or died half-way, comes first
+    if holder is not None and runlock.judge(project, holder) is not None:
+        raise runlock.interrupted(project, holder)
     plan = make_plan(project, engine, remove_model, drop_table, accept, absorb_pending)
     plan.checks = {k: v for k, v in (checks or {}).items() if v}
+    plan.sessions = dict(sessions or {})
     show_plan(project, engine, plan, backup_dir)
     if plan.orphans:
         raise RemigrateError(f"tables with rows but no model after the reset: {', '.join(plan.orphans)}; "
@@ -352,18 +336,21 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
     confirm(f"Reset the migrations of {len(plan.apps)} apps and rebuild {engine.name} database {project.db.name} "
             f"on {project.target.name}?", project.db.name.rsplit("/", 1)[-1], yes)
     project.probe("prepare-dir", backup_dir)
-    lock = take_lock(project, backup_dir)
+    run_id = B.new_run_id()
+    lock = runlock.take(project, run_id, backup_dir)
     try:
-        manifest, bundle_path = take_backup(project, engine, backup_dir, kind="reset", before=plan.stats)
+        manifest, bundle_path = take_backup(project, engine, backup_dir, kind="reset", before=plan.stats, run_id=run_id)
         if fetch:  # an off-host copy before anything is dropped
             fetch_bundle(project, manifest, bundle_path, fetch_dir)
-        journal = Journal(project, bundle_path, lock, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
+        journal = Journal(project, bundle_path, run_id, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
         journal.data["plan"] = {"apps": plan.apps, "removals": plan.removals, "drop_tables": plan.drop_tables,
                                 "skip": sorted(plan.skip), "mode": plan.mode, "special": plan.special,
-                                "accept": plan.accept, "checks": plan.checks}
+                                "accept": plan.accept, "checks": plan.checks, "sessions": plan.sessions}
+        journal.save()
+        runlock.update(project, lock, bundle=bundle_path)  # from here on, this run's own bundle is known
         return execute(project, engine, plan, manifest, bundle_path, journal, total)
     finally:
-        project.target.run(["rm", "-f", "--", lock])
+        runlock.release(project)
 
 
 # Phases after which the migration files on disk are already the new history.
@@ -378,8 +365,9 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
         if files_ready:
             pass
         elif plan.mode == "regenerate":
-            journal("remove-models")
-            edit_migrations(project, plan.apps, plan.removals)
+            if plan.removals:
+                journal("remove-models")
+                edit_migrations(project, plan.apps, plan.removals)
             journal("regenerate-migrations")
             regenerate(project, plan)
         else:
@@ -387,7 +375,7 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
             require_history_matches_models(project, "the deployed migrations do not match the models")
         phases["migrations"] = str(t)
         t = Timer()
-        engine.rebuild_and_load(bundle_path, manifest, plan.skip, journal)
+        engine.rebuild_and_load(bundle_path, manifest, plan.skip, journal, plan.sessions)
         phases["rebuild and load"] = str(t)
         journal("verify")
         rows, problems, after = verify(project, engine, manifest, plan)
@@ -398,13 +386,17 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
         reason = Secrets.scrub(str(exc) or type(exc).__name__)
         warn(f"the reset failed at phase {journal.data.get('phase')}: {reason}")
         step("Rolling back (database and migration files from the backup)")
+        kept = isinstance(exc, LiveDatabaseKept) or not database_touched(engine.name, [p["phase"] for p in journal.data["phases"]])
         try:
-            rollback(project, engine, manifest, bundle_path)
+            rollback(project, engine, manifest, bundle_path, database=not kept)
         except BaseException as again:
             journal.finish("failed", f"{reason}; rollback failed too: {again}")
             raise RemigrateError(f"the reset failed ({reason}) and so did the rollback ({again}); "
                                  f"the backup {manifest['name']} is intact: run `inv rollback --backup {manifest['name']}`")
         journal.finish("rolled-back", reason)
+        if kept:
+            raise RemigrateError(f"the reset stopped ({reason}); the migration files are put back and the database was "
+                                 f"never changed (backup {manifest['name']})")
         raise RemigrateError(f"the reset failed ({reason}); rolled back: the database and the migration files are "
                              f"as before (backup {manifest['name']})")
     say(table(("table", "rows before", "rows after", "status"), rows))
@@ -431,26 +423,30 @@ def read_journal(project, bundle_path):
 
 
 def reset_bundle(project, folder, wanted, nothing):
-    """(manifest, path) of the named bundle, else of the newest reset bundle."""
+    """(manifest, path) of the named bundle, else of this database's newest reset bundle."""
     if wanted:
         return find_bundle(project, folder, wanted)
-    resets = [b for b in project.probe("list-bundles", folder) if (b["manifest"] or {}).get("kind") == "reset"]
+    everything = project.probe("list-bundles", folder)
+    resets = [b for b in B.of_database(everything, project.identity()) if b["manifest"].get("kind") == "reset"]
     chosen = B.pick_bundle(resets)
     if not chosen:
-        raise RemigrateError(f"no reset bundle in {folder}; {nothing} (`inv backups` lists the bundles)")
+        others = sorted({B.describe_identity(B.identity_of(b["manifest"])) for b in everything if b.get("manifest")})
+        raise RemigrateError(f"no reset bundle of {B.describe_identity(project.identity())} in {folder}; {nothing}"
+                             + (f" (the bundles there are of {'; '.join(others)})" if others else ""))
     return chosen["manifest"], chosen["path"]
 
 
-def interrupted_reset(project, backup_dir):
-    """(manifest, path, journal data) of the newest reset whose journal says it never finished."""
-    for bundle in sorted(project.probe("list-bundles", backup_dir), key=lambda b: b["mtime"], reverse=True):
-        if (bundle["manifest"] or {}).get("kind") != "reset":
-            continue
-        data = read_journal(project, bundle["path"])
-        if data.get("status") == "running":
-            return bundle["manifest"], bundle["path"], data
-        return None
-    return None
+def run_bundle(project, folder, wanted, nothing):
+    """The bundle a rollback or resume works from: the one of the interrupted run that holds this
+    database's lock (whatever folder it is in), else the named one, else this database's newest
+    reset bundle. (None, None) when the interrupted run never touched anything."""
+    holder = runlock.read(project)
+    if holder is not None and not wanted:
+        holder = runlock.judge(project, holder)
+        if holder is None:
+            return None, None
+        return json.loads(project.target.read_text(posixpath.join(holder["bundle"], B.MANIFEST))), holder["bundle"]
+    return reset_bundle(project, folder, wanted, nothing)
 
 
 def plan_from_journal(data):
@@ -459,42 +455,41 @@ def plan_from_journal(data):
     return Plan(apps=saved.get("apps", []), removals=saved.get("removals", {}), drop_tables=saved.get("drop_tables", []),
                 orphans={}, empty_orphans=[], special=saved.get("special", []), drift=[], stats={},
                 skip=set(saved.get("skip", [])), mode=saved.get("mode", "regenerate"), accept=saved.get("accept", []),
-                checks=saved.get("checks", {}))
+                checks=saved.get("checks", {}), sessions=saved.get("sessions", {}))
 
 
 def resume_reset(project, engine, yes):
     """Finish a reset that was killed: from the new migration files if they were written, else
     from the archived old ones; the database part is redone from the verified backup."""
     total = Timer()
-    backup_dir = project.default_backup_dir()
-    found = interrupted_reset(project, backup_dir)
-    if not found:
-        raise RemigrateError(f"no interrupted reset in {backup_dir}; nothing to resume")
-    manifest, bundle_path, data = found
-    lock_path = lock_path_for(project, backup_dir)
-    if project.target.exists(lock_path, "-f"):
-        holder = json.loads(project.target.read_text(lock_path) or "{}")
-        if holder.get("host") != socket.gethostname() or _pid_alive(holder.get("pid")):
-            refuse_if_held(project, holder)
+    manifest, bundle_path = run_bundle(project, project.default_backup_dir(), None, "nothing to resume")
+    if manifest is None:
+        ok("nothing to resume")
+        return None
+    data = read_journal(project, bundle_path)
+    if data.get("status") != "running":
+        raise RemigrateError(f"the last reset of {B.describe_identity(project.identity())} ({manifest['name']}) is "
+                             f"{data.get('status', 'without a journal')}, not interrupted; nothing to resume")
     verify_bundle(project, engine, manifest, bundle_path)
     reached = [p["phase"] for p in data["phases"]]
     confirm(f"Resume the reset of {project.db.name} from bundle {manifest['name']} (it stopped at phase "
             f"{data.get('phase')})?", project.db.name.rsplit("/", 1)[-1], yes)
-    info = {"host": socket.gethostname(), "pid": os.getpid(), "since": B.now().isoformat(timespec="seconds")}
-    project.target.write_private(lock_path, json.dumps(info), replace=True)
+    runlock.release(project)  # the dead run's lock, taken over by this one
+    lock = runlock.take(project, data.get("run_id") or manifest.get("run_id"), posixpath.dirname(bundle_path))
+    runlock.update(project, lock, bundle=bundle_path)
     try:
         plan = plan_from_journal(data)
         files_ready = bool(AFTER_MIGRATIONS & set(reached))
         if not files_ready:  # start the file phases again from the old files, byte for byte
             project.probe("restore-migrations", posixpath.join(bundle_path, B.MIGRATIONS_ARCHIVE),
                           *[a["migrations_dir"] for a in plan.apps], what="restoring the migration files")
-        journal = Journal(project, bundle_path, lock_path, data.get("options", {}))
+        journal = Journal(project, bundle_path, lock["run_id"], data.get("options", {}))
         journal.data = data
         journal.data["controller"] = {"host": socket.gethostname(), "pid": os.getpid()}
         step(f"Resuming {manifest['name']} after phase {data.get('phase')}")
         return execute(project, engine, plan, manifest, bundle_path, journal, total, files_ready=files_ready)
     finally:
-        project.target.run(["rm", "-f", "--", lock_path])
+        runlock.release(project)
 
 
 def reset_help():
@@ -509,6 +504,9 @@ def reset_help():
         "absorb_pending": "let model changes that have no migration yet go into the new history (shown in the plan)",
         "check_command": "a shell command run in the project folder after the data is verified (for example "
                          "'pytest -x -q'); a non-zero exit rolls the reset back",
+        "end_sessions": "PostgreSQL: end the application's open sessions before the database is dropped "
+                        "(default: wait for them to end, then refuse)",
+        "wait_sessions": "PostgreSQL: seconds to wait for open sessions to end (default 30)",
         "check_url": "a health URL of the running application, fetched after the data is verified; "
                      "an error or an answer of 400 or above rolls the reset back",
     }
@@ -517,7 +515,8 @@ def reset_help():
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "yes", "no_fetch", "fetch_dir", help=reset_help(),
       iterable=["remove_model", "drop_table", "accept_difference"])
 def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resume=False, no_fetch=False, fetch_dir=None,
-          accept_difference=None, absorb_pending=False, check_command=None, check_url=None,
+          accept_difference=None, absorb_pending=False, check_command=None, check_url=None, end_sessions=False,
+          wait_sessions=30,
           project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
     """Reset the project's migrations to a fresh 0001_initial per app, keeping every row.
 
@@ -538,7 +537,8 @@ def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resum
         engine.preflight()
         run_reset(project, engine, remove_model or [], drop_table or [], yes, dry_run, fetch=not no_fetch,
                   fetch_dir=fetch_dir, accept=accept_difference or [], absorb_pending=absorb_pending,
-                  checks={"command": check_command, "url": check_url})
+                  checks={"command": check_command, "url": check_url},
+                  sessions={"end": bool(end_sessions), "wait": int(wait_sessions)})
 
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "backup", "yes", name="rollback")
@@ -552,21 +552,29 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
     with open_project(c, opts) as project:
         engine = engine_for(project)
         folder = project.default_backup_dir()
-        manifest, path = reset_bundle(project, folder, backup, "nothing to roll back")
+        manifest, path = run_bundle(project, folder, backup, "nothing to roll back")
+        if manifest is None:
+            ok("nothing to roll back: the interrupted reset never touched the database or the migration files")
+            return
+        if B.identity_of(manifest)["key"] != project.identity()["key"]:
+            warn(f"bundle {manifest['name']} was taken from {B.describe_identity(B.identity_of(manifest))}, "
+                 f"not from this project's {B.describe_identity(project.identity())}")
         verify_bundle(project, engine, manifest, path)
-        confirm(f"Roll back {engine.name} database {project.db.name} and the migration files to {manifest['name']} "
+        data = read_journal(project, path)
+        touched = database_touched(engine.name, [p["phase"] for p in data.get("phases", [])]) if data else True
+        what = "the database and the migration files" if touched else "the migration files (the reset never touched the database)"
+        confirm(f"Roll back {what} of {engine.name} database {project.db.name} to {manifest['name']} "
                 f"(taken {manifest['created_at']})?", project.db.name.rsplit("/", 1)[-1], yes)
         timer = Timer()
-        if engine.name == "postgresql":  # a SQLite file may be missing here: the rollback recreates it
+        if touched and engine.name == "postgresql":  # a SQLite file may be missing here: the rollback recreates it
             engine.preflight(archive_version=manifest["dump"].get("dumped_by"))
         step(f"Rolling back to {manifest['name']}")
-        rollback(project, engine, manifest, path)
-        data = read_journal(project, path)
+        rollback(project, engine, manifest, path, database=touched)
         if data:
             data["status"] = "rolled-back"
             project.target.write_private(posixpath.join(path, JOURNAL), json.dumps(data, indent=2), replace=True)
-        project.target.run(["rm", "-f", "--", lock_path_for(project, folder)])
-        ok(f"rolled back to {manifest['name']}: database and migration files as before the reset ({timer})")
+        runlock.release(project)
+        ok(f"rolled back to {manifest['name']}: {what} as before the reset ({timer})")
 
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "backup", name="verify")

@@ -5,9 +5,11 @@ Commands are argv lists quoted once here; environment values travel as `env K=V`
 (never Fabric's env=, which it pastes unquoted) and never carry secrets: those go in 0600 files.
 """
 import io
+import json
 import os
 import shlex
 import shutil
+import socket
 
 from tasks.console import RemigrateError, Secrets
 
@@ -49,6 +51,17 @@ def check_host_keys(c):
     c.client.set_missing_host_key_policy(AutoAddPolicy() if accept else RejectPolicy())
 
 
+OWNER = "owner.json"
+
+
+def pid_alive(pid):
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
+
+
 class CommandFailed(RemigrateError):
     def __init__(self, what, result):
         self.exited = result.exited
@@ -85,7 +98,25 @@ class Target:
         return self.run(["test", kind, str(path)], check=False).exited == 0
 
     def make_private_dir(self):
-        return self.run(["mktemp", "-d", "-t", "remigrate.XXXXXXXX"], what="creating a private temporary folder").stdout.strip()
+        """A 0700 scratch folder for one task (it may hold a pgpass file), marked with its owner so
+        that a later run removes it if this one is killed before it can."""
+        self.remove_dead_private_dirs()
+        path = self.run(["mktemp", "-d", "-t", "remigrate.XXXXXXXX"], what="creating a private temporary folder").stdout.strip()
+        self.write_private(f"{path}/{OWNER}", json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        return path
+
+    def remove_dead_private_dirs(self):
+        """Scratch folders of runs of this machine whose process is gone (killed with kill -9)."""
+        found = self.run(["sh", "-c", 'for d in "${TMPDIR:-/tmp}"/remigrate.*; do [ -f "$d/owner.json" ] && '
+                                      'printf "%s\\t%s\\n" "$d" "$(cat "$d/owner.json")"; done; true'], check=False)
+        for line in found.stdout.splitlines():
+            folder, _, text = line.partition("\t")
+            try:
+                owner = json.loads(text)
+            except ValueError:
+                continue
+            if owner.get("host") == socket.gethostname() and not pid_alive(owner.get("pid")):
+                self.remove_tree(folder)
 
     def remove_tree(self, path):
         self.run(["rm", "-rf", "--", str(path)], check=False)

@@ -162,7 +162,10 @@ def sqlite_rows(path):
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
-        out = {t: _by_column(conn.execute(f'SELECT * FROM "{t}"')) for t in tables}
+        # An FTS5 table's shadow tables are its index, rebuilt by a reload: its rows are compared instead.
+        virtual = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE sql LIKE 'CREATE VIRTUAL TABLE%'")]
+        tables = [t for t in tables if not any(t.startswith(v + "_") for v in virtual)]
+        out = {t: _by_column(conn.execute(f'SELECT {"rowid, " if t in virtual else ""}* FROM "{t}"')) for t in tables}
         out["sqlite_sequence"] = sorted(conn.execute("SELECT * FROM sqlite_sequence").fetchall())
         return out
     finally:

@@ -108,7 +108,7 @@ def test_backups_lists_bundles_and_names_never_collide(sqlite_project, tmp_path)
         inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), env=env)
     assert len(bundles_in(tmp_path / "b")) == 2
     out = inv_ok("backups", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), env=env)
-    assert out.stdout.count("verified") == 2 and "sqlite" in out.stdout
+    assert out.stdout.count("ok (sizes match)") == 2 and "sqlite" in out.stdout
 
 
 def test_restore_by_name_picks_that_bundle(seeded, tmp_path):

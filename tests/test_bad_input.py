@@ -127,7 +127,9 @@ def test_damaged_dump_is_refused_even_with_a_forged_manifest(pg_project, tmp_pat
     dump.write_bytes(dump.read_bytes()[:-2000])
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["files"]["db.dump"] = {"size": dump.stat().st_size, "sha256": hashlib.sha256(dump.read_bytes()).hexdigest()}
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    from tasks.bundle import seal
+
+    (bundle / "manifest.json").write_text(json.dumps(seal(manifest)))  # even its own checksum forged
     before = pg_rows(db)
     fails("restore", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), "--yes", env=env, expect="unreadable")
     assert pg_rows(db) == before
@@ -137,7 +139,10 @@ def test_bundle_of_another_engine_is_refused(sqlite_project, pg_db, tmp_path):
     project, env = sqlite_project
     inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), env=env)
     fails("restore", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), "--yes", env=pg_db.env(),
-          expect="holds a sqlite database but this project uses postgresql")
+          expect="the bundles there are of other databases")  # never the default
+    name = only_bundle(tmp_path / "b").name
+    fails("restore", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), "--backup", name, "--yes",
+          env=pg_db.env(), expect="holds a sqlite database but this project uses postgresql")
 
 
 def test_restore_without_terminal_or_yes_refuses_and_changes_nothing(sqlite_project, tmp_path):

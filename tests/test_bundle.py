@@ -1,7 +1,8 @@
 """Bundle names, file checks, count comparison and choice, as data."""
 import datetime as dt
 
-from tasks.bundle import bundle_name, check_files, compare_counts, pick_bundle
+from tasks.bundle import (bundle_name, check_files, compare_counts, database_identity, manifest_problems, of_database,
+                          pick_bundle, seal)
 
 WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 
@@ -15,11 +16,36 @@ def test_names_are_timestamped_and_never_reuse_a_taken_one():
 
 
 def test_file_checks_catch_missing_truncated_and_changed_files():
-    manifest = {"files": {"a": {"size": 3, "sha256": "x"}, "b": {"size": 3, "sha256": "y"}, "c": {"size": 1, "sha256": "z"}}}
+    files = {"a": {"size": 3, "sha256": "x"}, "b": {"size": 3, "sha256": "y"}, "migrations.tar.gz": {"size": 1, "sha256": "z"}}
+    manifest = seal({"files": files, "dump": {"file": "a"}})
     problems = check_files(manifest, {"a": {"size": 2, "sha256": "x"}, "b": {"size": 3, "sha256": "other"}})
     assert len(problems) == 3
     assert any("truncated" in p for p in problems) and any("corrupted" in p for p in problems) and any("missing" in p for p in problems)
     assert check_files(manifest, dict(manifest["files"])) == []
+
+
+def test_a_manifest_is_trusted_only_whole_sealed_and_listing_its_files():
+    good = seal({"files": {"db.dump": {"size": 9, "sha256": "x"}, "migrations.tar.gz": {"size": 1, "sha256": "y"}},
+                 "dump": {"file": "db.dump"}, "database": {"tables": {"t": 1}}})
+    assert manifest_problems(good) == []
+    edited = {**good, "database": {"tables": {"t": 2}}}
+    assert manifest_problems(edited) == ["the manifest was changed after it was written (checksum mismatch)"]
+    assert "the manifest lists no files" in manifest_problems(seal({**good, "files": {}}))
+    assert "the manifest does not list db.dump" in manifest_problems(seal({**good, "files": {"migrations.tar.gz": {"size": 1, "sha256": "y"}}}))
+    assert manifest_problems(None) == ["the manifest is missing or unreadable"]
+    unsealed = {k: v for k, v in good.items() if k != "checksum"}
+    assert manifest_problems(unsealed) == ["the manifest has no checksum (made by an older remigrate)"]
+
+
+def test_bundles_are_told_apart_by_the_database_they_were_taken_from():
+    a = database_identity("sqlite", "/srv/a/db.sqlite3", real_path="/srv/a/db.sqlite3")
+    b = database_identity("sqlite", "/srv/b/db.sqlite3", real_path="/srv/b/db.sqlite3")
+    pg = database_identity("postgresql", "shop", "db.internal", "5432")
+    assert len({a["key"], b["key"], pg["key"]}) == 3
+    bundles = [{"name": "x", "manifest": {"identity": a}}, {"name": "y", "manifest": {"identity": b}},
+               {"name": "z", "manifest": {"engine": "postgresql", "database": {"name": "shop", "host": "db.internal", "port": "5432"}}}]
+    assert [x["name"] for x in of_database(bundles, a)] == ["x"]
+    assert [x["name"] for x in of_database(bundles, pg)] == ["z"]  # an older manifest: read from its database section
 
 
 def test_count_comparison_accepts_only_expected_differences():

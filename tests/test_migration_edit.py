@@ -1,6 +1,8 @@
 """Removing a model from migration files edits the syntax tree and nothing else."""
 from pathlib import Path
 
+import pytest
+
 from tasks.migration_edit import former_names, remove_models
 
 SAMPLE_0003 = (Path(__file__).resolve().parent.parent / "examples/igny8/igny8_core/business/site_building/migrations"
@@ -76,3 +78,16 @@ def test_remove_model_refuses_a_model_that_is_still_in_the_code(project):
 
     out = run_inv("migrations.remove-model", "--project-dir", str(project), "--model", "site_building.SiteBlueprint", "--yes")
     assert out.returncode == 1 and "still exists in the code" in out.stderr
+
+
+@pytest.mark.parametrize("name, expect", [
+    ("nosuchapp.Thing", "no app labelled 'nosuchapp'"),
+    ("site_building.WorkflowStat", "did you mean site_building.WorkflowState?"),
+    ("planner.Idea", "the model still exists in the code (as ContentIdea)"),
+])
+def test_remove_model_names_what_is_unknown_in_one_line(project, name, expect):
+    from conftest import run_inv
+
+    out = run_inv("migrations.remove-model", "--project-dir", str(project), "--model", name, "--yes")
+    lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
+    assert out.returncode == 1 and len(lines) == 1 and expect in lines[0], out.stderr

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import NASTY_PASSWORD, PYTHON, REPO, SAMPLE, pg_copy, pg_rows, run_inv, seed, sqlite_rows
+from conftest import NASTY_PASSWORD, PYTHON, REPO, SAMPLE, PgDb, pg_copy, pg_rows, run_inv, seed, sqlite_rows
 from servers import ssh_server
 from test_reset import REMOVE, WF_TABLE, tree_digest
 from test_secrets import ArgvWatcher
@@ -203,19 +203,25 @@ def test_connection_dropped_during_the_load_then_the_host_is_recovered(ssh, host
 def test_deployed_new_history_resets_only_the_database(ssh, host_case, tmp_path):
     engine, project, rows, db = host_case
     before = data(rows())
-    # On a laptop: a reset regenerates the migrations (this is what gets committed and deployed).
+    # On a laptop: a reset regenerates the migrations (this is what gets committed and deployed),
+    # on the engine production runs (what the old history made there is carried over).
     laptop = tmp_path / "laptop" / "igny8"
     shutil.copytree(SAMPLE, laptop, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", ".env", ".remigrate"))
-    local_db = tmp_path / "laptop" / "db.sqlite3"
-    seed(laptop, {"DB_PATH": str(local_db)})
+    if engine == "sqlite":
+        local_env = {"DB_PATH": str(tmp_path / "laptop" / "db.sqlite3")}
+    else:
+        local = PgDb(db.cluster, db.name + "_laptop", db.role + "_laptop", NASTY_PASSWORD)
+        db.cluster.create_app_database(local.name, local.role, local.password, createdb=True)
+        local_env = local.env()
+    seed(laptop, local_env)
 
-    out = run_inv("reset", "--project-dir", str(laptop), *REMOVE, "--yes", env={"DB_PATH": str(local_db)})
+    out = run_inv("reset", "--project-dir", str(laptop), *REMOVE, "--yes", env=local_env)
     assert out.returncode == 0, out.stdout + out.stderr
     for migrations in laptop.glob("igny8_core/**/migrations"):
         target = project / migrations.relative_to(laptop)
         for old in target.glob("0*.py"):
             old.unlink()
-        for new in migrations.glob("0*.py"):
+        for new in migrations.glob("0*"):  # the carried-over migration's data file comes along
             shutil.copyfile(new, target / new.name)
     out = fab(ssh, "reset", "--project-dir", str(project), *REMOVE, "--yes", "--no-fetch")
     assert out.returncode == 1 and "--drop-table" in out.stderr  # the old history is gone from the host

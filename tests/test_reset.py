@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import PYTHON, REPO, manage, pg_rows, run_inv
+from conftest import PYTHON, REPO, SAMPLE, manage, pg_rows, run_inv, sqlite_rows
 from servers import psycopg_admin
 from test_backup import bundles_in
 
@@ -55,6 +56,28 @@ ADMIN_LOG = ("SELECT l.id, ct.app_label, ct.model, l.object_id, l.object_repr FR
              "JOIN django_content_type ct ON ct.id = l.content_type_id ORDER BY 1")
 
 
+def fresh_install(path, skip):
+    """A fresh SQLite install as data: tables with their columns (in name order: a regenerated
+    table orders them as the model does), views, triggers and virtual tables with their SQL,
+    and every table's rows, less the `skip` tables."""
+    with sqlite3.connect(path) as conn:
+        objects = []
+        for kind, name, sql_text in conn.execute("SELECT type, name, sql FROM sqlite_master WHERE type <> 'index'"):
+            if name in skip:
+                continue
+            if kind == "table" and not (sql_text or "").startswith("CREATE VIRTUAL"):
+                sql_text = sorted(tuple(r[1:]) for r in conn.execute(f'PRAGMA table_info("{name}")'))
+            objects.append((kind, name, sql_text if isinstance(sql_text, list) else " ".join((sql_text or "").split())))
+        objects.sort(key=repr)
+        # Content types and permissions by natural key (a removed model's are the expected difference)
+        natural = sorted(conn.execute(
+            "SELECT ct.app_label, ct.model, p.codename FROM django_content_type ct "
+            "LEFT JOIN auth_permission p ON p.content_type_id = ct.id WHERE ct.model <> 'workflowstate'"))
+    tables = sqlite_rows(path)
+    ids = {"sqlite_sequence", "django_content_type", "auth_permission"}
+    return objects, natural, {t: rows for t, rows in tables.items() if t not in skip and t not in ids}
+
+
 def reset(case, *extra, env=None, timeout=300, backup_dir=None):
     return run_inv("reset", "--project-dir", str(case.project), "--backup-dir", str(backup_dir or case.project.parent / "b"), *extra,
                    env={**case.env, **(env or {})}, timeout=timeout)
@@ -68,7 +91,17 @@ def test_full_reset_keeps_every_row_and_leaves_one_fresh_history(seeded):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "reset done" in out.stdout and "removed (expected)" in out.stdout
     assert "manage.py check --deploy" in out.stdout and "| app-ok" in out.stdout
+    # Every row identical in content: the cache table, the retired LegacyFlag's table and (SQLite)
+    # the full-text table included, though no model describes them.
     assert data_rows(seeded) == before_rows
+    assert len(before_rows["igny8_cache"]) == 4 and len(before_rows["system_legacyflag"]) == 4
+    assert query(seeded, "SELECT count(*) FROM system_setting_keys") == [(5,)]  # the RunSQL view
+    if seeded.engine == "sqlite":
+        assert query(seeded, "SELECT count(*) FROM system_prompt_fts WHERE system_prompt_fts MATCH 'Write'") == [(4,)]
+    else:  # the trigger made by a RunPython is back, and on
+        seeded.damage(["INSERT INTO system_aiprompt (name, template) VALUES ('  padded  ', 't')"])
+        assert query(seeded, "SELECT name FROM system_aiprompt WHERE template = 't'") == [("padded",)]
+        seeded.damage(["DELETE FROM system_aiprompt WHERE template = 't'"])
     common = ["--project-dir", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b")]
     assert run_inv("verify", *common, env=seeded.env).returncode == 0  # the check on its own, later
     # An in-place change keeps every count: only a comparison of content sees it.
@@ -96,6 +129,13 @@ def test_full_reset_keeps_every_row_and_leaves_one_fresh_history(seeded):
     with sqlite3.connect(fresh) as conn:
         seeded_keys = sorted(r[0] for r in conn.execute("SELECT key FROM system_setting"))
     assert seeded_keys == ["site.language", "site.timezone", "writer.max_words"]
+    if seeded.engine == "sqlite":  # and equals a fresh install from the old history, object for object
+        old_copy = seeded.project.parent / "old-history"
+        shutil.copytree(SAMPLE, old_copy, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3"))
+        old_fresh = seeded.project.parent / "old-fresh.sqlite3"
+        manage(old_copy, {"DB_PATH": str(old_fresh)}, "migrate", "-v0")
+        removed = {WF_TABLE, "django_migrations"}
+        assert fresh_install(old_fresh, removed) == fresh_install(fresh, removed)
     assert (seeded.project / "igny8_core/modules/system/migrations/default_settings.csv").exists()
     assert manage(seeded.project, seeded.env, "makemigrations", "--check", "--dry-run")
     applied = query(seeded, "SELECT app, name FROM django_migrations WHERE app = 'site_building'")
@@ -151,12 +191,21 @@ def test_pending_schema_changes_block_the_reset(seeded):
     assert tree_digest(seeded.project) == files
 
 
+def modes(project):
+    return {p: (project / p).stat().st_mode & 0o7777 for p in tree_digest(project)}
+
+
 def test_failure_after_the_rebuild_rolls_back_database_and_files(seeded):
-    before_all, files = seeded.rows(), tree_digest(seeded.project)
+    shared = seeded.project / "igny8_core/modules/system/migrations/0002_seed_settings.py"
+    shared.chmod(0o664)  # group-writable, as in a shared checkout: the rollback keeps it so
+    before_all, files, before_modes = seeded.rows(), tree_digest(seeded.project), modes(seeded.project)
     out = reset(seeded, *REMOVE, "--yes", env={"REMIGRATE_FAULT": "fail:content-types"})
     assert out.returncode == 1
-    assert "rolled back" in out.stderr and "injected failure" in out.stderr
-    assert tree_digest(seeded.project) == files
+    assert "injected failure" in out.stderr
+    # PostgreSQL rebuilt the live database, so it is rolled back; SQLite built a file beside it
+    assert ("rolled back" if seeded.engine == "postgresql" else "the database was never changed") in out.stderr
+    assert "ok  content types" not in out.stdout  # a failed phase is never reported as ok
+    assert tree_digest(seeded.project) == files and modes(seeded.project) == before_modes
     assert seeded.rows() == before_all
     journal = json.loads(next((seeded.project.parent / "b").glob("*/journal.json")).read_text())
     assert journal["status"] == "rolled-back" and journal["phase"] == "content-types"
@@ -257,11 +306,11 @@ def test_run_sql_view_in_the_old_history_is_carried_into_the_new_one(seeded):
     out = reset(seeded, *REMOVE, "--yes")
     assert out.returncode == 0, out.stdout + out.stderr
     assert query(seeded, "SELECT id, title FROM writer_published ORDER BY id") == published  # the live view is back
-    fresh = seeded.project.parent / "fresh.sqlite3"  # and a fresh install has it too (on SQLite: it was made there)
+    fresh = seeded.project.parent / "fresh.sqlite3"  # and a fresh SQLite install has it too
     manage(seeded.project, {"DB_PATH": str(fresh)}, "migrate", "-v0")
     with sqlite3.connect(fresh) as conn:
         views = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'")]
-    assert views == (["writer_published"] if seeded.engine == "sqlite" else [])
+    assert "writer_published" in views  # a PostgreSQL reset measures the old history on SQLite too
 
 
 def test_a_second_reset_while_one_runs_is_refused(seeded):
@@ -273,8 +322,9 @@ def test_a_second_reset_while_one_runs_is_refused(seeded):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list((seeded.project.parent / "b").glob("*/journal.json")):
             time.sleep(0.2)
-        out = reset(seeded, *REMOVE, "--yes")
-        assert out.returncode == 1 and "is running" in out.stderr
+        # One lock per database, wherever the backups go: another --backup-dir is no way around it.
+        out = reset(seeded, *REMOVE, "--yes", backup_dir=seeded.project.parent / "other-folder")
+        assert out.returncode == 1 and "is running" in out.stderr, out.stderr
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -409,6 +459,10 @@ def test_history_modes_tell_old_files_from_a_deployed_new_history():
     applied = [["shop", "0001_initial"], ["shop", "0002_price"], ["auth", "0001_initial"]]
     assert history_mode(old, applied) == "regenerate"
     assert history_mode(new, applied) == "deployed"
+    # what a reset leaves plus a migration written by hand later: the probe says it starts initial
+    later = [{"label": "shop", "migration_files": ["0001_initial.py", "0002_remigrate_carried.py", "0003_price.py"],
+              "starts_initial": True}]
+    assert history_mode(later, applied) == "deployed"
     with pytest.raises(RemigrateError, match="neither"):
         history_mode(odd, applied)
 
@@ -420,3 +474,11 @@ def test_a_failing_check_command_after_the_load_rolls_everything_back(seeded):
     assert "--check-command" in out.stderr and "exit 4" in out.stderr and "rolled back" in out.stderr
     assert "| smoke test: 1 failed" in out.stdout  # the user sees the command's own output
     assert seeded.rows() == before_rows and tree_digest(seeded.project) == files
+
+
+def test_drop_table_of_a_table_a_model_uses_is_refused_in_the_plan(seeded):
+    before_rows = seeded.rows()
+    out = reset(seeded, *REMOVE, "--drop-table", "planner_keyword", "--dry-run")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "--drop-table planner_keyword: a model of the code uses this table" in out.stderr
+    assert seeded.rows() == before_rows

@@ -22,18 +22,42 @@ def make_shims(folder, log):
     return folder
 
 
+def parents():
+    """{pid: parent pid} of every process now."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                out[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])  # the name may hold spaces and parentheses
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
 class ArgvWatcher(threading.Thread):
-    """Reads every process's command line while the run goes on."""
+    """Reads the command line of every process this test started (its descendants, the SSH
+    server's sessions included) while the run goes on; other processes on the machine are
+    none of its business."""
 
     def __init__(self):
         super().__init__(daemon=True)
         self.seen = set()
         self.stop = threading.Event()
+        self.root = os.getpid()
+
+    def mine(self, pid, tree):
+        while pid and pid in tree:
+            if pid == self.root:
+                return True
+            pid = tree[pid]
+        return False
 
     def run(self):
         while not self.stop.is_set():
-            for pid in os.listdir("/proc"):
-                if pid.isdigit():
+            tree = parents()
+            for pid in tree:
+                if pid != self.root and self.mine(pid, tree):
                     try:
                         self.seen.add(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace"))
                     except OSError:
@@ -76,3 +100,13 @@ def test_password_never_in_argv_output_or_manifest(pg_project, tmp_path):
 
 def only_bundle_of(folder):
     return sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))[0]
+
+
+def test_the_scrubber_masks_whole_secrets_and_their_url_forms_and_never_mangles_words():
+    from remigrate_scrub import scrub
+
+    assert scrub("project p at postgres://app:p@db/x", ["p"]) == "project *** at postgres://app:***@db/x"
+    assert scrub("sizes 12 and 123", ["12"]) == "sizes *** and 123"
+    url = "postgres://app:p%40ss%3Aw%2Fo%23r%25d%20%24HOME@db/x and p@ss:w/o#r%d $HOME"
+    assert scrub(url, ["p@ss:w/o#r%d $HOME"]) == "postgres://app:***@db/x and ***"
+    assert scrub("nothing here", ["", None]) == "nothing here"

@@ -88,3 +88,5 @@ def _database():
 
 
 DATABASES = {"default": _database()}
+# The cache lives in the database, in a table made by a data migration (system 0003).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "igny8_cache"}}

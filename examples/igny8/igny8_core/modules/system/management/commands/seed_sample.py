@@ -144,5 +144,16 @@ class Command(BaseCommand):
                     f"INSERT INTO {table} (site_id, step, state, updated_at) VALUES (%s, %s, %s, %s)",
                     [rnd.choice(blueprints).pk, rnd.choice(["draft", "review", "live"]), json.dumps({"i": i, "who": self._text(rnd, 1)}), self._when(rnd)],
                 )
+        # The retired LegacyFlag model has no class either; a full-text index of the prompts on
+        # SQLite; and cache entries in the database cache.
+        with connection.cursor() as cursor:
+            for i in range(4 * scale):
+                cursor.execute("INSERT INTO system_legacyflag (name, enabled) VALUES (%s, %s)", [f"flag {i} {self._text(rnd, 1)}", i % 2 == 0])
+            if connection.vendor == "sqlite":
+                cursor.execute("INSERT INTO system_prompt_fts (rowid, name, template) SELECT id, name, template FROM system_aiprompt")
+        from django.core.cache import cache
+
+        for i in range(3):
+            cache.set(f"igny8:report:{i}", {"rows": i, "text": self._text(rnd, 2)}, timeout=None)
         made = [accounts, users, clusters, keywords, ideas, tasks, contents, blueprints, pages, links, taxonomies, optimizations, publications, integrations, plans, credits, rules, runs, prompts]
         return {i: len(rows) for i, rows in enumerate(made)}

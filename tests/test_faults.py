@@ -1,0 +1,209 @@
+"""Faults and concurrency: rollback bound to the exact run and database, writes during a reset,
+killed runs, signals, damaged bundles. Real SQLite files and a real PostgreSQL server."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import NASTY_PASSWORD, PYTHON, REPO, SAMPLE, PgDb, manage, pg_copy, run_inv, sqlite_copy
+from servers import psycopg_admin
+from test_reset import REMOVE, query, reset, tree_digest
+
+NEW_SETTING = "INSERT INTO system_setting (key, value) VALUES ('written.during.reset', '\"kept\"')"
+
+
+def common(case, backup_dir=None):
+    return ["--project-dir", str(case.project), "--backup-dir", str(backup_dir or case.project.parent / "b")]
+
+
+def start_reset(case, fault, backup_dir=None, remove=True):
+    env = {**os.environ, **case.env, "REMIGRATE_FAULT": fault}
+    return subprocess.Popen([PYTHON, "-m", "invoke", "reset", *common(case, backup_dir), *(REMOVE if remove else []), "--yes"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for(predicate, what, proc=None, seconds=120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the run ended before {what}:\n{out[-3000:]}\n{err[-2000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"never saw {what}")
+
+
+def journal_phase(case, phase):
+    def reached():
+        found = list((case.project.parent / "b").glob("*/journal.json"))
+        return bool(found) and json.loads(found[0].read_text()).get("phase") == phase
+    return reached
+
+
+def test_a_reset_killed_during_its_backup_leaves_nothing_to_roll_back(seeded):
+    """The newest bundle in the folder is an earlier, finished reset: rolling back to it would
+    lose every row written since. The interrupted run never touched anything, and says so."""
+    first = reset(seeded, *REMOVE, "--yes")
+    assert first.returncode == 0, first.stdout + first.stderr
+    seeded.damage([NEW_SETTING])
+    before, files = seeded.rows(), tree_digest(seeded.project)
+    proc = start_reset(seeded, "pause:backup-dump", remove=False)  # a second reset, of the new history
+    wait_for(lambda: list((seeded.project.parent / "b").glob(".*.partial")), "the backup under way", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "never touched the database" in out.stdout and "nothing to roll back" in out.stdout
+    assert seeded.rows() == before and tree_digest(seeded.project) == files
+    again = reset(seeded, "--dry-run")  # and the lock is gone
+    assert again.returncode == 0, again.stderr
+
+
+def second_project(seeded, tmp_path, request):
+    """Another project with its own database (same engine), for a shared backup folder."""
+    other = tmp_path / "second" / "igny8"
+    shutil.copytree(SAMPLE, other, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", ".env", ".remigrate"))
+    if seeded.engine == "sqlite":
+        return other, sqlite_copy(other, request.getfixturevalue("seeded_sqlite_file"))
+    pg = request.getfixturevalue("pg")
+    db = PgDb(pg, seeded.pg_db.name + "_second", seeded.pg_db.role + "_second", NASTY_PASSWORD)
+    pg.create_app_database(db.name, db.role, db.password, createdb=True)
+    request.addfinalizer(lambda: pg.drop_app_database(db.name, db.role))
+    pg_copy(db, request.getfixturevalue("seeded_pg_template"))
+    return other, db.env()
+
+
+def test_two_projects_sharing_a_backup_folder_each_roll_back_their_own(seeded, tmp_path, request):
+    shared = tmp_path / "shared-backups"
+    other, other_env = second_project(seeded, tmp_path, request)
+    out = reset(seeded, *REMOVE, "--yes", backup_dir=shared)
+    assert out.returncode == 0, out.stdout + out.stderr
+    seeded.damage([NEW_SETTING])  # project A changes after its reset
+    a_rows, a_files = seeded.rows(), tree_digest(seeded.project)
+    manage(other, other_env, "shell", "-c", "from igny8_core.modules.system.models import Setting; "
+                                            "Setting.objects.create(key='b.only', value=1)")
+    out = run_inv("reset", "--project-dir", str(other), "--backup-dir", str(shared), *REMOVE, "--yes", env=other_env)
+    assert out.returncode == 0, out.stdout + out.stderr  # B's reset is now the newest bundle in the folder
+    keys = [json.loads(m.read_text())["identity"]["key"] for m in shared.glob("*/manifest.json")]
+    assert len(keys) == 2 and len(set(keys)) == 2
+    out = run_inv("rollback", *common(seeded, shared), "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    settings = {k for (k,) in query(seeded, "SELECT key FROM system_setting")}
+    assert "b.only" not in settings and "written.during.reset" not in settings  # A's own state before its reset
+    assert query(seeded, "SELECT count(*) FROM igny8_site_blueprint_workflow_states") == [(10,)]
+    assert seeded.rows() != a_rows and tree_digest(seeded.project) != a_files  # the old history is back
+    # restore's default is A's own newest bundle too, never B's newer one
+    out = run_inv("restore", *common(seeded, shared), "--yes", "--no-safety-backup", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "b.only" not in {k for (k,) in query(seeded, "SELECT key FROM system_setting")}
+
+
+@pytest.mark.parametrize("phase", ["regenerate-migrations"])
+def test_a_write_during_the_reset_stops_it_and_is_kept(seeded, phase):
+    before_files = tree_digest(seeded.project)
+    proc = start_reset(seeded, f"pause:{phase}:8")
+    wait_for(journal_phase(seeded, phase), f"phase {phase}", proc)
+    seeded.damage([NEW_SETTING])  # the application commits a row after the backup
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out + err
+    assert "changed system_setting" in err and "database was never changed" in err, err
+    assert query(seeded, "SELECT value FROM system_setting WHERE key = 'written.during.reset'")  # the row is there
+    assert tree_digest(seeded.project) == before_files
+    if seeded.engine == "postgresql":  # and the database takes sessions again
+        assert query(seeded, "SELECT datallowconn FROM pg_database WHERE datname = current_database()") == [(True,)]
+
+
+def test_sigterm_during_the_load_rolls_back_like_ctrl_c(seeded):
+    before, files = seeded.rows(), tree_digest(seeded.project)
+    proc = start_reset(seeded, "pause:load:60")
+    wait_for(journal_phase(seeded, "load"), "phase load", proc)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "Rolling back" in out and "SIGTERM" in out + err, out + err
+    assert seeded.rows() == before and tree_digest(seeded.project) == files
+
+
+def test_no_clear_text_password_outlives_a_killed_run(seeded):
+    if seeded.engine != "postgresql":
+        pytest.skip("only PostgreSQL runs write a pgpass file")
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    proc = start_reset(seeded, "pause:load")
+    wait_for(journal_phase(seeded, "load"), "phase load", proc)
+    mine = [p for p in tmp.glob("remigrate.*/owner.json") if json.loads(p.read_text()).get("pid") == proc.pid]
+    assert mine and (mine[0].parent / "pgpass").exists()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (mine[0].parent / "pgpass").exists()  # kill -9 gives no chance to clean up...
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not mine[0].parent.exists()  # ...so the next run removes it
+
+
+def forge(manifest_path, change):
+    data = json.loads(manifest_path.read_text())
+    change(data)
+    manifest_path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("damage, expect", [
+    (lambda m: m.update(files={}), "the manifest lists no files"),
+    (lambda m: m["database"]["tables"].update(planner_keyword=1), "checksum mismatch"),
+    (lambda m: m.pop("checksum"), "has no checksum"),
+])
+def test_a_damaged_manifest_is_refused_before_anything_and_listed_as_damaged(sqlite_project, tmp_path, damage, expect):
+    project, env = sqlite_project
+    args = ["--project-dir", str(project), "--backup-dir", str(tmp_path / "b")]
+    assert run_inv("backup", *args, env=env).returncode == 0
+    manifest = next((tmp_path / "b").glob("*/manifest.json"))
+    forge(manifest, damage)
+    db = project / "db.sqlite3"
+    before = db.read_bytes()
+    out = run_inv("restore", *args, "--yes", "--no-safety-backup", env=env)
+    assert out.returncode == 1 and expect in out.stderr, out.stderr
+    assert db.read_bytes() == before
+    listing = run_inv("backups", *args, env=env)
+    assert "DAMAGED" in listing.stdout and expect in listing.stdout and "safe to delete" not in listing.stdout
+
+
+def test_backups_tells_a_truncated_or_bit_flipped_dump_from_a_good_one(sqlite_project, tmp_path):
+    project, env = sqlite_project
+    args = ["--project-dir", str(project), "--backup-dir", str(tmp_path / "b")]
+    for _ in range(3):
+        assert run_inv("backup", *args, env=env).returncode == 0
+        time.sleep(1.1)  # names are per second
+    good, truncated, flipped = sorted((tmp_path / "b").glob("*/db.sqlite3"))
+    truncated.write_bytes(truncated.read_bytes()[:4096])
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    quick = run_inv("backups", *args, env=env).stdout
+    assert "has 4096 bytes" in quick and quick.count("ok (sizes match)") == 2  # a flipped bit keeps the size
+    deep = run_inv("backups", *args, "--check", env=env).stdout
+    assert deep.count("verified now") == 1 and deep.count("DAMAGED") == 2, deep
+
+
+def test_killed_between_drop_and_create_then_rollback_recreates_the_database(seeded):
+    if seeded.engine != "postgresql":
+        pytest.skip("a SQLite reset never drops the live file")
+    before, files = seeded.rows(), tree_digest(seeded.project)
+    proc = start_reset(seeded, "pause:dropped")
+
+    def dropped():
+        with psycopg_admin(seeded.pg_db.cluster) as conn:
+            return not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [seeded.pg_db.name]).fetchone()
+    wait_for(dropped, "the database dropped", proc)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    again = reset(seeded, *REMOVE, "--yes")
+    assert again.returncode == 1 and "inv rollback" in again.stderr  # the next run names the way back
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert seeded.rows() == before and tree_digest(seeded.project) == files
