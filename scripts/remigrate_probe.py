@@ -847,12 +847,14 @@ def cmd_sqlite_swap(opts):
     conn = None
     if Path(live).exists():
         conn = sqlite3.connect(live, isolation_level=None, timeout=30)
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode=DELETE")  # removes the live file's -wal and -shm
         conn.execute("BEGIN EXCLUSIVE")  # no one commits from here until the file is replaced
         changed = content_changes(expected, schema_facts.sqlite_content(conn))
         if changed:
             conn.execute("ROLLBACK")
+            conn.execute(f"PRAGMA journal_mode={mode}")  # the live file stays as the application had it
             conn.close()
             raise ProbeError(f"{WRITES}the application changed {', '.join(changed[:5])} in {live} after the backup; "
                              "nothing was replaced, the database keeps those rows; stop the application's writers and "

@@ -11,7 +11,7 @@ from invoke import Exit
 from invoke import task as invoke_task
 from paramiko.ssh_exception import SSHException
 
-from tasks import options
+from tasks import console, options
 from tasks.console import RemigrateError, Secrets, table
 
 RESULTS = []  # (host, task, status): the per-host summary of a `fab -H a,b` run
@@ -49,6 +49,9 @@ atexit.register(_print_summary)
 
 
 def _interrupt(signum, _frame):
+    # Invoke may swallow the exception while it waits for a child, so the stop is also
+    # remembered and raised again at the next phase or command (console.check_stop).
+    console.STOP.append(signal.Signals(signum).name)
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 

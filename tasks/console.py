@@ -42,8 +42,19 @@ def _color(text, color):
     return f"{color}{text}{_S.RESET_ALL}"
 
 
+STOP = []  # signals received (SIGTERM, SIGHUP): the task stops at the next phase or command
+
+
+def check_stop():
+    if STOP:
+        raise KeyboardInterrupt(f"stopped by {STOP[0]}")
+
+
 def say(text=""):
-    print(Secrets.scrub(text), flush=True)
+    try:
+        print(Secrets.scrub(text), flush=True)
+    except OSError:  # the terminal went away (SIGHUP): the work, and a rollback, go on without it
+        pass
 
 
 def step(text):

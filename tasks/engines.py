@@ -260,12 +260,14 @@ class Postgres(Engine):
             try:
                 server = int(self.psql("SHOW server_version_num", what="connecting to PostgreSQL"))
             except RemigrateError as exc:
-                if "does not exist" not in str(exc) or "database" not in str(exc):
+                text = str(exc)
+                closed = "not currently accepting connections" in text
+                if not closed and not ("does not exist" in text and "database" in text):
                     raise
-                # a reset killed between DROP and CREATE: the server answers on its maintenance
-                # database, and rollback or restore create the database again from the backup
+                # a reset killed after closing the database, or between DROP and CREATE: the server
+                # answers on its maintenance database; rollback or restore put the database back
                 server = int(self.maintenance("SHOW server_version_num", "connecting to PostgreSQL"))
-                self.missing = True
+                self.missing = not closed
             self.versions["server"] = (server // 10000, server % 10000)
         major, minor = self.versions["server"]
         if self.versions["pg_dump"][0] < major:
@@ -356,6 +358,9 @@ class Postgres(Engine):
         self.target.write_private(expected, json.dumps(manifest["database"]["content"]), replace=True)
         keep_live(lambda: self.project.probe("pg-close", expected, "1" if sessions.get("end") else "0",
                                              str(sessions.get("wait", 30)), what="closing the database"))
+
+    def swapped(self, phases):
+        return False  # PostgreSQL is rebuilt in place: see TOUCHING
 
     def reopen(self):
         """Let sessions in again (after a reset stopped between closing and dropping)."""
@@ -462,9 +467,16 @@ class Sqlite(Engine):
             self.target.run(["rm", "-f", "--", self.new_path + suffix])
 
     def reopen(self):
-        """Nothing to do: a SQLite file is never closed to its readers."""
+        """A SQLite file is never closed to its readers; only the unused new file goes."""
+        self._clear_new()
+
+    def swapped(self, phases):
+        """Whether the live file was replaced: the swap consumes the new file (os.replace)."""
+        return "swap" in phases and not self.target.exists(self.new_path, "-f")
 
     def rebuild_and_load(self, bundle_path, manifest, skip, journal, sessions=None):
+        if self.swapped([p["phase"] for p in journal.data["phases"]]):
+            return  # a resumed run: the new database is in place already
         self._clear_new()
         journal("migrate")
         self.project.manage("migrate", "--noinput", db_name=self.new_path)

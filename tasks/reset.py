@@ -11,7 +11,7 @@ from tasks import bundle as B
 from tasks import runlock
 from tasks.backup import fetch_bundle, find_bundle, take_backup, verify_bundle
 from tasks.base import resolve, task
-from tasks.console import RemigrateError, Secrets, Timer, confirm, human_bytes, ok, say, step, table, warn
+from tasks.console import STOP, RemigrateError, Secrets, Timer, check_stop, confirm, human_bytes, ok, say, step, table, warn
 from tasks.engines import LiveDatabaseKept, engine_for
 from tasks.faults import inject_fault
 from tasks.history import History, install, prove, refusal
@@ -144,6 +144,7 @@ class Journal:
         self.timer = None  # of the phase under way
 
     def __call__(self, phase):
+        check_stop()
         self._close()
         self.data["phase"] = phase
         self.data["phases"].append({"phase": phase, "at": B.now().isoformat(timespec="seconds")})
@@ -289,11 +290,13 @@ def check_application(project, checks):
 # Phases from which the live database is no longer what the backup holds (a SQLite reset builds
 # its new file beside the live one until the swap).
 TOUCHING = {"postgresql": {"drop", "migrate", "load", "content-types", "migrate-again", "verify", "check-application"},
-            "sqlite": {"swap", "verify", "check-application"}}
+            "sqlite": {"verify", "check-application"}}
 
 
-def database_touched(engine_name, phases):
-    return bool(TOUCHING[engine_name] & set(phases))
+def database_touched(engine, phases):
+    """Whether the live database is no longer what the backup holds (SQLite: only once the swap
+    really replaced the file; a swap that failed or was refused changed nothing)."""
+    return bool(TOUCHING[engine.name] & set(phases)) or engine.swapped(phases)
 
 
 def rollback(project, engine, manifest, bundle_path, database=True):
@@ -350,6 +353,15 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
         runlock.update(project, lock, bundle=bundle_path)  # from here on, this run's own bundle is known
         return execute(project, engine, plan, manifest, bundle_path, journal, total)
     finally:
+        release_unless_unfinished(project, bundle_path=lock.get("bundle"))
+
+
+def release_unless_unfinished(project, bundle_path):
+    """The lock goes when the run finished or was rolled back (or never had a bundle); a failed
+    rollback or a verification that found problems keeps it, so no new reset starts on a
+    database in between: the next run names `inv rollback`."""
+    status = read_journal(project, bundle_path).get("status") if bundle_path else None
+    if status in (None, "done", "rolled-back"):
         runlock.release(project)
 
 
@@ -383,10 +395,11 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
             journal("check-application")
             check_application(project, plan.checks)
     except BaseException as exc:
+        STOP.clear()  # the stop asked for is this rollback: its own commands must run
         reason = Secrets.scrub(str(exc) or type(exc).__name__)
         warn(f"the reset failed at phase {journal.data.get('phase')}: {reason}")
         step("Rolling back (database and migration files from the backup)")
-        kept = isinstance(exc, LiveDatabaseKept) or not database_touched(engine.name, [p["phase"] for p in journal.data["phases"]])
+        kept = isinstance(exc, LiveDatabaseKept) or not database_touched(engine, [p["phase"] for p in journal.data["phases"]])
         try:
             rollback(project, engine, manifest, bundle_path, database=not kept)
         except BaseException as again:
@@ -441,11 +454,12 @@ def run_bundle(project, folder, wanted, nothing):
     database's lock (whatever folder it is in), else the named one, else this database's newest
     reset bundle. (None, None) when the interrupted run never touched anything."""
     holder = runlock.read(project)
-    if holder is not None and not wanted:
-        holder = runlock.judge(project, holder)
-        if holder is None:
+    if holder is not None:
+        holder = runlock.judge(project, holder)  # a live run is never rolled back under its feet
+        if holder is None and not wanted:
             return None, None
-        return json.loads(project.target.read_text(posixpath.join(holder["bundle"], B.MANIFEST))), holder["bundle"]
+        if holder is not None and not wanted:
+            return json.loads(project.target.read_text(posixpath.join(holder["bundle"], B.MANIFEST))), holder["bundle"]
     return reset_bundle(project, folder, wanted, nothing)
 
 
@@ -489,7 +503,7 @@ def resume_reset(project, engine, yes):
         step(f"Resuming {manifest['name']} after phase {data.get('phase')}")
         return execute(project, engine, plan, manifest, bundle_path, journal, total, files_ready=files_ready)
     finally:
-        runlock.release(project)
+        release_unless_unfinished(project, bundle_path)
 
 
 def reset_help():
@@ -561,7 +575,7 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
                  f"not from this project's {B.describe_identity(project.identity())}")
         verify_bundle(project, engine, manifest, path)
         data = read_journal(project, path)
-        touched = database_touched(engine.name, [p["phase"] for p in data.get("phases", [])]) if data else True
+        touched = database_touched(engine, [p["phase"] for p in data.get("phases", [])]) if data else True
         what = "the database and the migration files" if touched else "the migration files (the reset never touched the database)"
         confirm(f"Roll back {what} of {engine.name} database {project.db.name} to {manifest['name']} "
                 f"(taken {manifest['created_at']})?", project.db.name.rsplit("/", 1)[-1], yes)

@@ -11,7 +11,7 @@ import shlex
 import shutil
 import socket
 
-from tasks.console import RemigrateError, Secrets
+from tasks.console import RemigrateError, Secrets, check_stop
 
 
 def command_line(argv, env=None, cwd=None):
@@ -54,9 +54,21 @@ def check_host_keys(c):
 OWNER = "owner.json"
 
 
+def owner_mark():
+    """Who made a scratch folder: this machine (host name and machine id, since host names
+    repeat across laptops and containers) and this process."""
+    try:
+        machine = open("/etc/machine-id", encoding="ascii").read().strip()
+    except OSError:
+        machine = ""
+    return {"host": socket.gethostname(), "machine": machine, "pid": os.getpid()}
+
+
 def pid_alive(pid):
     try:
         os.kill(int(pid), 0)
+        return True
+    except PermissionError:  # another user's process (a run under sudo): alive
         return True
     except (OSError, TypeError, ValueError):
         return False
@@ -90,6 +102,7 @@ class Target:
     def shell(self, line, *, what, check=True, timeout=None):
         # in_stream=False: never forward our stdin (no hang in CI, no typed input leaking in).
         result = self.c.run(line, hide=True, warn=True, in_stream=False, timeout=timeout)
+        check_stop()  # a SIGTERM that arrived while the command ran
         if check and result.exited != 0:
             raise CommandFailed(what, result)
         return result
@@ -102,7 +115,7 @@ class Target:
         that a later run removes it if this one is killed before it can."""
         self.remove_dead_private_dirs()
         path = self.run(["mktemp", "-d", "-t", "remigrate.XXXXXXXX"], what="creating a private temporary folder").stdout.strip()
-        self.write_private(f"{path}/{OWNER}", json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        self.write_private(f"{path}/{OWNER}", json.dumps(owner_mark()))
         return path
 
     def remove_dead_private_dirs(self):
@@ -115,7 +128,8 @@ class Target:
                 owner = json.loads(text)
             except ValueError:
                 continue
-            if owner.get("host") == socket.gethostname() and not pid_alive(owner.get("pid")):
+            me = owner_mark()
+            if (owner.get("host"), owner.get("machine")) == (me["host"], me["machine"]) and not pid_alive(owner.get("pid")):
                 self.remove_tree(folder)
 
     def remove_tree(self, path):

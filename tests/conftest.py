@@ -221,7 +221,17 @@ def _pg_execute(db):
 @pytest.fixture(params=["sqlite", "postgresql"])
 def seeded(request, project):
     """The same test on every engine: the sample project seeded on SQLite, then on PostgreSQL."""
-    if request.param == "sqlite":
+    return engine_case(request, project, request.param)
+
+
+@pytest.fixture
+def sqlite_case(request, project):
+    """The seeded sample project on SQLite only (for what only a SQLite file can show)."""
+    return engine_case(request, project, "sqlite")
+
+
+def engine_case(request, project, engine):
+    if engine == "sqlite":
         env = sqlite_copy(project, request.getfixturevalue("seeded_sqlite_file"))
         path = Path(env["DB_PATH"])
         return EngineCase("sqlite", project, env, lambda: sqlite_rows(path), _sqlite_execute(path))

@@ -20,9 +20,10 @@ def common(case, backup_dir=None):
     return ["--project-dir", str(case.project), "--backup-dir", str(backup_dir or case.project.parent / "b")]
 
 
-def start_reset(case, fault, backup_dir=None, remove=True):
+def start_reset(case, fault, backup_dir=None, remove=True, extra=()):
     env = {**os.environ, **case.env, "REMIGRATE_FAULT": fault}
-    return subprocess.Popen([PYTHON, "-m", "invoke", "reset", *common(case, backup_dir), *(REMOVE if remove else []), "--yes"],
+    return subprocess.Popen([PYTHON, "-m", "invoke", "reset", *common(case, backup_dir), *(REMOVE if remove else []), "--yes",
+                             *extra],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -207,3 +208,32 @@ def test_killed_between_drop_and_create_then_rollback_recreates_the_database(see
     out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert seeded.rows() == before and tree_digest(seeded.project) == files
+
+
+def test_sigterm_while_a_command_runs_still_rolls_back(sqlite_case):
+    """Invoke swallows the interrupt while it waits for a child: the stop is remembered and the
+    reset rolls back as soon as the command returns."""
+    before, files = sqlite_case.rows(), tree_digest(sqlite_case.project)
+    proc = start_reset(sqlite_case, "none", extra=["--check-command", "sleep 6"])
+    wait_for(journal_phase(sqlite_case, "check-application"), "phase check-application", proc)
+    time.sleep(1)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Rolling back" in out and "SIGTERM" in out + err, out + err
+    assert sqlite_case.rows() == before and tree_digest(sqlite_case.project) == files
+
+
+def test_a_sqlite_reset_killed_before_its_swap_never_rolls_the_live_file_back(sqlite_case):
+    """Until the swap replaced it, the live file is the application's: a row it writes after
+    the reset died survives the rollback."""
+    files = tree_digest(sqlite_case.project)
+    proc = start_reset(sqlite_case, "pause:swap")
+    wait_for(journal_phase(sqlite_case, "swap"), "phase swap", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    sqlite_case.damage([NEW_SETTING])
+    after_write = sqlite_case.rows()
+    out = run_inv("rollback", *common(sqlite_case), "--yes", env=sqlite_case.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "the reset never touched the database" in out.stdout
+    assert sqlite_case.rows() == after_write and tree_digest(sqlite_case.project) == files

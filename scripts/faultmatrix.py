@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Kill a reset with kill -9 at every phase boundary, on SQLite and PostgreSQL, and recover.
+
+Usage: .venv/bin/python scripts/faultmatrix.py [--engine sqlite|postgresql|all] [--recover rollback|resume]
+
+For each phase: a scratch copy of the sample project is seeded, `inv reset` is started and
+killed (with its children) once its journal (or its backup folder) reaches the phase, then
+the next `inv reset` is run to see what it tells the user, then the recovery command, and the
+rows and migration files are compared with what they were before (rollback) or with a clean
+reset (resume). Prints one row per case. Not a test: the suite kills at a few phases; this
+runs them all (several minutes).
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from servers import pg_cluster, psycopg_admin  # noqa: E402
+
+PHASES = {
+    "sqlite": ["backup-dump", "remove-models", "regenerate-migrations", "migrate", "load", "content-types", "swap",
+               "verify", "check-application"],
+    "postgresql": ["backup-dump", "remove-models", "regenerate-migrations", "close", "drop", "dropped", "migrate", "load",
+                   "content-types", "verify", "check-application"],
+}
+REMOVE = ["--remove-model", "site_building.WorkflowState"]
+
+
+def run(argv, env, cwd, timeout=600):
+    return subprocess.run(argv, env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def files_digest(project):
+    return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(project.glob("igny8_core/**/migrations/*")) if p.is_file() and "__pycache__" not in p.parts}
+
+
+def snapshot(project, env):
+    code = ("import json; from django.db import connection\n"
+            "with connection.cursor() as c:\n"
+            "    names = [t for t in connection.introspection.table_names(c) if t != 'django_migrations']\n"
+            "    out = {}\n"
+            "    for t in names:\n"
+            "        c.execute('SELECT * FROM ' + connection.ops.quote_name(t))\n"
+            "        cols = [d[0] for d in c.description]\n"
+            "        out[t] = sorted(repr(sorted(zip(cols, map(str, r)))) for r in c.fetchall())\n"
+            "print(json.dumps(out))")
+    out = run([sys.executable, "manage.py", "shell", "-c", code], env, project)
+    if out.returncode:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    data.pop("igny8_site_blueprint_workflow_states", None)  # the removed model's rows are meant to go
+    return data
+
+
+def kill_at(project, backups, env, phase, gone):
+    """Start a reset and kill -9 its process group once it reaches `phase`."""
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "reset", "--project-dir", str(project), "--backup-dir",
+                             str(backups), *REMOVE, "--yes"], cwd=REPO,
+                            env={**os.environ, **env, "REMIGRATE_FAULT": f"pause:{phase}"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def reached():
+        if phase == "backup-dump":
+            return bool(list(backups.glob(".*.partial")))
+        journals = list(backups.glob("*/journal.json"))
+        if not journals:
+            return False
+        at = json.loads(journals[0].read_text()).get("phase")
+        return at == "drop" and gone() if phase == "dropped" else at == phase
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if reached():
+            time.sleep(0.3)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.2)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    return False
+
+
+def case(engine, phase, recover, workdir, env_for):
+    project = workdir / f"{engine}-{phase}" / "igny8"
+    shutil.copytree(REPO / "examples" / "igny8", project, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", ".env"))
+    env, gone = env_for(project)
+    run([sys.executable, "manage.py", "migrate", "-v0"], env, project)
+    run([sys.executable, "manage.py", "seed_sample"], env, project)
+    before_rows, before_files = snapshot(project, env), files_digest(project)
+    backups = project.parent / "backups"
+    if not kill_at(project, backups, env, phase, gone):
+        return [engine, phase, "never reached", "-", "-"]
+    common = ["--project-dir", str(project), "--backup-dir", str(backups)]
+    told = run([sys.executable, "-m", "invoke", "reset", *common, *REMOVE, "--dry-run"], env, REPO)
+    said = (told.stderr.strip().splitlines() or told.stdout.strip().splitlines() or ["(nothing)"])[-1]
+    said = said.replace("remigrate: error: ", "")[:110]
+    args = ["rollback", *common, "--yes"] if recover == "rollback" else ["reset", *common, "--resume", "--yes"]
+    out = run([sys.executable, "-m", "invoke", *args], env, REPO)
+    last = (out.stdout.strip().splitlines() or ["(nothing)"])[-1] if out.returncode == 0 else \
+        (out.stderr.strip().splitlines() or ["failed"])[-1]
+    after_rows = snapshot(project, env)
+    if recover == "rollback":
+        exact = after_rows == before_rows and files_digest(project) == before_files
+    else:
+        exact = after_rows == before_rows and all(f.endswith(("_initial.py", "_carried.py", "_carried.json", ".csv"))
+                                                  for f in files_digest(project) if "/0" in f or f.endswith(".csv"))
+    return [engine, phase, said, f"rc={out.returncode}: {last[:70]}", "exact" if exact else "DIFFERS"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", choices=["sqlite", "postgresql", "all"], default="all")
+    parser.add_argument("--recover", choices=["rollback", "resume"], default="rollback")
+    opts = parser.parse_args()
+    for key in [k for k in os.environ if k.startswith(("DATABASE_URL", "DB_", "PG"))]:
+        del os.environ[key]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="remigrate-faults-") as tmp:
+        workdir = Path(tmp)
+        if opts.engine in ("sqlite", "all"):
+            for phase in PHASES["sqlite"]:
+                results.append(case("sqlite", phase, opts.recover, workdir,
+                                    lambda p: ({"DB_PATH": str(p.parent / "db.sqlite3")}, lambda: False)))
+                print(" | ".join(results[-1]), flush=True)
+        if opts.engine in ("postgresql", "all"):
+            with pg_cluster() as pg:
+                for n, phase in enumerate(PHASES["postgresql"]):
+                    name = f"fm{n}"
+                    pg.create_app_database(name, name, "fm-pw", createdb=True)
+
+                    def gone(name=name):
+                        with psycopg_admin(pg) as conn:
+                            return not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+
+                    results.append(case("postgresql", phase, opts.recover, workdir, lambda p, name=name, gone=gone: (
+                        {"DATABASE_URL": f"postgres://{name}:fm-pw@127.0.0.1:{pg.port}/{name}"}, gone)))
+                    print(" | ".join(results[-1]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
