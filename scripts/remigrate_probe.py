@@ -601,36 +601,6 @@ def pending_changes(loader, removals):
     return out
 
 
-def cmd_schema_check(opts):
-    """Differences between the live tables and the current models that a data load cannot absorb."""
-    setup_django(opts.settings)
-    from django.apps import apps
-    from django.db import connection
-
-    problems = []
-    with connection.cursor() as cursor:
-        existing = set(connection.introspection.table_names(cursor))
-        for model in apps.get_models(include_auto_created=True):
-            meta = model._meta
-            if not meta.managed or meta.proxy:
-                continue
-            if meta.db_table not in existing:
-                problems.append(f"new table {meta.db_table} (model {meta.label}) has no migration yet")
-                continue
-            live = {c.name: c for c in connection.introspection.get_table_description(cursor, meta.db_table)}
-            fields = {f.column: f for f in meta.local_concrete_fields}
-            for column, f in fields.items():
-                if column not in live:
-                    problems.append(f"new column {meta.db_table}.{column} ({meta.label}.{f.name}) has no migration yet")
-                elif bool(live[column].null_ok) != bool(f.null) and not f.primary_key:
-                    problems.append(f"column {meta.db_table}.{column} is {'NULL' if live[column].null_ok else 'NOT NULL'} "
-                                    f"in the database but {'NULL' if f.null else 'NOT NULL'} in the model")
-            for column in sorted(set(live) - set(fields)):
-                problems.append(f"column {meta.db_table}.{column} is in the database but no longer in model {meta.label} "
-                                "(its data would be lost)")
-    return {"problems": problems}
-
-
 def cmd_manage(opts):
     """Run management commands in this process (so the .env values reach them), several in one
     Django start-up when separated by "--then"; capture their output."""
@@ -974,7 +944,6 @@ COMMANDS = {
     "plan": cmd_plan,
     "lock": cmd_lock,
     "restore-migrations": cmd_restore_migrations,
-    "schema-check": cmd_schema_check,
     "manage": cmd_manage,
     "sqlite-load": cmd_sqlite_load,
     "content-types": cmd_content_types,

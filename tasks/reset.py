@@ -33,7 +33,6 @@ class Plan:
     orphans: dict  # table -> rows: tables with no model after the reset, not named
     empty_orphans: list
     special: list
-    drift: list
     stats: dict
     skip: set = field(default_factory=set)  # tables not brought back
     mode: str = "regenerate"  # or "deployed": the new history is already on disk
@@ -104,7 +103,7 @@ def make_plan(project, engine, remove_models_, drop_tables, accept=(), absorb_pe
     orphans = {t: live[t] for t in sorted(unmodelled) if live[t]}
     empty = sorted(t for t in unmodelled if not live[t])
     return Plan(apps=facts["apps"], removals=facts["removals"], drop_tables=list(drop_tables), orphans=orphans,
-                empty_orphans=empty, special=facts["special_operations"], drift=[], stats=stats,
+                empty_orphans=empty, special=facts["special_operations"], stats=stats,
                 skip=named | set(empty), mode=mode, history=history, accept=list(accept))
 
 
@@ -467,7 +466,7 @@ def plan_from_journal(data):
     """The plan a reset saved in its journal, enough to resume or verify it."""
     saved = data.get("plan") or {}
     return Plan(apps=saved.get("apps", []), removals=saved.get("removals", {}), drop_tables=saved.get("drop_tables", []),
-                orphans={}, empty_orphans=[], special=saved.get("special", []), drift=[], stats={},
+                orphans={}, empty_orphans=[], special=saved.get("special", []), stats={},
                 skip=set(saved.get("skip", [])), mode=saved.get("mode", "regenerate"), accept=saved.get("accept", []),
                 checks=saved.get("checks", {}), sessions=saved.get("sessions", {}))
 
