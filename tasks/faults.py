@@ -1,5 +1,6 @@
 """Fault injection for the tests: REMIGRATE_FAULT=fail:PHASE, or pause:PHASE[:SECONDS]
-(default 120), acts when a run reaches PHASE. Unset in normal use, it does nothing."""
+(default 120), acts when a run reaches PHASE; problem:verify makes verification find a
+problem. Unset in normal use, it does nothing."""
 import os
 import time
 
@@ -15,3 +16,7 @@ def inject_fault(phase):
         raise RemigrateError(f"injected failure at phase {phase} (REMIGRATE_FAULT)")
     if action == "pause":
         time.sleep(float(seconds or 120))
+
+
+def injected_problem(phase):
+    return os.environ.get("REMIGRATE_FAULT", "") == f"problem:{phase}"

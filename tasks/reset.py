@@ -13,7 +13,7 @@ from tasks.backup import fetch_bundle, find_bundle, take_backup, verify_bundle
 from tasks.base import resolve, task
 from tasks.console import STOP, RemigrateError, Secrets, Timer, check_stop, confirm, human_bytes, ok, say, step, table, warn
 from tasks.engines import LiveDatabaseKept, engine_for
-from tasks.faults import inject_fault
+from tasks.faults import inject_fault, injected_problem
 from tasks.history import History, install, prove, refusal
 from tasks.history import show as show_history
 from tasks.history import summary as history_summary
@@ -253,6 +253,8 @@ def verify(project, engine, manifest, plan):
         want = old_hw.get((s["table"], s["column"]))
         if want is not None and s["table"] != "django_migrations" and s["high_water"] < want:
             problems.append(f"sequence of {s['table']}.{s['column']} is at {s['high_water']}, below the old {want}")
+    if injected_problem("verify"):
+        problems.append("injected verification problem (REMIGRATE_FAULT)")
     fk_before = manifest["database"]["properties"].get("foreign_key_violations", 0)
     if after["properties"].get("foreign_key_violations", 0) > fk_before:
         problems.append("the database has broken foreign keys that the backup did not have")
@@ -320,7 +322,7 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
     backup_dir = project.default_backup_dir()
     holder = runlock.read(project)  # a reset that is running, or died half-way, comes first
     if holder is not None and runlock.judge(project, holder) is not None:
-        raise runlock.interrupted(project, holder)
+        raise runlock.interrupted(project, holder, read_journal(project, holder["bundle"]).get("status", "running"))
     plan = make_plan(project, engine, remove_model, drop_table, accept, absorb_pending)
     plan.checks = {k: v for k, v in (checks or {}).items() if v}
     plan.sessions = dict(sessions or {})

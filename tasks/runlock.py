@@ -70,10 +70,16 @@ def take(project, run_id, backup_dir):
     raise RemigrateError(f"could not take the lock {path}; another run keeps taking it")
 
 
-def interrupted(project, holder):
-    return RemigrateError(f"a reset of {B.describe_identity(project.identity())} was interrupted (run "
-                          f"{holder.get('run_id')}, pid {holder.get('pid')} is gone; its backup is {holder.get('bundle')}); "
-                          "finish it with `inv reset --resume`, or put everything back with `inv rollback`")
+def interrupted(project, holder, status="running"):
+    """The refusal while a dead run's lock stands, naming the command that recovers."""
+    what = B.describe_identity(project.identity())
+    if status in ("failed", "verify-failed"):
+        return RemigrateError(f"the last reset of {what} (run {holder.get('run_id')}) ended {status} and left things "
+                              f"as they were then (see the journal and report in {holder.get('bundle')}); put everything "
+                              "back with `inv rollback` before a new reset")
+    return RemigrateError(f"a reset of {what} was interrupted (run {holder.get('run_id')}, pid {holder.get('pid')} is "
+                          f"gone; its backup is {holder.get('bundle')}); finish it with `inv reset --resume`, or put "
+                          "everything back with `inv rollback`")
 
 
 def update(project, info, **fields):

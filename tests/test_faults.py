@@ -237,3 +237,15 @@ def test_a_sqlite_reset_killed_before_its_swap_never_rolls_the_live_file_back(sq
     assert out.returncode == 0, out.stdout + out.stderr
     assert "the reset never touched the database" in out.stdout
     assert sqlite_case.rows() == after_write and tree_digest(sqlite_case.project) == files
+
+
+def test_a_verification_that_found_problems_keeps_the_lock_until_rollback(sqlite_case):
+    before, files = sqlite_case.rows(), tree_digest(sqlite_case.project)
+    out = reset(sqlite_case, *REMOVE, "--yes", env={"REMIGRATE_FAULT": "problem:verify"})
+    assert out.returncode == 1 and "verification found 1 problems" in out.stderr, out.stderr
+    again = reset(sqlite_case, "--dry-run")  # nothing new starts on a database in that state
+    assert again.returncode == 1 and "ended verify-failed" in again.stderr and "inv rollback" in again.stderr
+    out = run_inv("rollback", *common(sqlite_case), "--yes", env=sqlite_case.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert sqlite_case.rows() == before and tree_digest(sqlite_case.project) == files
+    assert reset(sqlite_case, *REMOVE, "--dry-run").returncode == 0
