@@ -220,9 +220,10 @@ def pg_stats(cursor):
             "last_value": last_value, "is_called": is_called,
             "high_water": last_value if is_called else last_value - 1,
         })
+    grants = schema_facts.pg_grants(cursor)
     return {"server_version": version, "server_version_num": version_num, "properties": properties,
-            "relations": relations, "tables": counts, "sequences": sequences,
-            "objects": schema_facts.objects(schema_facts.pg_schema(cursor))}
+            "relations": relations, "tables": counts, "sequences": sequences, "grants": grants,
+            "objects": schema_facts.objects(schema_facts.pg_schema(cursor)) + [schema_facts.grant_key(g) for g in grants]}
 
 
 def sqlite_quote(name):

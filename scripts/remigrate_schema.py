@@ -250,6 +250,28 @@ def pg_schema(cursor):
     return out
 
 
+def pg_grants(cursor):
+    """Privileges on tables, views and sequences granted to roles other than the owner (the
+    migrations do not make them, so a rebuild must give them again)."""
+    cursor.execute(
+        "SELECT n.nspname, c.relname, CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,"
+        " CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable,"
+        " (SELECT t.relname || '.' || col.attname FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid"
+        "   JOIN pg_attribute col ON col.attrelid = d.refobjid AND col.attnum = d.refobjsubid"
+        "   WHERE d.objid = c.oid AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a"
+        f" WHERE c.relacl IS NOT NULL AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND {USER_SCHEMAS}"
+        " AND a.grantee <> c.relowner ORDER BY 1, 2, 4, 5")
+    # A column's sequence is named after its table's old name (RenameModel): keyed by the column.
+    return [{"schema": s, "name": n, "kind": k, "grantee": g, "privilege": p, "grantable": bool(w), "owned_by": o}
+            for s, n, k, g, p, w, o in cursor.fetchall()]
+
+
+def grant_key(grant):
+    target = f"sequence of {grant['owned_by']}" if grant.get("owned_by") else pg_key(grant["schema"], grant["name"])
+    return f"grant {grant['privilege']} on {target} to {grant['grantee']}"
+
+
 def describe(connection, content=False, upto=None):
     """Schema (and, with content, every table's digest) of an open Django connection."""
     with connection.cursor() as cursor:

@@ -129,6 +129,7 @@ def build_manifest(*, name, kind, engine, db, stats, dump, files, archive, proje
             "sequences": stats.get("sequences", []),
             "content": stats.get("content", {}),
             "objects": stats.get("objects", []),
+            "grants": stats.get("grants", []),
         },
         "applied_migrations": stats.get("applied_migrations"),
         "dump": dump,
@@ -189,6 +190,9 @@ def missing_objects(before, after, skip=()):
         kind, _, name = obj.partition(" ")
         if kind == "trigger":
             return name.rsplit(".", 1)[0] in skip
+        if kind == "grant":  # "grant SELECT on table to role", "grant USAGE on sequence of table.col to role"
+            target = name.split(" on ", 1)[1].rsplit(" to ", 1)[0].replace("sequence of ", "", 1)
+            return target in skip or target.rsplit(".", 1)[0] in skip
         return obj.startswith("virtual table ") and obj[len("virtual table "):] in skip
     return sorted(o for o in set(before) - set(after) if not on_skipped(o))
 

@@ -142,6 +142,29 @@ END $$;
 """
 
 
+def grant_sql(grants):
+    """The privileges other roles had, given again on the relations the new schema has (the
+    migrations make tables owned by their owner only)."""
+    out = []
+    for g in grants:
+        grantee = "PUBLIC" if g["grantee"] == "PUBLIC" else sql.Identifier(g["grantee"]).as_string(None)
+        tail = f" TO {grantee}" + (" WITH GRANT OPTION" if g["grantable"] else "")
+        if g.get("owned_by"):  # a column's sequence: found again by its column, whatever its name now
+            table, column = g["owned_by"].rsplit(".", 1)
+            target = (f"pg_get_serial_sequence({sql.Literal(pg_identifier(g['schema'], table)).as_string(None)}, "
+                      f"{sql.Literal(column).as_string(None)})")
+            body = (f"IF to_regclass({sql.Literal(pg_identifier(g['schema'], table)).as_string(None)}) IS NOT NULL "
+                    f"AND {target} IS NOT NULL THEN EXECUTE 'GRANT {g['privilege']} ON SEQUENCE ' || {target} || "
+                    f"{sql.Literal(tail).as_string(None)}; END IF;")
+        else:
+            name = pg_identifier(g["schema"], g["name"])
+            statement = f"GRANT {g['privilege']} ON {g['kind']} {name}{tail}"
+            body = (f"IF to_regclass({sql.Literal(name).as_string(None)}) IS NOT NULL THEN "
+                    f"EXECUTE {sql.Literal(statement).as_string(None)}; END IF;")
+        out.append(f"DO $remigrate$ BEGIN {body} END $remigrate$;\n")
+    return "".join(out)
+
+
 def load_post_sql(high_waters):
     """Triggers back on; every sequence set by (table, column) to the greater of max(column) and
     the old high-water mark, so no id is ever reused (a renamed model's old sequence name is moot)."""
@@ -401,7 +424,8 @@ class Postgres(Engine):
         listing = self.target.run(["pg_restore", "--list", dump], what="reading the backup's table of contents").stdout
         work = self.project.workdir
         files = {"toc": filter_toc(listing, keep), "pre": LOAD_PRE_SQL,
-                 "post": load_post_sql({(s["table"], s["column"]): s["high_water"] for s in manifest["database"]["sequences"]})}
+                 "post": load_post_sql({(s["table"], s["column"]): s["high_water"] for s in manifest["database"]["sequences"]})
+                 + grant_sql(manifest["database"].get("grants", []))}
         for key, text in files.items():
             self.target.write_private(posixpath.join(work, f"load-{key}"), text)
         data = ["pg_restore", "--data-only", f"--use-list={posixpath.join(work, 'load-toc')}", "--file=-", dump]

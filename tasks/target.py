@@ -7,6 +7,7 @@ Commands are argv lists quoted once here; environment values travel as `env K=V`
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -80,9 +81,14 @@ class CommandFailed(RemigrateError):
         self.stderr = Secrets.scrub(result.stderr or "")
         self.stdout = Secrets.scrub(result.stdout or "")
         lines = [ln.strip() for ln in (self.stderr or self.stdout).strip().splitlines() if ln.strip()]
-        # The first ERROR/FATAL line says what went wrong; the lines after it are context.
-        errors = [ln for ln in lines if any(w in ln for w in ("ERROR", "FATAL", "error:", "Error:"))]
-        detail = (errors or lines or [f"exit code {result.exited}"])[0 if errors else -1]
+        # A Python traceback's last line says what went wrong (warnings before it do not);
+        # otherwise the first ERROR/FATAL line; the lines after it are context.
+        raised = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Exit): ", ln) and "Warning" not in ln]
+        errors = [ln for ln in lines if "Warning:" not in ln and any(w in ln for w in ("ERROR", "FATAL", "error:", "Error:"))]
+        if raised:
+            detail = raised[-1]
+        else:
+            detail = (errors or lines or [f"exit code {result.exited}"])[0 if errors else -1]
         super().__init__(f"{what} failed: {detail}")
 
 

@@ -482,3 +482,24 @@ def test_drop_table_of_a_table_a_model_uses_is_refused_in_the_plan(seeded):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "--drop-table planner_keyword: a model of the code uses this table" in out.stderr
     assert seeded.rows() == before_rows
+
+
+def test_postgres_grants_to_other_roles_survive_the_rebuild(seeded):
+    """The migrations make tables owned by their owner only: privileges given to other roles
+    (a read-only reporting role, an app role using sequences) must be given again."""
+    if seeded.engine != "postgresql":
+        pytest.skip("SQLite has no privileges")
+    role = f"reporting_{seeded.pg_db.name}"
+    with psycopg_admin(seeded.pg_db.cluster) as conn:
+        conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
+    seeded.damage([f'GRANT SELECT ON planner_keyword TO "{role}"',
+                   f"GRANT USAGE ON SEQUENCE planner_idea_id_seq TO \"{role}\""])  # a renamed model's sequence
+    out = reset(seeded, *REMOVE, "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    checks = query(seeded, f"SELECT has_table_privilege('{role}', 'planner_keyword', 'SELECT'), "
+                           f"has_sequence_privilege('{role}', pg_get_serial_sequence('planner_contentidea', 'id'), 'USAGE')")
+    assert checks == [(True, True)]
+    seeded.damage([f'REVOKE SELECT ON planner_keyword FROM "{role}"'])  # and verify notices a lost one
+    out = run_inv("verify", "--project-dir", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b"),
+                  env=seeded.env)
+    assert out.returncode == 1 and f"grant SELECT on planner_keyword to {role} is gone" in out.stdout, out.stdout
