@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Kill a reset with kill -9 at every phase boundary, on SQLite and PostgreSQL, and recover.
 
-Usage: .venv/bin/python scripts/faultmatrix.py [--engine sqlite|postgresql|all] [--recover rollback|resume]
+Usage: .venv/bin/python scripts/faultmatrix.py [--engine sqlite|postgresql|all] [--recover rollback|resume] [--ssh]
+
+With --ssh every command runs as `fab -H` against an OpenSSH server started on loopback (the
+project is a "host" copy with its own .env and interpreter), and kill -9 hits the fab process.
 
 For each phase: a scratch copy of the sample project is seeded, `inv reset` is started and
 killed (with its children) once its journal (or its backup folder) reaches the phase, then
@@ -11,6 +14,7 @@ reset (resume). Prints one row per case. Not a test: the suite kills at a few ph
 runs them all (several minutes).
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -24,14 +28,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from servers import pg_cluster, psycopg_admin  # noqa: E402
+from servers import pg_cluster, psycopg_admin, ssh_server  # noqa: E402
 
 PHASES = {
-    "sqlite": ["backup-dump", "remove-models", "regenerate-migrations", "migrate", "load", "content-types", "swap",
-               "verify", "check-application"],
+    "sqlite": ["backup-dump", "remove-models", "regenerate-migrations", "migrate", "load", "content-types", "verify",
+               "swap", "check-application"],
     "postgresql": ["backup-dump", "remove-models", "regenerate-migrations", "close", "drop", "dropped", "migrate", "load",
-                   "content-types", "verify", "check-application"],
+                   "content-types", "verify", "swap", "check-application"],
 }
+TOOL = [sys.executable, "-m", "invoke"]  # or fab -H, with --ssh
 REMOVE = ["--remove-model", "site_building.WorkflowState"]
 
 
@@ -64,7 +69,7 @@ def snapshot(project, env):
 
 def kill_at(project, backups, env, phase, gone):
     """Start a reset and kill -9 its process group once it reaches `phase`."""
-    proc = subprocess.Popen([sys.executable, "-m", "invoke", "reset", "--project-dir", str(project), "--backup-dir",
+    proc = subprocess.Popen([*TOOL, "reset", "--project-dir", str(project), "--backup-dir",
                              str(backups), *REMOVE, "--yes"], cwd=REPO,
                             env={**os.environ, **env, "REMIGRATE_FAULT": f"pause:{phase}"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -95,6 +100,11 @@ def case(engine, phase, recover, workdir, env_for):
     project = workdir / f"{engine}-{phase}" / "igny8"
     shutil.copytree(REPO / "examples" / "igny8", project, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", ".env"))
     env, gone = env_for(project)
+    if TOOL[2] == "fabric":  # the host's own .env and interpreter, as a deployed project has
+        (project / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        (project / ".venv" / "bin").mkdir(parents=True)
+        (project / ".venv" / "bin" / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+        (project / ".venv" / "bin" / "python").chmod(0o755)
     run([sys.executable, "manage.py", "migrate", "-v0"], env, project)
     run([sys.executable, "manage.py", "seed_sample"], env, project)
     before_rows, before_files = snapshot(project, env), files_digest(project)
@@ -102,11 +112,11 @@ def case(engine, phase, recover, workdir, env_for):
     if not kill_at(project, backups, env, phase, gone):
         return [engine, phase, "never reached", "-", "-"]
     common = ["--project-dir", str(project), "--backup-dir", str(backups)]
-    told = run([sys.executable, "-m", "invoke", "reset", *common, *REMOVE, "--dry-run"], env, REPO)
+    told = run([*TOOL, "reset", *common, *REMOVE, "--dry-run"], env, REPO)
     said = (told.stderr.strip().splitlines() or told.stdout.strip().splitlines() or ["(nothing)"])[-1]
     said = said.replace("remigrate: error: ", "")[:110]
     args = ["rollback", *common, "--yes"] if recover == "rollback" else ["reset", *common, "--resume", "--yes"]
-    out = run([sys.executable, "-m", "invoke", *args], env, REPO)
+    out = run([*TOOL, *args], env, REPO)
     last = (out.stdout.strip().splitlines() or ["(nothing)"])[-1] if out.returncode == 0 else \
         (out.stderr.strip().splitlines() or ["failed"])[-1]
     after_rows = snapshot(project, env)
@@ -122,7 +132,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=["sqlite", "postgresql", "all"], default="all")
     parser.add_argument("--recover", choices=["rollback", "resume"], default="rollback")
+    parser.add_argument("--ssh", action="store_true", help="run every command with fab -H over a loopback SSH server")
     opts = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        if opts.ssh:
+            server = stack.enter_context(ssh_server())
+            TOOL[:] = [sys.executable, "-m", "fabric", "-S", str(server.ssh_config), "-H", server.host]
+        matrix(opts)
+
+
+def matrix(opts):
     for key in [k for k in os.environ if k.startswith(("DATABASE_URL", "DB_", "PG"))]:
         del os.environ[key]
     results = []

@@ -4,6 +4,8 @@ preflight(), stats(), size_estimate(), dump(path), verify_dump(path), restore(pa
 
 The command builders and error explanations are plain functions, tested without a server.
 """
+import contextlib
+import hashlib
 import json
 import posixpath
 import re
@@ -114,6 +116,28 @@ def filter_toc(listing, keep):
     return "\n".join(out) + "\n"
 
 
+BUILD_SUFFIX = "__remigrate_build"
+
+
+def build_name(name):
+    """The name the new database is built under, so the live name stays free while it is built:
+    no application session can reach (and write into) a half-built database."""
+    room = 63 - len(BUILD_SUFFIX)  # PostgreSQL names are at most 63 bytes
+    return name.encode("utf-8")[:room].decode("utf-8", errors="ignore") + BUILD_SUFFIX
+
+
+def retarget(statement, old, new):
+    """A database-level statement of the archive (CREATE/ALTER/COMMENT/GRANT) aimed at another name."""
+    for written in (sql.Identifier(old).as_string(None), old):
+        for head in ("CREATE DATABASE ", "ALTER DATABASE ", "COMMENT ON DATABASE ", " ON DATABASE "):
+            needle = head + written
+            at = statement.find(needle)
+            end = at + len(needle)
+            if at >= 0 and statement[end:end + 1] in (" ", ";", ""):
+                return statement[:at] + head + sql.Identifier(new).as_string(None) + statement[end:]
+    raise RemigrateError(f"cannot find database {old} in the backup's statement {statement[:60]!r}")
+
+
 def database_statements(create_script):
     """CREATE DATABASE and the database-level settings, owner, grants and comment from the
     output of `pg_restore --create --schema-only`, one statement a line."""
@@ -203,6 +227,19 @@ BEGIN
 END $$;
 DROP TABLE remigrate_high_water;
 """
+
+
+def advisory_key(identity_key):
+    """The server-side lock key of a database: 60 bits of a hash of its identity."""
+    return int(hashlib.sha256(f"remigrate:{identity_key}".encode("utf-8")).hexdigest()[:15], 16)
+
+
+def lock_holder_sql(key):
+    """Who holds the advisory lock `key`: pid, client, application and since when."""
+    return ("SELECT format('pid %s from %s (%s) since %s', a.pid, coalesce(host(a.client_addr), 'the local socket'), "
+            "a.application_name, a.backend_start::timestamp(0)) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            f"AND ((l.classid::bigint << 32) | l.objid::bigint) = {int(key)}")
 
 
 class LiveDatabaseKept(RemigrateError):
@@ -301,10 +338,10 @@ class Postgres(Engine):
                                  f"{self.versions['pg_restore'][0]} here; install a newer postgresql-client")
         return {"server_version_num": major * 10000 + minor}
 
-    def stats(self, content=False, upto=None):
+    def stats(self, content=False, upto=None, db_name=None):
         """Row counts, sequences, objects; with content, a digest of every table's rows (`upto`:
-        table -> highest key to include)."""
-        return self.project.probe("stats", *content_args(content, upto), what="counting rows")
+        table -> highest key to include); of the database built beside when `db_name` names it."""
+        return self.project.probe("stats", *content_args(content, upto), what="counting rows", db_name=db_name)
 
     def size_estimate(self, stats):
         return int(stats["properties"]["size_bytes"])
@@ -348,24 +385,54 @@ class Postgres(Engine):
             raise RemigrateError(f"database {self.db.name} is owned by {props['owner']}, not {props['connected_as']}; "
                                  "connect as its owner to reset it")
 
+    @contextlib.contextmanager
+    def server_lock(self):
+        """An advisory lock on the server for the length of a run, held by a session on the
+        maintenance database (the rebuild drops the database itself): no second run, from this
+        machine or another, works on the same database meanwhile. The session ends with this
+        process, however it ends, so a killed run never leaves the lock behind."""
+        key = advisory_key(self.project.identity()["key"])
+        argv = ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", *pg_conn_args(self.db, "postgres"),
+                "-c", f"SELECT pg_try_advisory_lock({key})", "-f", "-"]
+        held = self.target.hold(argv, env=self.env())
+        answer = held.first_line()
+        if answer != "t":
+            result = held.release()
+            if answer == "f":
+                who = self.maintenance(lock_holder_sql(key), "finding who holds the lock") or "that has just ended"
+                raise RemigrateError(f"another remigrate run is working on database {self.db.name}: it holds its lock on "
+                                     f"the server (session {who}); wait for it to finish")
+            raise RemigrateError("could not take the lock on the server: " + explain_pg_error(result.stderr, self.db))
+        try:
+            yield
+        finally:
+            held.release()
+
     def maintenance(self, statement, what):
         """One statement on the maintenance database (DROP/CREATE DATABASE cannot run in a transaction
         or on the database itself)."""
         return self.psql(statement, dbname="postgres", what=what)
 
-    def exists(self):
-        return self.maintenance(f"SELECT count(*) FROM pg_database WHERE datname = {sql.Literal(self.db.name).as_string(None)}",
-                                "looking for the database") == "1"
+    @property
+    def beside(self):
+        return build_name(self.db.name)
 
-    def create_from_archive(self, dump_path):
-        """CREATE DATABASE with the archive's encoding, locale, owner, settings, grants and comment."""
+    def exists(self, name=None):
+        return self.maintenance(f"SELECT count(*) FROM pg_database WHERE datname = "
+                                f"{sql.Literal(name or self.db.name).as_string(None)}", "looking for the database") == "1"
+
+    def create_from_archive(self, dump_path, name=None):
+        """CREATE DATABASE with the archive's encoding, locale, owner, settings, grants and comment
+        (under `name` when it is built beside the live name)."""
         script = self.target.run(["pg_restore", "--create", "--schema-only", "--file=-", dump_path],
                                  what="reading the database properties from the backup").stdout
         for statement in database_statements(script):
-            self.maintenance(statement, "recreating the database")
+            if name and name != self.db.name:
+                statement = retarget(statement, self.db.name, name)
+            self.maintenance(statement, "creating the database")
 
-    def drop(self):
-        ident = sql.Identifier(self.db.name).as_string(None)
+    def drop(self, name=None):
+        ident = sql.Identifier(name or self.db.name).as_string(None)
         # No new sessions while it goes; FORCE ends the open ones (ours and the application's).
         self.maintenance(f"ALTER DATABASE {ident} ALLOW_CONNECTIONS false", "closing the database to new sessions")
         try:
@@ -383,7 +450,8 @@ class Postgres(Engine):
                                              str(sessions.get("wait", 30)), what="closing the database"))
 
     def swapped(self, phases):
-        return False  # PostgreSQL is rebuilt in place: see TOUCHING
+        """Whether the database built beside has taken the live name (the rename consumes it)."""
+        return "swap" in phases and not self.exists(self.beside)
 
     def reopen(self):
         """Let sessions in again (after a reset stopped between closing and dropping)."""
@@ -392,27 +460,44 @@ class Postgres(Engine):
                              "reopening the database")
 
     def rebuild_and_load(self, bundle_path, manifest, skip, journal, sessions=None):
+        """The live database closed, checked unchanged and dropped; the new one built, loaded and
+        given its content types under another name (the application cannot reach it: its
+        connections fail with "database does not exist" until the swap)."""
+        phases = [p["phase"] for p in journal.data["phases"]]
+        if self.swapped(phases):
+            return  # a resumed run: the new database has the live name already
         dump = posixpath.join(bundle_path, manifest["dump"]["file"])
-        dropped_before = "drop" in [p["phase"] for p in journal.data["phases"]]  # a resumed run: the database is ours
-        if self.exists() and not dropped_before:
+        if self.exists() and "drop" not in phases:  # a resumed run after the drop: the live name is ours
             journal("close")
             self.reopen()  # a resumed run may find it closed by the run that died
             self.close(manifest, sessions or {})
         journal("drop")
-        if self.exists():  # a resumed run may find it dropped already
+        if self.exists():
             self.drop()
         inject_fault("dropped")  # the moment with no database at all
-        self.create_from_archive(dump)
+        if self.exists(self.beside):  # left by a run that died while building
+            self.drop(self.beside)
+        self.create_from_archive(dump, self.beside)
         journal("migrate")
-        self.project.manage("migrate", "--noinput")
+        self.project.manage("migrate", "--noinput", db_name=self.beside)
         journal("load")
         self.load(dump, manifest, skip)
         journal("content-types")
-        self.project.probe("content-types", what="adding content types of new models")
+        self.project.probe("content-types", what="adding content types of new models", db_name=self.beside)
+
+    def swap_in(self, manifest):
+        """The verified new database takes the live name."""
+        live = sql.Identifier(self.db.name).as_string(None)
+        if self.exists():
+            raise RemigrateError(f"a database named {self.db.name} was created while the new one was built; "
+                                 "the new database was not put in its place")
+        self.maintenance(f"ALTER DATABASE {sql.Identifier(self.beside).as_string(None)} RENAME TO {live}",
+                         "giving the new database the live name")
 
     def new_tables(self):
         out = self.psql("SELECT coalesce(json_agg(json_build_array(schemaname, tablename)), '[]') FROM pg_tables "
-                        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')", what="listing the new tables")
+                        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')", dbname=self.beside,
+                        what="listing the new tables")
         return {tuple(x) for x in json.loads(out)}
 
     def load(self, dump, manifest, skip):
@@ -429,7 +514,8 @@ class Postgres(Engine):
         for key, text in files.items():
             self.target.write_private(posixpath.join(work, f"load-{key}"), text)
         data = ["pg_restore", "--data-only", f"--use-list={posixpath.join(work, 'load-toc')}", "--file=-", dump]
-        apply = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", *pg_conn_args(self.db), "-f", "-"]
+        apply = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", *pg_conn_args(self.db, self.beside),
+                 "-f", "-"]
         line = pipeline(group(["cat", posixpath.join(work, "load-pre")], data, ["cat", posixpath.join(work, "load-post")]),
                         apply, env=self.env())
         self.target.shell(line, what="loading the data into the new schema")
@@ -437,8 +523,9 @@ class Postgres(Engine):
     def recover(self, bundle_path, manifest):
         """Put the database back from the bundle, whatever state the reset left it in."""
         dump = posixpath.join(bundle_path, manifest["dump"]["file"])
-        if self.exists():
-            self.drop()  # whatever the reset left (half-built, new schema) goes; the reset checked the rights
+        for name in (self.beside, self.db.name):  # whatever the reset left (half-built, new schema) goes
+            if self.exists(name):
+                self.drop(name)
         self.create_from_archive(dump)
         self.restore(dump, manifest, {"relations": []})
 
@@ -448,6 +535,9 @@ class Sqlite(Engine):
     dump_file = "db.sqlite3"
     consistent_dump = True  # the online backup API copies one snapshot, and the manifest describes the copy
 
+    def server_lock(self):
+        return contextlib.nullcontext()  # the lock file beside the database is the lock
+
     def preflight(self, archive_version=None):
         if not self.db.name or self.db.name == ":memory:":
             raise RemigrateError("the SQLite database is in memory; there is nothing to back up")
@@ -455,8 +545,8 @@ class Sqlite(Engine):
             raise RemigrateError(f"SQLite database {self.db.name} does not exist on {self.target.name}; check DB_PATH or DATABASE_URL")
         return {}
 
-    def stats(self, content=False, upto=None):
-        return self.project.probe("file-stats", self.db.name, *content_args(content, upto),
+    def stats(self, content=False, upto=None, db_name=None):
+        return self.project.probe("file-stats", db_name or self.db.name, *content_args(content, upto),
                                   what="reading the SQLite database")
 
     def size_estimate(self, stats):
@@ -478,7 +568,7 @@ class Sqlite(Engine):
 
     # ---- reset: a new file built beside the live one, swapped in atomically
     @property
-    def new_path(self):
+    def beside(self):
         return self.db.name + ".remigrate-new"
 
     def check_rebuild_rights(self, stats):
@@ -488,7 +578,7 @@ class Sqlite(Engine):
 
     def _clear_new(self):
         for suffix in ("", "-wal", "-shm", "-journal"):
-            self.target.run(["rm", "-f", "--", self.new_path + suffix])
+            self.target.run(["rm", "-f", "--", self.beside + suffix])
 
     def reopen(self):
         """A SQLite file is never closed to its readers; only the unused new file goes."""
@@ -496,23 +586,26 @@ class Sqlite(Engine):
 
     def swapped(self, phases):
         """Whether the live file was replaced: the swap consumes the new file (os.replace)."""
-        return "swap" in phases and not self.target.exists(self.new_path, "-f")
+        return "swap" in phases and not self.target.exists(self.beside, "-f")
 
     def rebuild_and_load(self, bundle_path, manifest, skip, journal, sessions=None):
         if self.swapped([p["phase"] for p in journal.data["phases"]]):
             return  # a resumed run: the new database is in place already
         self._clear_new()
         journal("migrate")
-        self.project.manage("migrate", "--noinput", db_name=self.new_path)
+        self.project.manage("migrate", "--noinput", db_name=self.beside)
         journal("load")
         old = posixpath.join(bundle_path, manifest["dump"]["file"])
-        self.project.probe("sqlite-load", self.new_path, old, *sorted(skip), what="loading the data into the new database")
+        self.project.probe("sqlite-load", self.beside, old, *sorted(skip), what="loading the data into the new database")
         journal("content-types")
-        self.project.probe("content-types", what="adding content types of new models", db_name=self.new_path)
-        journal("swap")
+        self.project.probe("content-types", what="adding content types of new models", db_name=self.beside)
+
+    def swap_in(self, manifest):
+        """The verified new file replaces the live one, under an exclusive lock that first proves
+        the live file unchanged since the backup."""
         expected = posixpath.join(self.project.workdir, "expected-content.json")
         self.target.write_private(expected, json.dumps(manifest["database"]["content"]), replace=True)
-        keep_live(lambda: self.project.probe("sqlite-swap", self.new_path, self.db.name, expected,
+        keep_live(lambda: self.project.probe("sqlite-swap", self.beside, self.db.name, expected,
                                              what="swapping in the new database"))
 
     def recover(self, bundle_path, manifest):

@@ -233,11 +233,12 @@ def regenerate(project, plan):
     return after
 
 
-def verify(project, engine, manifest, plan):
+def verify(project, engine, manifest, plan, db_name=None):
     """Every table's rows against the backup (content, not only counts), only the expected
-    differences, objects kept, sequences ahead, clean history."""
+    differences, objects kept, sequences ahead, clean history; of the database built beside
+    the live one when `db_name` names it."""
     saved = manifest["database"]
-    after = engine.stats(content=True, upto=B.grown_limits(saved.get("content", {}), MAY_GROW))
+    after = engine.stats(content=True, upto=B.grown_limits(saved.get("content", {}), MAY_GROW), db_name=db_name)
     before = {t: n for t, n in saved["tables"].items() if t != "django_migrations"}
     now = {t: n for t, n in after["tables"].items() if t != "django_migrations"}
     rows, clean = B.compare_counts(before, now, expected_missing=plan.skip, expected_new=set(now) - set(before),
@@ -258,7 +259,8 @@ def verify(project, engine, manifest, plan):
     fk_before = manifest["database"]["properties"].get("foreign_key_violations", 0)
     if after["properties"].get("foreign_key_violations", 0) > fk_before:
         problems.append("the database has broken foreign keys that the backup did not have")
-    for result in project.manage_many([("migrate", "--check"), ("makemigrations", "--check", "--dry-run")], check=False):
+    for result in project.manage_many([("migrate", "--check"), ("makemigrations", "--check", "--dry-run")],
+                                      db_name=db_name, check=False):
         if result["exit"]:
             problems.append(f"manage.py {' '.join(result['args'])} is not clean: {(result['output'] or result['errors']).strip()[:200]}")
     return rows, problems, after
@@ -289,9 +291,10 @@ def check_application(project, checks):
 
 
 # Phases from which the live database is no longer what the backup holds (a SQLite reset builds
-# its new file beside the live one until the swap).
-TOUCHING = {"postgresql": {"drop", "migrate", "load", "content-types", "migrate-again", "verify", "check-application"},
-            "sqlite": {"verify", "check-application"}}
+# its new file beside the live one and swaps it in after the verification).
+TOUCHING = {"postgresql": {"drop", "migrate", "load", "content-types", "migrate-again", "verify", "swap",
+                           "check-application"},
+            "sqlite": {"check-application"}}
 
 
 def database_touched(engine, phases):
@@ -341,20 +344,21 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
             f"on {project.target.name}?", project.db.name.rsplit("/", 1)[-1], yes)
     project.probe("prepare-dir", backup_dir)
     run_id = B.new_run_id()
-    lock = runlock.take(project, run_id, backup_dir)
-    try:
-        manifest, bundle_path = take_backup(project, engine, backup_dir, kind="reset", before=plan.stats, run_id=run_id)
-        if fetch:  # an off-host copy before anything is dropped
-            fetch_bundle(project, manifest, bundle_path, fetch_dir)
-        journal = Journal(project, bundle_path, run_id, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
-        journal.data["plan"] = {"apps": plan.apps, "removals": plan.removals, "drop_tables": plan.drop_tables,
-                                "skip": sorted(plan.skip), "mode": plan.mode, "special": plan.special,
-                                "accept": plan.accept, "checks": plan.checks, "sessions": plan.sessions}
-        journal.save()
-        runlock.update(project, lock, bundle=bundle_path)  # from here on, this run's own bundle is known
-        return execute(project, engine, plan, manifest, bundle_path, journal, total)
-    finally:
-        release_unless_unfinished(project, bundle_path=lock.get("bundle"))
+    with engine.server_lock():
+        lock = runlock.take(project, run_id, backup_dir)
+        try:
+            manifest, bundle_path = take_backup(project, engine, backup_dir, kind="reset", before=plan.stats, run_id=run_id)
+            if fetch:  # an off-host copy before anything is dropped
+                fetch_bundle(project, manifest, bundle_path, fetch_dir)
+            journal = Journal(project, bundle_path, run_id, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
+            journal.data["plan"] = {"apps": plan.apps, "removals": plan.removals, "drop_tables": plan.drop_tables,
+                                    "skip": sorted(plan.skip), "mode": plan.mode, "special": plan.special,
+                                    "accept": plan.accept, "checks": plan.checks, "sessions": plan.sessions}
+            journal.save()
+            runlock.update(project, lock, bundle=bundle_path)  # from here on, this run's own bundle is known
+            return execute(project, engine, plan, manifest, bundle_path, journal, total)
+        finally:
+            release_unless_unfinished(project, bundle_path=lock.get("bundle"))
 
 
 def release_unless_unfinished(project, bundle_path):
@@ -390,9 +394,15 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
         t = Timer()
         engine.rebuild_and_load(bundle_path, manifest, plan.skip, journal, plan.sessions)
         phases["rebuild and load"] = str(t)
+        in_place = engine.swapped([p["phase"] for p in journal.data["phases"]])  # a run resumed after its swap
         journal("verify")
-        rows, problems, after = verify(project, engine, manifest, plan)
+        rows, problems, after = verify(project, engine, manifest, plan, db_name=None if in_place else engine.beside)
         if not problems:
+            if not in_place:
+                journal("swap")
+                t = Timer()
+                engine.swap_in(manifest)
+                phases["swap"] = str(t)
             journal("check-application")
             check_application(project, plan.checks)
     except BaseException as exc:
@@ -423,8 +433,10 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
         journal.finish("verify-failed", "; ".join(problems))
         for p in problems:
             warn(p)
-        raise RemigrateError(f"verification found {len(problems)} problems (above); nothing was rolled back so you can look; "
-                             f"`inv rollback --backup {manifest['name']}` puts everything back")
+        where = ("" if in_place else f" at the new {'database' if engine.name == 'postgresql' else 'file'} "
+                 f"{engine.beside}, which was not put in place")
+        raise RemigrateError(f"verification found {len(problems)} problems (above){where}; nothing was rolled back so "
+                             f"you can look; `inv rollback --backup {manifest['name']}` puts everything back")
     journal.finish("done")
     ok(f"reset done in {total}: {len(rows)} tables verified, "
        f"{sum(n for t, n in after['tables'].items() if t != 'django_migrations')} rows; report in {posixpath.join(bundle_path, REPORT)}")
@@ -489,6 +501,11 @@ def resume_reset(project, engine, yes):
     reached = [p["phase"] for p in data["phases"]]
     confirm(f"Resume the reset of {project.db.name} from bundle {manifest['name']} (it stopped at phase "
             f"{data.get('phase')})?", project.db.name.rsplit("/", 1)[-1], yes)
+    with engine.server_lock():
+        return resume_run(project, engine, manifest, bundle_path, data, reached, total)
+
+
+def resume_run(project, engine, manifest, bundle_path, data, reached, total):
     runlock.release(project)  # the dead run's lock, taken over by this one
     lock = runlock.take(project, data.get("run_id") or manifest.get("run_id"), posixpath.dirname(bundle_path))
     runlock.update(project, lock, bundle=bundle_path)
@@ -584,7 +601,8 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
         if touched and engine.name == "postgresql":  # a SQLite file may be missing here: the rollback recreates it
             engine.preflight(archive_version=manifest["dump"].get("dumped_by"))
         step(f"Rolling back to {manifest['name']}")
-        rollback(project, engine, manifest, path, database=touched)
+        with engine.server_lock():
+            rollback(project, engine, manifest, path, database=touched)
         if data:
             data["status"] = "rolled-back"
             project.target.write_private(posixpath.join(path, JOURNAL), json.dumps(data, indent=2), replace=True)

@@ -11,6 +11,8 @@ import re
 import shlex
 import shutil
 import socket
+import threading
+import time
 
 from tasks.console import RemigrateError, Secrets, check_stop
 
@@ -92,6 +94,49 @@ class CommandFailed(RemigrateError):
         super().__init__(f"{what} failed: {detail}")
 
 
+class HeldOpen:
+    """A process's standard input that stays open until released, then ends (EOF). If this process
+    dies first, the pipe (or the SSH channel) closes with it, so the held process ends too."""
+
+    def __init__(self):
+        self._released = threading.Event()
+
+    def isatty(self):
+        return False
+
+    def read(self, _size=None):
+        self._released.wait()
+        return ""
+
+    def release(self):
+        self._released.set()
+
+
+class Held:
+    """A command that runs for as long as a run holds something (a session, a lock)."""
+
+    def __init__(self, c, line):
+        self.stdin = HeldOpen()
+        self.promise = c.run(line, hide=True, warn=True, asynchronous=True, in_stream=self.stdin)
+
+    def first_line(self, timeout=30):
+        """Its first line of output, or None if it ended (or said nothing in time)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = "".join(self.promise.runner.stdout)
+            if "\n" in out:
+                return out.split("\n", 1)[0].strip()
+            if self.promise.runner.process_is_finished:
+                return None
+            time.sleep(0.05)
+        return None
+
+    def release(self):
+        """Close its input and wait for it to end; returns its result."""
+        self.stdin.release()
+        return self.promise.join()
+
+
 class Target:
     """Run commands and move files on the laptop or on a host, through the task's context."""
 
@@ -112,6 +157,10 @@ class Target:
         if check and result.exited != 0:
             raise CommandFailed(what, result)
         return result
+
+    def hold(self, argv, *, env=None):
+        """Start a command that runs until released (or until this process dies)."""
+        return Held(self.c, command_line(argv, env=env))
 
     def exists(self, path, kind="-e"):
         return self.run(["test", kind, str(path)], check=False).exited == 0

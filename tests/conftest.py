@@ -230,6 +230,12 @@ def sqlite_case(request, project):
     return engine_case(request, project, "sqlite")
 
 
+@pytest.fixture
+def pg_case(request, project):
+    """The seeded sample project on PostgreSQL only (for what only a server can show)."""
+    return engine_case(request, project, "postgresql")
+
+
 def engine_case(request, project, engine):
     if engine == "sqlite":
         env = sqlite_copy(project, request.getfixturevalue("seeded_sqlite_file"))

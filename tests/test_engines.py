@@ -55,3 +55,18 @@ def test_drop_statements_quote_identifiers():
     assert "t_id_seq" not in sql
     assert 'DROP TABLE IF EXISTS "public"."we""ird; name" CASCADE;' in sql
     assert 'DROP VIEW IF EXISTS "s"."v" CASCADE;' in sql
+
+
+def test_the_archive_database_statements_are_aimed_at_the_name_built_beside():
+    from tasks.engines import build_name, retarget
+
+    assert build_name("shop") == "shop__remigrate_build"
+    assert len(build_name("x" * 63).encode()) == 63
+    assert retarget("CREATE DATABASE shop WITH TEMPLATE = template0 ENCODING = 'UTF8';", "shop", "shop__b") == \
+        "CREATE DATABASE \"shop__b\" WITH TEMPLATE = template0 ENCODING = 'UTF8';"
+    assert retarget('ALTER DATABASE "My Shop" SET search_path TO \'shop\';', "My Shop", "n") == \
+        'ALTER DATABASE "n" SET search_path TO \'shop\';'
+    assert retarget("GRANT CONNECT ON DATABASE shop TO app;", "shop", "n") == 'GRANT CONNECT ON DATABASE "n" TO app;'
+    assert retarget("COMMENT ON DATABASE shop IS 'shop2';", "shop", "n") == "COMMENT ON DATABASE \"n\" IS 'shop2';"
+    with pytest.raises(RemigrateError):  # a name that only starts like the database's is not it
+        retarget("ALTER DATABASE shop2 OWNER TO a;", "shop", "n")

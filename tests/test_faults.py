@@ -8,10 +8,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import NASTY_PASSWORD, PYTHON, REPO, SAMPLE, PgDb, manage, pg_copy, run_inv, sqlite_copy
 from servers import psycopg_admin
-from test_reset import REMOVE, query, reset, tree_digest
+from test_reset import REMOVE, data_rows, query, reset, tree_digest
 
 NEW_SETTING = "INSERT INTO system_setting (key, value) VALUES ('written.during.reset', '\"kept\"')"
 
@@ -249,3 +250,48 @@ def test_a_verification_that_found_problems_keeps_the_lock_until_rollback(sqlite
     assert out.returncode == 0, out.stdout + out.stderr
     assert sqlite_case.rows() == before and tree_digest(sqlite_case.project) == files
     assert reset(sqlite_case, *REMOVE, "--dry-run").returncode == 0
+
+
+def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
+    """The new database is built under another name: while it is migrated and loaded, the
+    application's connections fail (no row can be written into it and emptied by the load)."""
+    before = data_rows(pg_case)
+    proc = start_reset(pg_case, "pause:migrate:4")
+    wait_for(journal_phase(pg_case, "migrate"), "phase migrate", proc)
+    with pytest.raises(psycopg.OperationalError, match="does not exist"):
+        pg_case.damage([NEW_SETTING])
+    with psycopg_admin(pg_case.pg_db.cluster) as conn:
+        names = {n for (n,) in conn.execute("SELECT datname FROM pg_database")}
+    assert pg_case.pg_db.name not in names and f"{pg_case.pg_db.name}__remigrate_build" in names
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    assert data_rows(pg_case) == before
+    with psycopg_admin(pg_case.pg_db.cluster) as conn:
+        names = {n for (n,) in conn.execute("SELECT datname FROM pg_database")}
+    assert f"{pg_case.pg_db.name}__remigrate_build" not in names
+
+
+def held_locks(db):
+    with psycopg_admin(db.cluster) as conn:
+        return conn.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                            "WHERE l.locktype = 'advisory' AND a.usename = %s", [db.role]).fetchone()[0]
+
+
+def test_a_second_machine_cannot_reset_the_same_postgresql_database_meanwhile(pg_case, tmp_path):
+    """The lock that matters is on the server: another machine (another HOME, no shared lock
+    file) is refused while a run holds it, and a run killed with kill -9 leaves it free."""
+    elsewhere = tmp_path / "other-machine"  # its own checkout of the project and its own HOME
+    shutil.copytree(pg_case.project, elsewhere / "project")
+    proc = start_reset(pg_case, "pause:regenerate-migrations:60")
+    wait_for(journal_phase(pg_case, "regenerate-migrations"), "phase regenerate-migrations", proc)
+    assert held_locks(pg_case.pg_db) == 1
+    other = run_inv("reset", "--project-dir", str(elsewhere / "project"), "--backup-dir", str(elsewhere / "b"), *REMOVE,
+                    "--yes", env={**pg_case.env, "HOME": str(elsewhere)})
+    assert other.returncode == 1
+    assert "holds its lock on the server" in other.stderr and "remigrate" in other.stderr, other.stderr
+    assert "Traceback" not in other.stderr
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    wait_for(lambda: held_locks(pg_case.pg_db) == 0, "the server lock released by the dead run's session", seconds=20)
+    out = run_inv("rollback", *common(pg_case), "--yes", env=pg_case.env)
+    assert out.returncode == 0, out.stdout + out.stderr
