@@ -5,6 +5,7 @@ project folder as its working directory. Standard library and Django only: the p
 virtualenv need not have anything of remigrate's installed.
 
 Usage: python remigrate_probe.py [--env-json FILE] [--settings MODULE] COMMAND [ARGS...]
+       python remigrate_probe.py --serve [--env-json FILE] [--settings MODULE]   (requests on stdin)
 
 Every command prints one line "REMIGRATE-JSON: {...}" on success, or
 "REMIGRATE-ERROR: message" and exits 2 on a failure it understands.
@@ -40,6 +41,21 @@ FROM_ENV_FILE = []  # names set from the project's .env (the environment wins ov
 
 class ProbeError(Exception):
     """A failure with a message meant for the user."""
+
+
+PROGRESS = "REMIGRATE-PROGRESS: "
+
+
+def reading(label, unit="bytes"):
+    """A progress callback (done, total) for a step that reads every row."""
+    return lambda done, total: report_progress(label, done, total, unit)
+
+
+def report_progress(label, done, total, unit="bytes"):
+    """How far a long step is, for the controller: the long-lived probe passes these lines on
+    while the step runs (a step run on its own just leaves them in its error output)."""
+    sys.stderr.write(PROGRESS + json.dumps({"label": label, "done": done, "total": total, "unit": unit}) + "\n")
+    sys.stderr.flush()
 
 
 # ---------------------------------------------------------------- Django
@@ -230,8 +246,9 @@ def sqlite_quote(name):
     return '"' + name.replace('"', '""') + '"'
 
 
-def sqlite_stats(conn):
-    """Row counts, AUTOINCREMENT high-water marks and properties of an open SQLite database."""
+def sqlite_stats(conn, fk=True):
+    """Row counts, AUTOINCREMENT high-water marks and properties of an open SQLite database
+    (with `fk`, its broken references counted: a read of every referencing table)."""
     _virtual, shadows = schema_facts.sqlite_virtual_tables(conn)  # a virtual table's shadows are part of it
     rows = [(n, k) for n, k in conn.execute("SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
                                             "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name") if n not in shadows]
@@ -244,7 +261,7 @@ def sqlite_stats(conn):
             sequences.append({"table": table, "column": pk[0] if len(pk) == 1 else None, "sequence": "sqlite_sequence",
                               "last_value": seq, "is_called": True, "high_water": seq})
     # Broken references are data, not damage: counted here, judged by the caller.
-    props = {"foreign_key_violations": len(conn.execute("PRAGMA foreign_key_check").fetchall())}
+    props = {"foreign_key_violations": len(conn.execute("PRAGMA foreign_key_check").fetchall())} if fk else {}
     props.update({p: conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count", "journal_mode", "user_version", "application_id", "encoding", "auto_vacuum")})
     return {"server_version": sqlite3.sqlite_version, "properties": props,
             "relations": [{"schema": "main", "name": n, "kind": "r" if k == "table" else "v"} for n, k in rows],
@@ -269,7 +286,12 @@ def content_options(args):
 def cmd_stats(opts):
     """Exact row counts, sequences and properties of the project's live database; with
     `content`, a digest of every table's rows too."""
-    content, upto = content_options(opts.args)
+    args, snapshot = list(opts.args), None
+    if "snapshot" in args:  # read the snapshot another session exported (the one pg_dump reads)
+        at = args.index("snapshot")
+        snapshot = args[at + 1]
+        del args[at:at + 2]
+    content, upto = content_options(args)
     setup_django(opts.settings)
     from django.db import connection
 
@@ -280,9 +302,11 @@ def cmd_stats(opts):
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one snapshot for every count
+            if snapshot:
+                cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
             stats = pg_stats(cursor)
             if content:
-                stats["content"] = schema_facts.pg_content(cursor, upto=upto)
+                stats["content"] = schema_facts.pg_content(cursor, upto=upto, progress=reading("reading every row"))
             # last: a database never migrated has no django_migrations, and the failed query ends the transaction
             stats["applied_migrations"] = applied_migrations(cursor, lambda n: f'"{n}"')
             cursor.execute("COMMIT")
@@ -306,17 +330,17 @@ def integrity(conn):
         raise ProbeError("SQLite integrity_check failed: " + "; ".join(rows[:3]))
 
 
-def file_stats(path, check=False, content=False, upto=None):
+def file_stats(path, check=False, content=False, upto=None, fk=True):
     """Stats of a SQLite file; with check, its integrity_check must pass first; with content,
     a digest of every table's rows."""
     conn = open_ro(path)
     try:
         if check:
             integrity(conn)
-        stats = sqlite_stats(conn)
+        stats = sqlite_stats(conn, fk=fk)
         stats["applied_migrations"] = applied_migrations(conn.cursor(), sqlite_quote)
         if content:
-            stats["content"] = schema_facts.sqlite_content(conn, upto=upto)
+            stats["content"] = schema_facts.sqlite_content(conn, upto=upto, progress=reading("reading every row", "tables"))
         return stats
     finally:
         conn.close()
@@ -338,7 +362,7 @@ def cmd_sqlite_backup(opts):
     finally:
         os.umask(old)
         source.close()
-    return file_stats(dst, check=True, content=True)
+    return file_stats(dst, content=True)  # read back in full afterwards, with its checksum (sqlite-verify)
 
 
 def cmd_sqlite_restore(opts):
@@ -771,9 +795,8 @@ def cmd_sqlite_load(opts):
         for name, _sql in triggers:
             conn.execute(f"DROP TRIGGER main.{sqlite_quote(name)}")
         loaded = {}
-        for table in new_tables:
-            if table in skip or table not in old_tables:
-                continue
+        wanted = [t for t in new_tables if t not in skip and t in old_tables]
+        for table in wanted:
             q = sqlite_quote(table)
             new_cols = schema_facts.sqlite_columns(conn, table, "main")
             old_cols = set(schema_facts.sqlite_columns(conn, table, "old"))
@@ -781,6 +804,7 @@ def cmd_sqlite_load(opts):
             conn.execute(f"DELETE FROM main.{q}")
             conn.execute(f"INSERT INTO main.{q} ({cols}) SELECT {cols} FROM old.{q}")
             loaded[table] = conn.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
+            report_progress("loading the rows", len(loaded), len(wanted), "tables")
         for _name, trigger_sql in triggers:
             conn.execute(trigger_sql)
         if conn.execute("SELECT 1 FROM old.sqlite_master WHERE name='sqlite_sequence'").fetchone():
@@ -822,7 +846,7 @@ def cmd_sqlite_swap(opts):
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode=DELETE")  # removes the live file's -wal and -shm
         conn.execute("BEGIN EXCLUSIVE")  # no one commits from here until the file is replaced
-        changed = content_changes(expected, schema_facts.sqlite_content(conn))
+        changed = content_changes(expected, schema_facts.sqlite_content(conn, progress=reading("checking nothing was written", "tables")))
         if changed:
             conn.execute("ROLLBACK")
             conn.execute(f"PRAGMA journal_mode={mode}")  # the live file stays as the application had it
@@ -875,7 +899,7 @@ def cmd_pg_close(opts):
             if count:
                 raise ProbeError(f"{count} other sessions are still connected to {name} ({who}) after {wait_seconds} s; "
                                  "stop the application, or pass --end-sessions to end them; nothing was changed")
-            changed = content_changes(expected, schema_facts.pg_content(cursor))
+            changed = content_changes(expected, schema_facts.pg_content(cursor, progress=reading("checking nothing was written")))
             if changed:
                 raise ProbeError(f"{WRITES}the application changed {', '.join(changed[:5])} in {name} after the backup; "
                                  "nothing was dropped, the database keeps those rows; stop the application's writers "
@@ -935,12 +959,13 @@ COMMANDS = {
     "settings": cmd_settings,
     "stats": cmd_stats,
     "sqlite-backup": cmd_sqlite_backup,
-    "sqlite-verify": lambda opts: file_stats(opts.args[0], check=True),
+    "sqlite-verify": lambda opts: file_stats(opts.args[0], check=True, fk=False),  # the full read after writing
     "sqlite-restore": cmd_sqlite_restore,
     "checksum": cmd_checksum,
     "prepare-dir": cmd_prepare_dir,
     "archive-migrations": cmd_archive_migrations,
-    "file-stats": lambda opts: file_stats(opts.args[0], False, *content_options(opts.args[1:])),
+    "file-stats": lambda opts: file_stats(opts.args[0], False, *content_options([a for a in opts.args[1:] if a != "no-fk-check"]),
+                                          fk="no-fk-check" not in opts.args),
     "list-bundles": cmd_list_bundles,
     "plan": cmd_plan,
     "lock": cmd_lock,
@@ -971,7 +996,111 @@ def scrub(text):
     return scrub_secrets(text, secrets)
 
 
+def fresh_connections():
+    """Forget the database settings and connections a forked child inherited, so the overrides
+    of its own request (--db-name, --sqlite-scratch) decide which database it opens."""
+    if "django.db" not in sys.modules:
+        return
+    from asgiref.local import Local
+    from django.db import connections
+
+    connections.__dict__.pop("settings", None)
+    connections._connections = Local(connections.thread_critical)
+
+
+def serve(argv):
+    """Answer requests on stdin, one JSON line each ({"argv": [...]}), each run in a child forked
+    from this process after Django's start-up: one django.setup() for a whole task instead of
+    one per step. The answer is one line of ASCII JSON: {"exit", "stdout", "stderr"} of the
+    child. Ends at end of input (the task ended, or the process that started it died)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--env-json")
+    parser.add_argument("--settings")
+    opts, _ = parser.parse_known_args(argv)
+    apply_env_json(opts.env_json)
+    try:  # warm up; a failure here is met again, and reported, by each request
+        setup_django(opts.settings)
+    except Exception:  # noqa: BLE001
+        pass
+    reply = sys.stdout
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # the child: its own output files, no input, the request's arguments
+                code = 1
+                try:
+                    devnull = os.open(os.devnull, os.O_RDONLY)
+                    os.dup2(devnull, 0)
+                    os.dup2(out.fileno(), 1)
+                    os.dup2(err.fileno(), 2)
+                    sys.stdin = open(os.devnull, encoding="utf-8")
+                    fresh_connections()
+                    code = main(request["argv"])
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 1
+                except BaseException:  # noqa: BLE001
+                    import traceback
+
+                    traceback.print_exc()
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            status = pass_on_progress(pid, err.fileno(), reply)
+            out.seek(0)
+            err.seek(0)
+            errors = "".join(ln for ln in err.read().decode("utf-8", "replace").splitlines(keepends=True)
+                             if not ln.startswith(PROGRESS))
+            answer = {"exit": os.waitstatus_to_exitcode(status), "stdout": out.read().decode("utf-8", "replace"),
+                      "stderr": errors}
+        reply.write(json.dumps(answer) + "\n")
+        reply.flush()
+    return 0
+
+
+def pass_on_progress(pid, err_fd, reply):
+    """Wait for the child, passing on its progress lines as they come (one JSON line each:
+    {"progress": {...}}); returns its wait status."""
+    import time
+
+    offset, pending = 0, b""
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        chunk = os.pread(err_fd, 1 << 16, offset)
+        while chunk:
+            offset += len(chunk)
+            pending += chunk
+            chunk = os.pread(err_fd, 1 << 16, offset)
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if line.startswith(PROGRESS.encode()):
+                reply.write(json.dumps({"progress": json.loads(line[len(PROGRESS):])}) + "\n")
+                reply.flush()
+        if done:
+            return status
+        time.sleep(0.2)
+
+
+def apply_env_json(path):
+    """The project's .env values, under whatever the environment already says."""
+    if not path:
+        return
+    with open(path, encoding="utf-8") as fh:
+        for key, value in json.load(fh).items():
+            if key not in os.environ:
+                os.environ[key] = value
+                FROM_ENV_FILE.append(key)
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve"]:
+        return serve(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-json", help="JSON object of variables from the project's .env (the environment wins)")
     parser.add_argument("--settings", help="Django settings module")
@@ -985,12 +1114,7 @@ def main(argv=None):
     DB_NAME_OVERRIDE = opts.db_name
     SQLITE_SCRATCH = opts.sqlite_scratch
     MIGRATIONS_FROM = opts.migrations_from
-    if opts.env_json:
-        with open(opts.env_json, encoding="utf-8") as fh:
-            for key, value in json.load(fh).items():
-                if key not in os.environ:
-                    os.environ[key] = value
-                    FROM_ENV_FILE.append(key)
+    apply_env_json(opts.env_json)
     try:
         result = COMMANDS[opts.command](opts)
     except ProbeError as exc:

@@ -64,13 +64,19 @@ def sqlite_digest(conn, table, schema="main", upto=None, virtual=False):
     return {"rows": count, "digest": f"{total:032x}", "pk": pk, "max_pk": top}
 
 
-def sqlite_content(conn, tables=None, upto=None, schema="main"):
+def sqlite_content(conn, tables=None, upto=None, schema="main", progress=None):
+    """sqlite_digest of every table; `progress(done, total)` is told the tables read so far."""
     virtual, shadows = sqlite_virtual_tables(conn, schema)
     names = [r[0] for r in conn.execute(f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table' "
                                         "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
     upto = upto or {}
-    return {t: sqlite_digest(conn, t, schema, upto.get(t), t in virtual) for t in names
-            if t not in shadows and (tables is None or t in tables)}
+    chosen = [t for t in names if t not in shadows and (tables is None or t in tables)]
+    out = {}
+    for t in chosen:
+        out[t] = sqlite_digest(conn, t, schema, upto.get(t), t in virtual)
+        if progress:
+            progress(len(out), len(chosen))
+    return out
 
 
 def sqlite_indexes(conn, table, schema="main"):
@@ -142,21 +148,30 @@ def pg_tables(cursor):
     return {pg_key(s, n): (q, list(cols or []), list(pk or [])) for s, n, q, cols, pk in cursor.fetchall()}
 
 
-def pg_content(cursor, tables=None, upto=None):
+def pg_content(cursor, tables=None, upto=None, progress=None):
     """(rows, digest, max pk) per table: the sum of a 128-bit hash of every row's text, computed
-    by the server (no rows travel), so the order of rows and of columns does not matter."""
+    by the server (no rows travel), so the order of rows and of columns does not matter.
+    `progress(done, total)` is told the bytes of the tables read so far."""
     upto = upto or {}
     out = {}
-    for key, (quoted, cols, pk) in pg_tables(cursor).items():
-        if tables is not None and key not in tables:
-            continue
+    chosen = {k: v for k, v in pg_tables(cursor).items() if tables is None or k in tables}
+    sizes = {}
+    if progress and chosen:
+        cursor.execute("SELECT " + ", ".join("pg_relation_size(%s::regclass)" for _ in chosen), [q for q, _c, _p in chosen.values()])
+        sizes = dict(zip(chosen, cursor.fetchone()))
+    done = 0
+    for key, (quoted, cols, pk) in chosen.items():
         row = f"ROW({', '.join(cols)})::text" if cols else "''"
-        halves = [f"('x' || substr(md5({row}), {start}, 16))::bit(64)::bigint::numeric" for start in (1, 17)]
+        halves = [f"('x' || substr(h, {start}, 16))::bit(64)::bigint::numeric" for start in (1, 17)]
         top = f"max({pk[0]})::text" if len(pk) == 1 else "NULL"
         where = f" WHERE {pk[0]} <= {int(upto[key])}" if key in upto and len(pk) == 1 else ""
+        # one md5 of each row, both halves summed from it
         cursor.execute(f"SELECT count(*), coalesce(sum({halves[0]}), 0)::text, coalesce(sum({halves[1]}), 0)::text,"
-                       f" (SELECT {top} FROM {quoted}) FROM {quoted}{where}")
+                       f" (SELECT {top} FROM {quoted}) FROM (SELECT md5({row}) AS h FROM {quoted}{where}) rows")
         count, high, low, max_pk = cursor.fetchone()
+        done += sizes.get(key, 0)
+        if progress:
+            progress(done, sum(sizes.values()))
         digest = ((int(high) % (1 << 64)) << 64 | (int(low) % (1 << 64))) & MASK
         try:
             max_pk = int(max_pk) if max_pk is not None else None

@@ -113,4 +113,7 @@ def task(*names, help=None, **kwargs):
 def resolve(c, **flags):
     """The task's options: under fab -H, the host's own section of the config counts too."""
     host = getattr(c, "original_host", None) or getattr(c, "host", None)
-    return options.resolve(c.config.get("remigrate", {}), host=host, **flags)
+    try:
+        return options.resolve(c.config.get("remigrate", {}), host=host, **flags)
+    except ValueError as exc:
+        raise RemigrateError(f"{exc}; nothing was changed") from None

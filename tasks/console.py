@@ -118,3 +118,66 @@ class Timer:
 
     def __str__(self):
         return f"{self.seconds:.1f} s"
+
+
+class Progress:
+    """How far a long step is: on a terminal one line redrawn in place (done, share, rate, time
+    left); without one a plain line every PLAIN_EVERY seconds. A step that ends within QUIET
+    seconds shows nothing."""
+
+    QUIET = 2.0
+    PLAIN_EVERY = 5.0
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.started = {}  # label -> when its first report came
+        self.last = 0.0
+        self.drawn = False
+
+    def __call__(self, label, done, total, unit="bytes"):
+        now = time.monotonic()
+        first = self.started.setdefault(label, now)
+        if now - first < self.QUIET or now - self.last < (0.5 if self.tty else self.PLAIN_EVERY):
+            return
+        self.last = now
+        line = f"    {label}: {progress_text(done, total, unit, now - first)}"
+        try:
+            if self.tty:
+                self.stream.write("\r\x1b[K" + line)
+                self.stream.flush()
+                self.drawn = True
+            else:
+                say(line)
+        except OSError:
+            pass
+
+    def close(self):
+        if self.drawn:
+            try:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            except OSError:
+                pass
+        self.drawn = False
+        self.started.clear()
+
+
+def progress_text(done, total, unit, seconds):
+    """'420.0 MiB of 1.0 GiB (41%), 85.0 MiB/s, about 7 s left'."""
+    show = human_bytes if unit == "bytes" else (lambda n: f"{int(n):,} {unit}")
+    if total:
+        text = f"{show(done)} of {show(total)}" if unit == "bytes" else f"{int(done):,} of {show(total)}"
+    else:
+        text = show(done)
+    rate = done / seconds if seconds > 0 else 0
+    if total:
+        text += f" ({min(done / total, 1):.0%})"
+    if rate:
+        text += f", {show(rate)}/s"
+        if total and done < total:
+            text += f", about {human_age((total - done) / rate)} left"
+    return text
+
+
+PROGRESS = Progress()

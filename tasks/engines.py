@@ -12,9 +12,9 @@ import re
 
 from psycopg import sql
 
-from tasks.console import RemigrateError
+from tasks.console import PROGRESS, RemigrateError
 from tasks.faults import inject_fault
-from tasks.target import CommandFailed, group, pipeline
+from tasks.target import CommandFailed, command_line, group, parallel, pipeline
 
 PG_TOOLS = ("pg_dump", "pg_restore", "psql")
 # Django OPTIONS keys that libpq also reads from the environment.
@@ -151,7 +151,8 @@ def database_statements(create_script):
 
 LOAD_PRE_SQL = """\
 -- Empty every table the fresh migrate filled (content types, permissions...), so the old rows
--- come back with their ids; django_migrations keeps the new history. User triggers stay off.
+-- come back with their ids; django_migrations keeps the new history. User triggers stay off
+-- until the rows are in (a trigger's effects are in the backup's rows already).
 DO $$
 DECLARE t text;
 BEGIN
@@ -164,6 +165,65 @@ BEGIN
   END LOOP;
 END $$;
 """
+
+
+def counter(label, total, unit, counts):
+    """An output-line watcher that shows progress: one more done for each line `counts` accepts."""
+    done = [0]
+
+    def on_line(line):
+        if counts(line.strip()):
+            done[0] += 1
+            PROGRESS(label, done[0], total, unit)
+    return on_line
+
+
+def keys_query(tables):
+    """JSON of what makes loading slow on the `tables` ((schema, name) pairs): their primary
+    keys, unique and exclusion constraints and other indexes, and every foreign key on them or
+    pointing at them, each with the statement that makes it again."""
+    wanted = sql.Literal(json.dumps([list(t) for t in tables])).as_string(None)
+    return f"""WITH wanted AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN json_array_elements({wanted}::json) w ON w->>0 = n.nspname AND w->>1 = c.relname
+                WHERE c.relkind = 'r'),
+cons AS (SELECT con.contype, con.conname, con.conindid, format('%I.%I', n.nspname, c.relname) AS tbl,
+                format('ALTER TABLE ONLY %I.%I ADD CONSTRAINT %I %s;', n.nspname, c.relname, con.conname,
+                       pg_get_constraintdef(con.oid)) AS make,
+                format('ALTER TABLE ONLY %I.%I DROP CONSTRAINT %I;', n.nspname, c.relname, con.conname) AS drop
+           FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE con.conislocal AND (con.contype = 'f' AND (con.conrelid IN (SELECT oid FROM wanted)
+                                                          OR con.confrelid IN (SELECT oid FROM wanted))
+                                    OR con.contype IN ('p', 'u', 'x') AND con.conrelid IN (SELECT oid FROM wanted))),
+idx AS (SELECT format('%I.%I', n.nspname, c.relname) AS tbl, ci.relname,
+               pg_get_indexdef(i.indexrelid) || ';' AS make, format('DROP INDEX %I.%I;', n.nspname, ci.relname) AS drop
+          FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE i.indrelid IN (SELECT oid FROM wanted) AND NOT EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conindid = i.indexrelid))
+SELECT json_build_object(
+  'foreign_keys', (SELECT coalesce(json_agg(json_build_array(tbl, make, drop) ORDER BY tbl, conname), '[]') FROM cons WHERE contype = 'f'),
+  'keys', (SELECT coalesce(json_agg(json_build_array(tbl, make, drop) ORDER BY tbl, conname), '[]') FROM cons WHERE contype <> 'f'),
+  'indexes', (SELECT coalesce(json_agg(json_build_array(tbl, make, drop) ORDER BY tbl, relname), '[]') FROM idx))"""
+
+
+def table_sizes_query():
+    return ("SELECT coalesce(json_object_agg(format('%I.%I', schemaname, tablename), "
+            "pg_total_relation_size(format('%I.%I', schemaname, tablename)::regclass)), '{}') FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
+
+
+def share_out(keys, sizes, jobs):
+    """The statements that build keys and indexes, in `jobs` groups of about the same work: a
+    table's statements stay together (one session per table: no waiting on each other's locks),
+    the biggest tables first, each to the group with the least work so far."""
+    by_table = {}
+    for tbl, make, _drop in keys:
+        by_table.setdefault(tbl, []).append(make)
+    groups = [[0, []] for _ in range(max(1, jobs))]
+    for tbl in sorted(by_table, key=lambda t: (-sizes.get(t, 0), t)):
+        group = min(groups, key=lambda g: g[0])
+        group[0] += sizes.get(tbl, 0) + 1
+        group[1].extend(by_table[tbl])
+    return [g[1] for g in groups if g[1]]
 
 
 def grant_sql(grants):
@@ -196,8 +256,6 @@ def load_post_sql(high_waters):
         f"({sql.Literal(t).as_string(None)}, {sql.Literal(c).as_string(None)}, {int(h)})" for (t, c), h in sorted(high_waters.items())
     ) or "(NULL, NULL, NULL)"
     return f"""\
--- Check the deferred foreign keys now (once, in bulk): a table with pending checks cannot be altered.
-SET CONSTRAINTS ALL IMMEDIATE;
 DO $$
 DECLARE t text;
 BEGIN
@@ -279,7 +337,6 @@ class Engine:
 class Postgres(Engine):
     name = "postgresql"
     dump_file = "db.dump"
-    consistent_dump = False  # the manifest's digests are taken beside pg_dump: before and after must agree
 
     def __init__(self, project):
         super().__init__(project)
@@ -338,17 +395,40 @@ class Postgres(Engine):
                                  f"{self.versions['pg_restore'][0]} here; install a newer postgresql-client")
         return {"server_version_num": major * 10000 + minor}
 
-    def stats(self, content=False, upto=None, db_name=None):
+    def stats(self, content=False, upto=None, db_name=None, fk_check=True):
         """Row counts, sequences, objects; with content, a digest of every table's rows (`upto`:
-        table -> highest key to include); of the database built beside when `db_name` names it."""
+        table -> highest key to include); of the database built beside when `db_name` names it.
+        (The server enforces foreign keys: there is nothing for `fk_check` to count.)"""
         return self.project.probe("stats", *content_args(content, upto), what="counting rows", db_name=db_name)
 
     def size_estimate(self, stats):
         return int(stats["properties"]["size_bytes"])
 
     def dump(self, path):
-        self.tool(["pg_dump", "--format=custom", f"--file={path}", *pg_conn_args(self.db)], what="pg_dump")
-        return {"tool": "pg_dump", "tool_version": list(self.versions.get("pg_dump") or self.tool_version("pg_dump"))}
+        """pg_dump and the content digests of the manifest at the same time, from one snapshot that
+        a session exports and holds meanwhile: the digests describe exactly the rows in the dump,
+        and the database is read once for each instead of digests before and after."""
+        holder = self.target.hold(["psql", "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", *pg_conn_args(self.db), "-c",
+                                   "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot();",
+                                   "-f", "-"], env=self.env())
+        try:
+            snapshot = (holder.next_line(timeout=60) or "").strip()
+            if not re.fullmatch(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?", snapshot):
+                raise RemigrateError("could not export a snapshot for the backup: "
+                                     + explain_pg_error(holder.release().stderr, self.db))
+            dumping = self.target.hold(["pg_dump", "--format=custom", f"--compress={self.project.options.compress}",
+                                        f"--snapshot={snapshot}", f"--file={path}", *pg_conn_args(self.db)], env=self.env())
+            try:
+                stats = self.project.probe("stats", *content_args(True, None), "snapshot", snapshot,
+                                           what="reading the backup's rows")
+            finally:
+                dumped = dumping.release()
+            if dumped.exited != 0:
+                raise CommandFailed("pg_dump", dumped)
+        finally:
+            holder.release()
+        return {"tool": "pg_dump", "tool_version": list(self.versions.get("pg_dump") or self.tool_version("pg_dump")),
+                "compress": self.project.options.compress, "stats": stats}
 
     def verify_dump(self, path):
         """A full read of the archive: `pg_restore -l` alone accepts a truncated one."""
@@ -395,7 +475,8 @@ class Postgres(Engine):
         argv = ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", *pg_conn_args(self.db, "postgres"),
                 "-c", f"SELECT pg_try_advisory_lock({key})", "-f", "-"]
         held = self.target.hold(argv, env=self.env())
-        answer = held.first_line()
+        answer = held.next_line(timeout=30)
+        answer = answer and answer.strip()
         if answer != "t":
             result = held.release()
             if answer == "f":
@@ -501,24 +582,66 @@ class Postgres(Engine):
         return {tuple(x) for x in json.loads(out)}
 
     def load(self, dump, manifest, skip):
-        """The backup's rows into the new schema, in one transaction (foreign keys are checked once,
-        at commit), without django_migrations and the removed tables."""
+        """The backup's rows into the new schema the way pg_restore loads a whole archive: its keys,
+        indexes and foreign keys are taken out (their definitions kept), the table data is
+        loaded by `jobs` sessions at once, then keys and indexes are built in parallel and each
+        foreign key is added back and checked with one query (not one check per row). Nothing of
+        this is visible: the database is built beside the live one, and a failure drops it.
+        django_migrations and the removed tables are not loaded."""
         owners = {(r["schema"], r["name"]): r.get("owner", "") for r in manifest["database"]["relations"]}
         keep = [(s, n, owners[(s, n)]) for (s, n) in sorted(self.new_tables())
                 if (s, n) in owners and n != "django_migrations" and (n if s == "public" else f"{s}.{n}") not in skip]
         listing = self.target.run(["pg_restore", "--list", dump], what="reading the backup's table of contents").stdout
+        parts = json.loads(self.psql(keys_query([(s, n) for s, n, _ in keep]), dbname=self.beside,
+                                     what="reading the new schema's keys and indexes"))
+        out_of_the_way = [drop for kind in ("foreign_keys", "keys", "indexes") for _tbl, _make, drop in parts[kind]]
+        self.run_sql([[LOAD_PRE_SQL, *out_of_the_way]], "load-pre", "preparing the new schema")
         work = self.project.workdir
-        files = {"toc": filter_toc(listing, keep), "pre": LOAD_PRE_SQL,
-                 "post": load_post_sql({(s["table"], s["column"]): s["high_water"] for s in manifest["database"]["sequences"]})
-                 + grant_sql(manifest["database"].get("grants", []))}
-        for key, text in files.items():
-            self.target.write_private(posixpath.join(work, f"load-{key}"), text)
-        data = ["pg_restore", "--data-only", f"--use-list={posixpath.join(work, 'load-toc')}", "--file=-", dump]
-        apply = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", *pg_conn_args(self.db, self.beside),
-                 "-f", "-"]
-        line = pipeline(group(["cat", posixpath.join(work, "load-pre")], data, ["cat", posixpath.join(work, "load-post")]),
-                        apply, env=self.env())
-        self.target.shell(line, what="loading the data into the new schema")
+        toc = filter_toc(listing, keep)
+        self.target.write_private(posixpath.join(work, "load-toc"), toc)
+        jobs = self.jobs()
+        restore = ["pg_restore", "--data-only", "--verbose", f"--jobs={jobs}", f"--use-list={posixpath.join(work, 'load-toc')}",
+                   *pg_conn_args(self.db, self.beside), dump]
+        self.target.watched(command_line(restore, env=self.env()), what="loading the data into the new schema",
+                            on_line=counter("loading the rows", len(toc.splitlines()), "tables",
+                                            lambda line: "processing data for table" in line))
+        sizes = json.loads(self.psql(table_sizes_query(), dbname=self.beside, what="measuring the loaded tables"))
+        keys = parts["keys"] + parts["indexes"]
+        self.run_sql(share_out(keys, sizes, jobs), "load-keys", "building keys and indexes",
+                     progress=("building keys and indexes", len(keys), "indexes"))
+        post = ([make for _t, make, _d in parts["foreign_keys"]]
+                + [load_post_sql({(s["table"], s["column"]): s["high_water"] for s in manifest["database"]["sequences"]}),
+                   grant_sql(manifest["database"].get("grants", [])), "ANALYZE;"])
+        self.run_sql([post], "load-post", "adding the foreign keys back (each checked once)",
+                     progress=("adding foreign keys (one check each) and analyzing", len(post), "steps"))
+        again = json.loads(self.psql(keys_query([(s, n) for s, n, _ in keep]), dbname=self.beside,
+                                     what="reading the new schema's keys and indexes"))
+        if again != parts:
+            raise RemigrateError("the keys, indexes and foreign keys of the new schema are not all back after the load")
+
+    def jobs(self):
+        """Sessions that load at once: the cores of the machine that runs the tools."""
+        found = self.project.options.jobs or self.target.run(["nproc"], check=False).stdout.strip()
+        return max(1, int(found)) if found.isdigit() else 2
+
+    def run_sql(self, groups, name, what, progress=None):
+        """Groups of SQL statements on the new database, each group in its own transaction and
+        session, all groups at once. `progress`: (label, total, unit) counted by statements done."""
+        commands = []
+        for n, statements in enumerate(groups):
+            path = posixpath.join(self.project.workdir, f"{name}-{n}.sql")
+            text = "".join(f"{st}\n" + ("\\echo remigrate-done\n" if progress else "") for st in statements)
+            self.target.write_private(path, "SET maintenance_work_mem = '256MB';\n" + text, replace=True)
+            commands.append(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                             *pg_conn_args(self.db, self.beside), "-f", path])
+        if not commands:
+            return
+        line = parallel(*commands, env=self.env())
+        if progress:
+            label, total, unit = progress
+            self.target.watched(line, what=what, on_line=counter(label, total, unit, lambda text: text == "remigrate-done"))
+        else:
+            self.target.shell(line, what=what)
 
     def recover(self, bundle_path, manifest):
         """Put the database back from the bundle, whatever state the reset left it in."""
@@ -533,7 +656,6 @@ class Postgres(Engine):
 class Sqlite(Engine):
     name = "sqlite"
     dump_file = "db.sqlite3"
-    consistent_dump = True  # the online backup API copies one snapshot, and the manifest describes the copy
 
     def server_lock(self):
         return contextlib.nullcontext()  # the lock file beside the database is the lock
@@ -545,9 +667,11 @@ class Sqlite(Engine):
             raise RemigrateError(f"SQLite database {self.db.name} does not exist on {self.target.name}; check DB_PATH or DATABASE_URL")
         return {}
 
-    def stats(self, content=False, upto=None, db_name=None):
+    def stats(self, content=False, upto=None, db_name=None, fk_check=True):
+        """As PostgreSQL's; `fk_check` counts broken references (a read of every referencing
+        table, skipped where a step just proved there are none)."""
         return self.project.probe("file-stats", db_name or self.db.name, *content_args(content, upto),
-                                  what="reading the SQLite database")
+                                  *([] if fk_check else ["no-fk-check"]), what="reading the SQLite database")
 
     def size_estimate(self, stats):
         props = stats["properties"]

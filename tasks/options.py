@@ -1,5 +1,6 @@
 """Options shared by every task: a flag beats the config (environment, invoke.yaml/fabric.yaml,
 code defaults). Plain module: no invoke import, so it is tested as data in, data out."""
+import re
 from dataclasses import dataclass
 
 # The `remigrate` section of the config. Set per host in fabric.yaml under remigrate:, or
@@ -10,6 +11,8 @@ DEFAULTS = {
     "settings": "",  # Django settings module; "" reads manage.py
     "env_file": ".env",  # relative to project_dir; loaded without overriding the environment
     "backup_dir": "",  # "" is <project_dir>/.remigrate/backups
+    "compress": "1",  # pg_dump's compression of backups: fast, still about 4x smaller than the data
+    "jobs": "",  # sessions that load at once; "" is the number of cores
 }
 # Not per-task flags: remigrate.accept_unknown_hosts (fab: accept a host key missing from
 # known_hosts) and remigrate.hosts.<host>.<key> (per-host values of the keys above).
@@ -20,6 +23,10 @@ HELP = {
     "settings": "Django settings module; default: DJANGO_SETTINGS_MODULE, else what manage.py sets",
     "env_file": "env file loaded for the project (the environment wins over it); default: .env in the project folder",
     "backup_dir": "folder of the backup bundles; default: <project-dir>/.remigrate/backups",
+    "compress": "PostgreSQL backups: pg_dump --compress value (0-9, or gzip:N / lz4 / zstd where pg_dump supports "
+                "them); default: config remigrate.compress or 1 (fast)",
+    "jobs": "PostgreSQL: sessions that load the data and build the indexes at once; default: config remigrate.jobs "
+            "or the number of cores",
     "yes": "do not ask for confirmation (needed when there is no terminal)",
     "backup": "bundle name or path (under fab, a bundle folder on this machine is uploaded first); default: the newest bundle",
     "no_fetch": "under fab -H: do not copy the new bundle back to this machine",
@@ -34,6 +41,8 @@ class Options:
     settings: str
     env_file: str
     backup_dir: str
+    compress: str = "1"
+    jobs: str = ""
 
 
 def resolve(config_section, host=None, **flags) -> Options:
@@ -49,6 +58,10 @@ def resolve(config_section, host=None, **flags) -> Options:
         flag = flags.get(key)
         value = flag if flag is not None else section[key]
         values[key] = "" if value is None else str(value)
+    if not re.fullmatch(r"[0-9]|(none|gzip|lz4|zstd)(:\d+)?", values["compress"]):
+        raise ValueError(f"--compress {values['compress']}: give a level 0-9 (or gzip:N, lz4, zstd where pg_dump supports them)")
+    if values["jobs"] and not (values["jobs"].isdigit() and int(values["jobs"]) > 0):
+        raise ValueError(f"--jobs {values['jobs']}: give a number of sessions, 1 or more")
     return Options(**values)
 
 

@@ -6,16 +6,18 @@ scripts/remigrate_probe.py running in the project's interpreter with the project
 import contextlib
 import io
 import json
+import os
 import posixpath
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import dj_database_url
 from dotenv import dotenv_values
 
 from tasks.bundle import database_identity
-from tasks.console import RemigrateError, Secrets
+from tasks.console import PROGRESS, RemigrateError, Secrets, check_stop
 from tasks.engines import engine_name
 from tasks.target import CommandFailed, Target
 
@@ -113,6 +115,9 @@ class Project:
         target.write_private(self.env_json, json.dumps(self.env_values))
         self._settings = None
         self._identity = None
+        # the long-lived probe, started at the first probe command; False: one process per step
+        # (it could not start, or REMIGRATE_PROBE=per-step asks for it)
+        self._server = False if os.environ.get("REMIGRATE_PROBE") == "per-step" else None
 
     def _project_dir(self, path):
         t = self.target
@@ -149,6 +154,37 @@ class Project:
                 Secrets.add(value)
         return values
 
+    def _run_probe(self, argv):
+        """One probe command: answered by the task's long-lived probe (forked from one Django
+        start-up), or run on its own if that cannot start (the error is then the command's own)."""
+        if self._server is None:
+            start = argv[:2] + ["--serve", *argv[2:argv.index("--env-json") + 2]]
+            if self.options.settings:
+                start += ["--settings", self.options.settings]
+            self._server = self.target.hold(start, cwd=self.dir)
+        if self._server is not False:
+            self._server.stdin.write(json.dumps({"argv": argv[2:]}) + "\n")
+            try:
+                line = self._server.next_line()
+                while line is not None and line.startswith('{"progress"'):
+                    PROGRESS(**json.loads(line)["progress"])
+                    line = self._server.next_line()
+            finally:
+                PROGRESS.close()
+            check_stop()  # a SIGTERM that arrived meanwhile
+            if line is not None:
+                answer = json.loads(line)
+                return SimpleNamespace(stdout=answer["stdout"], stderr=answer["stderr"], exited=answer["exit"])
+            self._server.release()
+            self._server = False
+        return self.target.run(argv, cwd=self.dir, check=False)
+
+    def close(self):
+        """End the long-lived probe."""
+        if self._server:
+            self._server.release()
+        self._server = None
+
     def probe(self, command, *args, what=None, db_name=None, migrations_from=None, sqlite_scratch=None):
         """Run a probe command in the project's interpreter; returns its JSON answer."""
         argv = [self.python, self.probe_path, "--env-json", self.env_json]
@@ -161,7 +197,7 @@ class Project:
         if migrations_from:
             argv += ["--migrations-from", migrations_from]
         argv += [command, *map(str, args)]
-        result = self.target.run(argv, cwd=self.dir, check=False)
+        result = self._run_probe(argv)
         for line in (result.stdout or "").splitlines():
             if line.startswith("REMIGRATE-JSON: ") and result.exited == 0:
                 return json.loads(line[len("REMIGRATE-JSON: "):])
@@ -247,7 +283,11 @@ def open_project(c, options):
     """The project on the task's target, with a private scratch folder removed afterwards."""
     target = Target(c)
     workdir = target.make_private_dir()
+    project = None
     try:
-        yield Project(target, options, workdir)
+        project = Project(target, options, workdir)
+        yield project
     finally:
+        if project is not None:
+            project.close()
         target.remove_tree(workdir)

@@ -63,7 +63,7 @@ def history_mode(apps, applied):
 
 def make_plan(project, engine, remove_models_, drop_tables, accept=(), absorb_pending=False):
     facts = project.probe("plan", *remove_models_, what="planning the reset")
-    stats = engine.stats()
+    stats = engine.stats(fk_check=False)  # the backup counts broken references, on its copy
     mode = history_mode(facts["apps"], stats.get("applied_migrations"))
     for spec, r in facts["removals"].items():
         if "error" in r:
@@ -238,7 +238,10 @@ def verify(project, engine, manifest, plan, db_name=None):
     differences, objects kept, sequences ahead, clean history; of the database built beside
     the live one when `db_name` names it."""
     saved = manifest["database"]
-    after = engine.stats(content=True, upto=B.grown_limits(saved.get("content", {}), MAY_GROW), db_name=db_name)
+    # the database built beside was just loaded with its references checked (SQLite's
+    # foreign_key_check, PostgreSQL's foreign keys added back): no second count there
+    after = engine.stats(content=True, upto=B.grown_limits(saved.get("content", {}), MAY_GROW), db_name=db_name,
+                         fk_check=db_name is None)
     before = {t: n for t, n in saved["tables"].items() if t != "django_migrations"}
     now = {t: n for t, n in after["tables"].items() if t != "django_migrations"}
     rows, clean = B.compare_counts(before, now, expected_missing=plan.skip, expected_new=set(now) - set(before),
@@ -544,11 +547,12 @@ def reset_help():
     }
 
 
-@task("project_dir", "python", "settings", "env_file", "backup_dir", "yes", "no_fetch", "fetch_dir", help=reset_help(),
+@task("project_dir", "python", "settings", "env_file", "backup_dir", "yes", "no_fetch", "fetch_dir", "compress", "jobs",
+      help=reset_help(),
       iterable=["remove_model", "drop_table", "accept_difference"])
 def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resume=False, no_fetch=False, fetch_dir=None,
           accept_difference=None, absorb_pending=False, check_command=None, check_url=None, end_sessions=False,
-          wait_sessions=30,
+          wait_sessions=30, compress=None, jobs=None,
           project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
     """Reset the project's migrations to a fresh 0001_initial per app, keeping every row.
 
@@ -560,7 +564,8 @@ def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resum
     --check-command / --check-url). Any failure after the backup rolls the database and the
     migration files back.
     """
-    opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
+    opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir,
+                   compress=compress, jobs=jobs)
     with open_project(c, opts) as project:
         engine = engine_for(project)
         if resume:

@@ -10,11 +10,11 @@ import os
 import re
 import shlex
 import shutil
+import queue
 import socket
-import threading
 import time
 
-from tasks.console import RemigrateError, Secrets, check_stop
+from tasks.console import PROGRESS, RemigrateError, Secrets, check_stop
 
 
 def command_line(argv, env=None, cwd=None):
@@ -37,6 +37,13 @@ def pipeline(*parts, env=None, cwd=None):
     """argv lists (or group()s) joined by pipes, run by bash with pipefail so no failure is hidden."""
     script = " | ".join(p if isinstance(p, str) else shlex.join(p) for p in parts)
     return command_line(["bash", "-o", "pipefail", "-c", script], env=env, cwd=cwd)
+
+
+def parallel(*argvs, env=None):
+    """argv lists run at the same time; fails if any of them fails (after all have ended)."""
+    starts = "".join(f"{shlex.join(a)} & pids+=($!); " for a in argvs)
+    script = f"pids=(); {starts}rc=0; for p in \"${{pids[@]}}\"; do wait \"$p\" || rc=1; done; exit $rc"
+    return command_line(["bash", "-c", script], env=env)
 
 
 def check_host_keys(c):
@@ -82,7 +89,8 @@ class CommandFailed(RemigrateError):
         self.exited = result.exited
         self.stderr = Secrets.scrub(result.stderr or "")
         self.stdout = Secrets.scrub(result.stdout or "")
-        lines = [ln.strip() for ln in (self.stderr or self.stdout).strip().splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in (self.stderr or self.stdout).strip().splitlines()
+                 if ln.strip() and not ln.startswith("REMIGRATE-PROGRESS: ")]  # the probe's progress lines
         # A Python traceback's last line says what went wrong (warnings before it do not);
         # otherwise the first ERROR/FATAL line; the lines after it are context.
         raised = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Exit): ", ln) and "Warning" not in ln]
@@ -94,47 +102,86 @@ class CommandFailed(RemigrateError):
         super().__init__(f"{what} failed: {detail}")
 
 
-class HeldOpen:
-    """A process's standard input that stays open until released, then ends (EOF). If this process
-    dies first, the pipe (or the SSH channel) closes with it, so the held process ends too."""
+class Feed:
+    """A process's standard input, written by this process while the other runs; it ends (EOF)
+    when closed. If this process dies first, the pipe (or the SSH channel) closes with it, so
+    the process reading it sees the end too."""
 
     def __init__(self):
-        self._released = threading.Event()
+        self._queue = queue.Queue()
+        self._closed = False
 
     def isatty(self):
         return False
 
     def read(self, _size=None):
-        self._released.wait()
-        return ""
+        if self._closed:
+            return ""  # invoke reads on until the process has ended
+        text = self._queue.get()  # invoke asks for a byte at a time; all queued text is given at once
+        while not self._queue.empty():
+            text += self._queue.get()
+        if text.endswith("\0"):
+            self._closed = True
+            text = text[:-1]
+        return text
 
-    def release(self):
-        self._released.set()
+    def write(self, text):
+        self._queue.put(text)
+
+    def close(self):
+        self._queue.put("\0")
 
 
 class Held:
-    """A command that runs for as long as a run holds something (a session, a lock)."""
+    """A command that runs for as long as a run holds something (a session, a lock, a server),
+    reading what this process feeds it."""
 
     def __init__(self, c, line):
-        self.stdin = HeldOpen()
+        self.stdin = Feed()
         self.promise = c.run(line, hide=True, warn=True, asynchronous=True, in_stream=self.stdin)
+        self._pending = ""
+        self._read = {}  # stream -> (chunks seen, partial line): new_lines()
 
-    def first_line(self, timeout=30):
-        """Its first line of output, or None if it ended (or said nothing in time)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            out = "".join(self.promise.runner.stdout)
-            if "\n" in out:
-                return out.split("\n", 1)[0].strip()
-            if self.promise.runner.process_is_finished:
+    @property
+    def finished(self):
+        return self.promise.runner.process_is_finished
+
+    def next_line(self, timeout=None):
+        """Its next line of output, or None if it ended (or said nothing within `timeout`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while deadline is None or time.monotonic() < deadline:
+            chunks = self.promise.runner.stdout
+            if chunks:  # taken out of invoke's buffer, which only ever appends
+                n = len(chunks)
+                self._pending += "".join(chunks[:n])
+                del chunks[:n]
+            if "\n" in self._pending:
+                line, self._pending = self._pending.split("\n", 1)
+                return line
+            if self.finished and not self.promise.runner.stdout:
                 return None
-            time.sleep(0.05)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
         return None
 
     def release(self):
         """Close its input and wait for it to end; returns its result."""
-        self.stdin.release()
+        self.stdin.close()
         return self.promise.join()
+
+    def new_lines(self):
+        """Complete lines of output (both streams) that came since the last call, left in place
+        for its result."""
+        out = []
+        for name in ("stdout", "stderr"):
+            chunks = getattr(self.promise.runner, name)
+            seen, partial = self._read.get(name, (0, ""))
+            text = partial + "".join(chunks[seen:])
+            *lines, partial = text.split("\n")
+            self._read[name] = (len(chunks), partial)
+            out += lines
+        return out
 
 
 class Target:
@@ -158,9 +205,25 @@ class Target:
             raise CommandFailed(what, result)
         return result
 
-    def hold(self, argv, *, env=None):
+    def hold(self, argv, *, env=None, cwd=None):
         """Start a command that runs until released (or until this process dies)."""
-        return Held(self.c, command_line(argv, env=env))
+        return Held(self.c, command_line(argv, env=env, cwd=cwd))
+
+    def watched(self, line, *, what, on_line):
+        """A shell line whose output lines are shown to `on_line` as they come (for progress)."""
+        held = Held(self.c, line)
+        try:
+            while not held.finished:
+                time.sleep(0.5)
+                for text in held.new_lines():
+                    on_line(text)
+        finally:
+            result = held.release()
+            PROGRESS.close()
+        check_stop()
+        if result.exited != 0:
+            raise CommandFailed(what, result)
+        return result
 
     def exists(self, path, kind="-e"):
         return self.run(["test", kind, str(path)], check=False).exited == 0
@@ -174,21 +237,27 @@ class Target:
         return path
 
     def remove_dead_private_dirs(self):
-        """Scratch folders of runs of this machine whose process is gone (killed with kill -9)."""
-        found = self.run(["sh", "-c", 'for d in "${TMPDIR:-/tmp}"/remigrate.*; do [ -f "$d/owner.json" ] && '
-                                      'printf "%s\\t%s\\n" "$d" "$(cat "$d/owner.json")"; done; true'], check=False)
+        """Scratch folders of runs of this machine whose process is gone (killed with kill -9), and
+        ours that lost their owner mark (a removal cut short) and were left for an hour."""
+        found = self.run(["sh", "-c", 'for d in "${TMPDIR:-/tmp}"/remigrate.*; do '
+                                      'if [ -f "$d/owner.json" ]; then printf "%s\\t%s\\n" "$d" "$(cat "$d/owner.json")"; '
+                                      'elif [ -O "$d" ] && [ -f "$d/remigrate_probe.py" ] && '
+                                      '[ -n "$(find "$d" -maxdepth 0 -mmin +60)" ]; then printf "%s\\t{}\\n" "$d"; fi; '
+                                      'done; true'], check=False)
+        me = owner_mark()
         for line in found.stdout.splitlines():
             folder, _, text = line.partition("\t")
             try:
                 owner = json.loads(text)
             except ValueError:
                 continue
-            me = owner_mark()
-            if (owner.get("host"), owner.get("machine")) == (me["host"], me["machine"]) and not pid_alive(owner.get("pid")):
+            if owner == {} or ((owner.get("host"), owner.get("machine")) == (me["host"], me["machine"])
+                               and not pid_alive(owner.get("pid"))):
                 self.remove_tree(folder)
 
     def remove_tree(self, path):
-        self.run(["rm", "-rf", "--", str(path)], check=False)
+        """Remove a folder, its password file first (if the removal is cut short, no secret stays)."""
+        self.run(["sh", "-c", 'rm -f -- "$1/pgpass"; rm -rf -- "$1"', "sh", str(path)], check=False)
 
     def read_text(self, path):
         if self.remote:

@@ -1,4 +1,6 @@
 """Override order of the shared options: flag, then config, then code default."""
+import pytest
+
 from tasks.options import DEFAULTS, resolve
 
 
@@ -36,3 +38,11 @@ def test_hosts_of_a_fab_run_are_read_in_order_and_the_unreached_ones_named():
     assert hosts_from_argv(["fab", "-H", "a,b", "--hosts=c", "reset"]) == ["a", "b", "c"]
     rows = summary_rows([("a", "reset", "ok"), ("b", "reset", "FAILED: x")], ["a", "b", "c"])
     assert rows[-1] == ("c", "-", "not run (an earlier host failed)")
+
+
+def test_compression_and_jobs_are_checked_before_anything_runs():
+    assert resolve({}).compress == "1" and resolve({}).jobs == ""
+    assert resolve({"compress": "zstd:3"}, jobs="4").compress == "zstd:3"
+    for bad in ({"compress": "fast"}, {"compress": "12"}, {"jobs": "0"}, {"jobs": "two"}):
+        with pytest.raises(ValueError):
+            resolve(bad)

@@ -278,7 +278,7 @@ def test_a_dump_that_fails_verification_stops_the_reset_before_anything(seeded, 
             'case "$*" in *sqlite-backup*) for a; do last="$a"; done; printf "garbage" | dd of="$last" bs=1 seek=100 conv=notrunc 2>/dev/null;; esac\n'
             "exit $rc\n")
         (shims / "python").chmod(0o755)
-        env = {}
+        env = {"REMIGRATE_PROBE": "per-step"}  # so the shim sees each step's arguments
         expect = "SQLite"
     args = ["--python", str(shims / "python")] if seeded.engine == "sqlite" else []
     out = reset(seeded, *REMOVE, *args, "--yes", env=env)
