@@ -1068,7 +1068,7 @@ def pass_on_progress(pid, err_fd, reply):
     {"progress": {...}}); returns its wait status."""
     import time
 
-    offset, pending = 0, b""
+    offset, pending, pause = 0, b"", 0.001
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         chunk = os.pread(err_fd, 1 << 16, offset)
@@ -1083,7 +1083,8 @@ def pass_on_progress(pid, err_fd, reply):
                 reply.flush()
         if done:
             return status
-        time.sleep(0.2)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)  # a short step is answered at once, a long one polled gently
 
 
 def apply_env_json(path):

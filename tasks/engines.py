@@ -701,8 +701,7 @@ class Sqlite(Engine):
             raise RemigrateError(f"cannot write in {folder}, where the new database file is built; fix its permissions")
 
     def _clear_new(self):
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            self.target.run(["rm", "-f", "--", self.beside + suffix])
+        self.target.run(["rm", "-f", "--", *[self.beside + suffix for suffix in ("", "-wal", "-shm", "-journal")]])
 
     def reopen(self):
         """A SQLite file is never closed to its readers; only the unused new file goes."""

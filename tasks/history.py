@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from tasks.console import RemigrateError, Timer, say, table
 from tasks.project import SCRIPTS
+from tasks.target import group
 
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
@@ -50,9 +51,8 @@ def prove(project, engine, apps, removed, mode, accept=()):
     the live schema. Returns a History; raises only when a build fails."""
     folder = posixpath.join(project.workdir, "history")
     project.target.run(["mkdir", "-p", "-m", "700", folder])
-    for app in apps:
-        project.target.run(["cp", "-a", app["migrations_dir"], posixpath.join(folder, f"rmg_{app['label']}")],
-                           what="copying the migrations to a scratch folder")
+    project.target.shell(group(*[["cp", "-a", app["migrations_dir"], posixpath.join(folder, f"rmg_{app['label']}")]
+                                 for app in apps]), what="copying the migrations to a scratch folder")
     seconds, old = {}, None
     old_file = "-"
     if mode == "regenerate":
@@ -179,19 +179,18 @@ def refusal(history):
 
 def install(project, apps, history):
     """Replace each app's numbered migration files by the proven new ones."""
+    commands = []  # one command line for every app (each command is a round trip over SSH)
     for app in apps:
         target = app["migrations_dir"]
         old = [posixpath.join(target, f) for f in app["migration_files"]]
         old += [p[:-3] + ".json" for p in old if p.endswith(f"_{CARRIED}.py")]  # a carried migration's data
-        if old:
-            project.target.run(["rm", "-f", "--", *old], what="deleting the old migration files")
-        project.target.run(["rm", "-rf", "--", posixpath.join(target, "__pycache__")])
+        commands.append(["rm", "-rf", "--", *old, posixpath.join(target, "__pycache__")])
         new = history.files.get(app["label"], [])
         source = posixpath.join(history.folder, f"rmg_{app['label']}")
         if new:
-            project.target.run(["cp", "--", *[posixpath.join(source, f) for f in new], target],
-                               what="installing the new migration files")
-            project.target.run(["chmod", "644", "--", *[posixpath.join(target, f) for f in new]])
+            commands.append(["cp", "--", *[posixpath.join(source, f) for f in new], target])
+            commands.append(["chmod", "644", "--", *[posixpath.join(target, f) for f in new]])
+    project.target.shell(group(*commands), what="installing the new migration files")
 
 
 def summary(history):

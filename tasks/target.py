@@ -275,15 +275,16 @@ class Target:
         if self.remote:
             # the folders we upload into are 0700, so the file is never exposed
             self.c.put(io.BytesIO(data), path)
-            self.run(["chmod", "600", path])
-        else:
-            if replace and os.path.exists(path):
-                os.unlink(path)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            self.run(["sh", "-c", 'chmod 600 "$1" && { [ -z "$2" ] || mv -f -- "$1" "$2"; }', "sh", path,
+                      final if replace else ""])
+            return
+        if replace and os.path.exists(path):
+            os.unlink(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         if replace:
-            self.run(["mv", "-f", "--", path, final])
+            os.replace(path, final)
 
     def put_file(self, local_path, remote_path):
         if self.remote:
