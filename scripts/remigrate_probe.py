@@ -184,7 +184,9 @@ def cmd_settings(opts):
     }
 
 
-def pg_stats(cursor):
+def pg_stats(cursor, count=True):
+    """Properties, relations, exact row counts (unless `count` is off: the caller takes them
+    from the content digests, which read every row anyway) and sequences."""
     cursor.execute("SHOW server_version_num")
     version_num = int(cursor.fetchone()[0])
     cursor.execute("SHOW server_version")
@@ -217,8 +219,9 @@ def pg_stats(cursor):
             tables[key] = quoted
     counts = {}
     for key, quoted in tables.items():
-        cursor.execute(f"SELECT count(*) FROM {quoted}")
-        counts[key] = cursor.fetchone()[0]
+        if count:
+            cursor.execute(f"SELECT count(*) FROM {quoted}")
+        counts[key] = cursor.fetchone()[0] if count else None
     cursor.execute(
         "SELECT n.nspname, c.relname, a.attname,"
         " pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname)"
@@ -239,20 +242,23 @@ def pg_stats(cursor):
     grants = schema_facts.pg_grants(cursor)
     return {"server_version": version, "server_version_num": version_num, "properties": properties,
             "relations": relations, "tables": counts, "sequences": sequences, "grants": grants,
-            "objects": schema_facts.objects(schema_facts.pg_schema(cursor)) + [schema_facts.grant_key(g) for g in grants]}
+            "objects": schema_facts.objects(schema_facts.pg_schema(cursor)) + [schema_facts.grant_key(g) for g in grants],
+            **({} if count else {"quoted": tables})}  # for counts_from_content
 
 
 def sqlite_quote(name):
     return '"' + name.replace('"', '""') + '"'
 
 
-def sqlite_stats(conn, fk=True):
-    """Row counts, AUTOINCREMENT high-water marks and properties of an open SQLite database
-    (with `fk`, its broken references counted: a read of every referencing table)."""
+def sqlite_stats(conn, fk=True, count=True):
+    """Row counts (unless `count` is off: see counts_from_content), AUTOINCREMENT high-water
+    marks and properties of an open SQLite database (with `fk`, its broken references counted:
+    a read of every referencing table)."""
     _virtual, shadows = schema_facts.sqlite_virtual_tables(conn)  # a virtual table's shadows are part of it
     rows = [(n, k) for n, k in conn.execute("SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
                                             "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name") if n not in shadows]
-    counts = {name: conn.execute(f"SELECT count(*) FROM {sqlite_quote(name)}").fetchone()[0] for name, kind in rows if kind == "table"}
+    counts = {name: conn.execute(f"SELECT count(*) FROM {sqlite_quote(name)}").fetchone()[0] if count else None
+              for name, kind in rows if kind == "table"}
     sequences = []
     has_seq = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
     if has_seq:
@@ -266,6 +272,15 @@ def sqlite_stats(conn, fk=True):
     return {"server_version": sqlite3.sqlite_version, "properties": props,
             "relations": [{"schema": "main", "name": n, "kind": "r" if k == "table" else "v"} for n, k in rows],
             "tables": counts, "sequences": sequences, "objects": schema_facts.objects(schema_facts.sqlite_schema(conn))}
+
+
+def counts_from_content(stats, upto, count):
+    """Row counts taken from the digests (one read of each table, not two); a table digested only
+    up to a key (`upto`), or not digested, is counted on its own."""
+    quoted = stats.pop("quoted")
+    for key in stats["tables"]:
+        entry = stats["content"].get(key)
+        stats["tables"][key] = entry["rows"] if entry and key not in (upto or {}) else count(quoted[key])
 
 
 def applied_migrations(cursor, quote):
@@ -304,9 +319,14 @@ def cmd_stats(opts):
             cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one snapshot for every count
             if snapshot:
                 cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
-            stats = pg_stats(cursor)
+            stats = pg_stats(cursor, count=not content)
             if content:
                 stats["content"] = schema_facts.pg_content(cursor, upto=upto, progress=reading("reading every row"))
+                def count(quoted):
+                    cursor.execute(f"SELECT count(*) FROM {quoted}")
+                    return cursor.fetchone()[0]
+
+                counts_from_content(stats, upto, count)
             # last: a database never migrated has no django_migrations, and the failed query ends the transaction
             stats["applied_migrations"] = applied_migrations(cursor, lambda n: f'"{n}"')
             cursor.execute("COMMIT")
@@ -337,10 +357,12 @@ def file_stats(path, check=False, content=False, upto=None, fk=True):
     try:
         if check:
             integrity(conn)
-        stats = sqlite_stats(conn, fk=fk)
+        stats = sqlite_stats(conn, fk=fk, count=not content)
         stats["applied_migrations"] = applied_migrations(conn.cursor(), sqlite_quote)
         if content:
             stats["content"] = schema_facts.sqlite_content(conn, upto=upto, progress=reading("reading every row", "tables"))
+            stats["quoted"] = {t: sqlite_quote(t) for t in stats["tables"]}
+            counts_from_content(stats, upto, lambda q: conn.execute(f"SELECT count(*) FROM {q}").fetchone()[0])
         return stats
     finally:
         conn.close()
