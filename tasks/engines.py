@@ -178,24 +178,40 @@ def counter(label, total, unit, counts):
     return on_line
 
 
+def after_index(schema, table, index_oid):
+    """SQL text that marks an index again as its table's CLUSTER index or REPLICA IDENTITY, as it was."""
+    return ("coalesce((SELECT CASE WHEN x.indisclustered THEN format(' ALTER TABLE %I.%I CLUSTER ON %I;', "
+            f"{schema}, {table}, xc.relname) ELSE '' END || CASE WHEN x.indisreplident THEN "
+            f"format(' ALTER TABLE %I.%I REPLICA IDENTITY USING INDEX %I;', {schema}, {table}, xc.relname) ELSE '' END "
+            f"FROM pg_index x JOIN pg_class xc ON xc.oid = x.indexrelid WHERE x.indexrelid = {index_oid}), '')")
+
+
 def keys_query(tables):
     """JSON of what makes loading slow on the `tables` ((schema, name) pairs): their primary
     keys, unique and exclusion constraints and other indexes, and every foreign key on them or
-    pointing at them, each with the statement that makes it again."""
+    pointing at them, each with the statements that make it again as it was (with its comment,
+    CLUSTER mark and REPLICA IDENTITY)."""
     wanted = sql.Literal(json.dumps([list(t) for t in tables])).as_string(None)
     return f"""WITH wanted AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  JOIN json_array_elements({wanted}::json) w ON w->>0 = n.nspname AND w->>1 = c.relname
                 WHERE c.relkind = 'r'),
 cons AS (SELECT con.contype, con.conname, con.conindid, format('%I.%I', n.nspname, c.relname) AS tbl,
                 format('ALTER TABLE ONLY %I.%I ADD CONSTRAINT %I %s;', n.nspname, c.relname, con.conname,
-                       pg_get_constraintdef(con.oid)) AS make,
+                       pg_get_constraintdef(con.oid))
+                || coalesce(format(' COMMENT ON CONSTRAINT %I ON %I.%I IS ', con.conname, n.nspname, c.relname)
+                            || quote_literal(obj_description(con.oid, 'pg_constraint')) || ';', '')
+                || CASE WHEN con.contype <> 'f' THEN {after_index("n.nspname", "c.relname", "con.conindid")} ELSE '' END AS make,
                 format('ALTER TABLE ONLY %I.%I DROP CONSTRAINT %I;', n.nspname, c.relname, con.conname) AS drop
            FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE con.conislocal AND (con.contype = 'f' AND (con.conrelid IN (SELECT oid FROM wanted)
                                                           OR con.confrelid IN (SELECT oid FROM wanted))
                                     OR con.contype IN ('p', 'u', 'x') AND con.conrelid IN (SELECT oid FROM wanted))),
 idx AS (SELECT format('%I.%I', n.nspname, c.relname) AS tbl, ci.relname,
-               pg_get_indexdef(i.indexrelid) || ';' AS make, format('DROP INDEX %I.%I;', n.nspname, ci.relname) AS drop
+               pg_get_indexdef(i.indexrelid) || ';'
+               || coalesce(format(' COMMENT ON INDEX %I.%I IS ', n.nspname, ci.relname)
+                           || quote_literal(obj_description(ci.oid, 'pg_class')) || ';', '')
+               || {after_index("n.nspname", "c.relname", "i.indexrelid")} AS make,
+               format('DROP INDEX %I.%I;', n.nspname, ci.relname) AS drop
           FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
           JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE i.indrelid IN (SELECT oid FROM wanted) AND NOT EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conindid = i.indexrelid))
