@@ -44,6 +44,7 @@ class ProbeError(Exception):
 
 
 PROGRESS = "REMIGRATE-PROGRESS: "
+REPLY = "REMIGRATE-REPLY: "  # the long-lived probe's lines: ready, progress, answers
 
 
 def reading(label, unit="bytes"):
@@ -1039,12 +1040,23 @@ def serve(argv):
     parser.add_argument("--env-json")
     parser.add_argument("--settings")
     opts, _ = parser.parse_known_args(argv)
+    reply = os.fdopen(os.dup(1), "w", encoding="ascii")  # answers only: whatever else prints goes to stderr
+    os.dup2(2, 1)
     apply_env_json(opts.env_json)
     try:  # warm up; a failure here is met again, and reported, by each request
         setup_django(opts.settings)
     except Exception:  # noqa: BLE001
         pass
-    reply = sys.stdout
+    import threading
+
+    if "django.db" in sys.modules:
+        from django.db import connections
+
+        connections.close_all()  # a connection the project's start-up opened is not the children's to share
+    if threading.active_count() > 1:  # forking a process with threads is not safe: one process per step
+        return 3
+    reply.write(REPLY + json.dumps({"ready": True}) + "\n")
+    reply.flush()
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -1078,9 +1090,9 @@ def serve(argv):
             err.seek(0)
             errors = "".join(ln for ln in err.read().decode("utf-8", "replace").splitlines(keepends=True)
                              if not ln.startswith(PROGRESS))
-            answer = {"exit": os.waitstatus_to_exitcode(status), "stdout": out.read().decode("utf-8", "replace"),
-                      "stderr": errors}
-        reply.write(json.dumps(answer) + "\n")
+            answer = {"id": request.get("id"), "exit": os.waitstatus_to_exitcode(status),
+                      "stdout": out.read().decode("utf-8", "replace"), "stderr": errors}
+        reply.write(REPLY + json.dumps(answer) + "\n")
         reply.flush()
     return 0
 
@@ -1101,7 +1113,7 @@ def pass_on_progress(pid, err_fd, reply):
         *lines, pending = pending.split(b"\n")
         for line in lines:
             if line.startswith(PROGRESS.encode()):
-                reply.write(json.dumps({"progress": json.loads(line[len(PROGRESS):])}) + "\n")
+                reply.write(REPLY + json.dumps({"progress": json.loads(line[len(PROGRESS):])}) + "\n")
                 reply.flush()
         if done:
             return status

@@ -121,9 +121,13 @@ BUILD_SUFFIX = "__remigrate_build"
 
 def build_name(name):
     """The name the new database is built under, so the live name stays free while it is built:
-    no application session can reach (and write into) a half-built database."""
-    room = 63 - len(BUILD_SUFFIX)  # PostgreSQL names are at most 63 bytes
-    return name.encode("utf-8")[:room].decode("utf-8", errors="ignore") + BUILD_SUFFIX
+    no application session can reach (and write into) a half-built database. PostgreSQL names
+    are at most 63 bytes: a longer one is cut and told apart by a hash of the whole name."""
+    if len(name.encode("utf-8")) + len(BUILD_SUFFIX) <= 63:
+        return name + BUILD_SUFFIX
+    tag = "_" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    room = 63 - len(BUILD_SUFFIX) - len(tag)
+    return name.encode("utf-8")[:room].decode("utf-8", errors="ignore") + tag + BUILD_SUFFIX
 
 
 def retarget(statement, old, new):
@@ -138,15 +142,31 @@ def retarget(statement, old, new):
     raise RemigrateError(f"cannot find database {old} in the backup's statement {statement[:60]!r}")
 
 
+def sql_statements(script):
+    """The statements of a pg_dump script: split at semicolons outside quoted strings and
+    identifiers (a comment may span lines); psql's backslash commands and SQL comments left out."""
+    out, current, quote = [], [], None
+    for line in script.splitlines(keepends=True):
+        if quote is None and not "".join(current).strip() and line.lstrip().startswith(("\\", "--")):
+            continue
+        for char in line:
+            current.append(char)
+            if quote:
+                quote = None if char == quote else quote  # a doubled quote closes and reopens: same result
+            elif char in "'\"":
+                quote = char
+            elif char == ";":
+                out.append("".join(current).strip())
+                current = []
+    return out
+
+
 def database_statements(create_script):
     """CREATE DATABASE and the database-level settings, owner, grants and comment from the
-    output of `pg_restore --create --schema-only`, one statement a line."""
+    output of `pg_restore --create --schema-only`."""
     keep = ("CREATE DATABASE ", "ALTER DATABASE ", "COMMENT ON DATABASE ")
-    out = []
-    for line in create_script.splitlines():
-        if line.startswith(keep) or (line.startswith(("GRANT ", "REVOKE ")) and " ON DATABASE " in line):
-            out.append(line)
-    return out
+    return [st for st in sql_statements(create_script)
+            if st.startswith(keep) or (st.startswith(("GRANT ", "REVOKE ")) and " ON DATABASE " in st)]
 
 
 LOAD_PRE_SQL = """\
@@ -186,6 +206,20 @@ def after_index(schema, table, index_oid):
             f"FROM pg_index x JOIN pg_class xc ON xc.oid = x.indexrelid WHERE x.indexrelid = {index_oid}), '')")
 
 
+def in_tablespace(index_oid):
+    """SQL text: the SET that builds an index again in the tablespace it was in (pg_get_indexdef
+    leaves it out); the default tablespace is set as '' so every statement says where it goes."""
+    return ("format('SET default_tablespace = %L; ', coalesce((SELECT t.spcname FROM pg_class x JOIN pg_tablespace t "
+            f"ON t.oid = x.reltablespace WHERE x.oid = {index_oid}), ''))")
+
+
+def seen_by_views(catalog, oid):
+    """SQL condition: a view (a rewrite rule) depends on this object (a view grouping by a
+    primary key does): it cannot be dropped for the load, so it stays in place."""
+    return (f"EXISTS (SELECT 1 FROM pg_depend d WHERE d.refclassid = '{catalog}'::regclass AND d.refobjid = {oid} "
+            "AND d.classid = 'pg_rewrite'::regclass)")
+
+
 def keys_query(tables):
     """JSON of what makes loading slow on the `tables` ((schema, name) pairs): their primary
     keys, unique and exclusion constraints and other indexes, and every foreign key on them or
@@ -196,8 +230,9 @@ def keys_query(tables):
                  JOIN json_array_elements({wanted}::json) w ON w->>0 = n.nspname AND w->>1 = c.relname
                 WHERE c.relkind = 'r'),
 cons AS (SELECT con.contype, con.conname, con.conindid, format('%I.%I', n.nspname, c.relname) AS tbl,
-                format('ALTER TABLE ONLY %I.%I ADD CONSTRAINT %I %s;', n.nspname, c.relname, con.conname,
-                       pg_get_constraintdef(con.oid))
+                CASE WHEN con.contype <> 'f' THEN {in_tablespace("con.conindid")} ELSE '' END
+                || format('ALTER TABLE ONLY %I.%I ADD CONSTRAINT %I %s;', n.nspname, c.relname, con.conname,
+                          pg_get_constraintdef(con.oid))
                 || coalesce(format(' COMMENT ON CONSTRAINT %I ON %I.%I IS ', con.conname, n.nspname, c.relname)
                             || quote_literal(obj_description(con.oid, 'pg_constraint')) || ';', '')
                 || CASE WHEN con.contype <> 'f' THEN {after_index("n.nspname", "c.relname", "con.conindid")} ELSE '' END AS make,
@@ -205,16 +240,19 @@ cons AS (SELECT con.contype, con.conname, con.conindid, format('%I.%I', n.nspnam
            FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE con.conislocal AND (con.contype = 'f' AND (con.conrelid IN (SELECT oid FROM wanted)
                                                           OR con.confrelid IN (SELECT oid FROM wanted))
-                                    OR con.contype IN ('p', 'u', 'x') AND con.conrelid IN (SELECT oid FROM wanted))),
+                                    OR con.contype IN ('p', 'u', 'x') AND con.conrelid IN (SELECT oid FROM wanted)
+                                       AND NOT {seen_by_views("pg_constraint", "con.oid")}
+                                       AND NOT {seen_by_views("pg_class", "con.conindid")})),
 idx AS (SELECT format('%I.%I', n.nspname, c.relname) AS tbl, ci.relname,
-               pg_get_indexdef(i.indexrelid) || ';'
+               {in_tablespace("i.indexrelid")} || pg_get_indexdef(i.indexrelid) || ';'
                || coalesce(format(' COMMENT ON INDEX %I.%I IS ', n.nspname, ci.relname)
                            || quote_literal(obj_description(ci.oid, 'pg_class')) || ';', '')
                || {after_index("n.nspname", "c.relname", "i.indexrelid")} AS make,
                format('DROP INDEX %I.%I;', n.nspname, ci.relname) AS drop
           FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
           JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE i.indrelid IN (SELECT oid FROM wanted) AND NOT EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conindid = i.indexrelid))
+         WHERE i.indrelid IN (SELECT oid FROM wanted) AND NOT EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conindid = i.indexrelid)
+           AND NOT {seen_by_views("pg_class", "i.indexrelid")})
 SELECT json_build_object(
   'foreign_keys', (SELECT coalesce(json_agg(json_build_array(tbl, make, drop) ORDER BY tbl, conname), '[]') FROM cons WHERE contype = 'f'),
   'keys', (SELECT coalesce(json_agg(json_build_array(tbl, make, drop) ORDER BY tbl, conname), '[]') FROM cons WHERE contype <> 'f'),
@@ -303,9 +341,15 @@ DROP TABLE remigrate_high_water;
 """
 
 
-def advisory_key(identity_key):
-    """The server-side lock key of a database: 60 bits of a hash of its identity."""
-    return int(hashlib.sha256(f"remigrate:{identity_key}".encode("utf-8")).hexdigest()[:15], 16)
+# A session held for a whole run must not be ended by the server's idle timeouts.
+KEEP_SESSION = ("SET idle_in_transaction_session_timeout = 0; DO $$BEGIN PERFORM set_config('idle_session_timeout', "
+                "'0', false); EXCEPTION WHEN undefined_object THEN NULL; END$$;")
+
+
+def advisory_key(name):
+    """The server-side lock key of a database: 60 bits of a hash of its name (the lock lives on
+    its server, so however a client spells the host, one database has one key)."""
+    return int(hashlib.sha256(f"remigrate:{name}".encode("utf-8")).hexdigest()[:15], 16)
 
 
 def lock_holder_sql(key):
@@ -357,6 +401,7 @@ class Postgres(Engine):
     def __init__(self, project):
         super().__init__(project)
         self._pgpass = None
+        self._lock = None  # the session holding the server lock, while a run holds it
         self.versions = {}
         self.missing = False  # the database does not exist (found by preflight)
 
@@ -403,6 +448,10 @@ class Postgres(Engine):
                 self.missing = not closed
             self.versions["server"] = (server // 10000, server % 10000)
         major, minor = self.versions["server"]
+        compress = self.project.options.compress
+        if not compress.isdigit() and self.versions["pg_dump"][0] < 16:
+            raise RemigrateError(f"--compress {compress}: pg_dump {self.versions['pg_dump'][0]} takes only a level 0-9 "
+                                 "(methods need pg_dump 16 or newer); nothing was changed")
         if self.versions["pg_dump"][0] < major:
             raise RemigrateError(f"pg_dump {self.versions['pg_dump'][0]} is older than the server ({major}); "
                                  f"install postgresql-client-{major} or newer")
@@ -424,9 +473,9 @@ class Postgres(Engine):
         """pg_dump and the content digests of the manifest at the same time, from one snapshot that
         a session exports and holds meanwhile: the digests describe exactly the rows in the dump,
         and the database is read once for each instead of digests before and after."""
-        holder = self.target.hold(["psql", "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", *pg_conn_args(self.db), "-c",
-                                   "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot();",
-                                   "-f", "-"], env=self.env())
+        holder = self.target.hold(["psql", "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", *pg_conn_args(self.db),
+                                   "-c", KEEP_SESSION, "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                                   "SELECT pg_export_snapshot();", "-f", "-"], env=self.env())
         try:
             snapshot = (holder.next_line(timeout=60) or "").strip()
             if not re.fullmatch(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?", snapshot):
@@ -487,9 +536,9 @@ class Postgres(Engine):
         maintenance database (the rebuild drops the database itself): no second run, from this
         machine or another, works on the same database meanwhile. The session ends with this
         process, however it ends, so a killed run never leaves the lock behind."""
-        key = advisory_key(self.project.identity()["key"])
-        argv = ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", *pg_conn_args(self.db, "postgres"),
-                "-c", f"SELECT pg_try_advisory_lock({key})", "-f", "-"]
+        key = advisory_key(self.db.name)
+        argv = ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", *pg_conn_args(self.db, "postgres"),
+                "-c", KEEP_SESSION, "-c", f"SELECT pg_try_advisory_lock({key})", "-f", "-"]
         held = self.target.hold(argv, env=self.env())
         answer = held.next_line(timeout=30)
         answer = answer and answer.strip()
@@ -500,10 +549,19 @@ class Postgres(Engine):
                 raise RemigrateError(f"another remigrate run is working on database {self.db.name}: it holds its lock on "
                                      f"the server (session {who}); wait for it to finish")
             raise RemigrateError("could not take the lock on the server: " + explain_pg_error(result.stderr, self.db))
+        self._lock = held
         try:
             yield
         finally:
+            self._lock = None
             held.release()
+
+    def check_lock(self):
+        """Stop before a step that cannot be undone if the session holding the lock has ended
+        (a server restart, a proxy that cut it): another run could start meanwhile."""
+        if self._lock is not None and self._lock.finished:
+            raise RemigrateError("the session holding this run's lock on the server has ended; stopped before changing "
+                                 "the database any further")
 
     def maintenance(self, statement, what):
         """One statement on the maintenance database (DROP/CREATE DATABASE cannot run in a transaction
@@ -569,12 +627,17 @@ class Postgres(Engine):
             self.reopen()  # a resumed run may find it closed by the run that died
             self.close(manifest, sessions or {})
         journal("drop")
+        self.check_lock()
         if self.exists():
+            journal.data.setdefault("live_oid", self.oid())  # the database this run drops (a rollback may drop only it)
+            journal.save()
             self.drop()
         inject_fault("dropped")  # the moment with no database at all
         if self.exists(self.beside):  # left by a run that died while building
             self.drop(self.beside)
         self.create_from_archive(dump, self.beside)
+        journal.data["build_oid"] = self.oid(self.beside)
+        journal.save()
         journal("migrate")
         self.project.manage("migrate", "--noinput", db_name=self.beside)
         journal("load")
@@ -582,8 +645,13 @@ class Postgres(Engine):
         journal("content-types")
         self.project.probe("content-types", what="adding content types of new models", db_name=self.beside)
 
+    def oid(self, name=None):
+        return self.maintenance(f"SELECT oid FROM pg_database WHERE datname = "
+                                f"{sql.Literal(name or self.db.name).as_string(None)}", "looking for the database")
+
     def swap_in(self, manifest):
         """The verified new database takes the live name."""
+        self.check_lock()
         live = sql.Identifier(self.db.name).as_string(None)
         if self.exists():
             raise RemigrateError(f"a database named {self.db.name} was created while the new one was built; "
@@ -636,9 +704,18 @@ class Postgres(Engine):
             raise RemigrateError("the keys, indexes and foreign keys of the new schema are not all back after the load")
 
     def jobs(self):
-        """Sessions that load at once: the cores of the machine that runs the tools."""
-        found = self.project.options.jobs or self.target.run(["nproc"], check=False).stdout.strip()
-        return max(1, int(found)) if found.isdigit() else 2
+        """Sessions that load at once: --jobs, else the cores of the machine that runs the tools (at
+        most 8); never more than the server and the role have connections free for."""
+        wanted = self.project.options.jobs
+        if not wanted:
+            found = self.target.run(["nproc"], check=False).stdout.strip()
+            wanted = min(int(found), 8) if found.isdigit() else 2
+        free = self.psql("SELECT least(current_setting('max_connections')::int - current_setting("
+                         "'superuser_reserved_connections')::int - (SELECT count(*) FROM pg_stat_activity), "
+                         "CASE WHEN r.rolconnlimit < 0 THEN 1000 ELSE r.rolconnlimit - (SELECT count(*) FROM "
+                         "pg_stat_activity WHERE usename = current_user) END) FROM pg_roles r WHERE r.rolname = current_user",
+                         dbname=self.beside, what="counting the free connections")
+        return max(1, min(int(wanted), int(free) - 1 if free.lstrip("-").isdigit() else 1))
 
     def run_sql(self, groups, name, what, progress=None):
         """Groups of SQL statements on the new database, each group in its own transaction and
@@ -659,9 +736,15 @@ class Postgres(Engine):
         else:
             self.target.shell(line, what=what)
 
-    def recover(self, bundle_path, manifest):
-        """Put the database back from the bundle, whatever state the reset left it in."""
+    def recover(self, bundle_path, manifest, journal=None):
+        """Put the database back from the bundle, whatever state the reset left it in; a database
+        that someone else made under the live name while it was free is never dropped."""
         dump = posixpath.join(bundle_path, manifest["dump"]["file"])
+        ours = {(journal or {}).get("live_oid"), (journal or {}).get("build_oid")} - {None}
+        if ours and self.exists() and self.oid() not in ours:
+            raise RemigrateError(f"a database named {self.db.name} was created by someone else while the reset ran (it is "
+                                 "neither the one the reset dropped nor the one it built); it was left as it is: move it "
+                                 "away (ALTER DATABASE ... RENAME), then run `inv rollback`")
         for name in (self.beside, self.db.name):  # whatever the reset left (half-built, new schema) goes
             if self.exists(name):
                 self.drop(name)
@@ -747,7 +830,7 @@ class Sqlite(Engine):
         keep_live(lambda: self.project.probe("sqlite-swap", self.beside, self.db.name, expected,
                                              what="swapping in the new database"))
 
-    def recover(self, bundle_path, manifest):
+    def recover(self, bundle_path, manifest, journal=None):
         self._clear_new()
         self.restore(posixpath.join(bundle_path, manifest["dump"]["file"]), manifest, {})
 

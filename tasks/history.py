@@ -55,18 +55,31 @@ def prove(project, engine, apps, removed, mode, accept=()):
                                  for app in apps]), what="copying the migrations to a scratch folder")
     seconds, old = {}, None
     old_file = "-"
-    if mode == "regenerate":
+    sqlite_old = None
+    if mode == "regenerate" and engine.name != "sqlite":  # measured on SQLite too, meanwhile, in a process of its own
+        sqlite_old = project.probe_beside("history-old", posixpath.join(project.workdir, "history-old-sqlite.json"),
+                                          *sorted(removed), sqlite_scratch=posixpath.join(project.workdir, "a.sqlite3"),
+                                          what="building a SQLite scratch database from the old history")
+    try:
+        if mode == "regenerate":
+            t = Timer()
+            old_file = posixpath.join(project.workdir, "history-old.json")
+            old = project.probe("history-old", old_file, *sorted(removed), db_name=scratch_name(project, engine, "a"),
+                                what="building a scratch database from the old history")
+            seconds["old history"] = round(t.seconds, 1)
         t = Timer()
-        old_file = posixpath.join(project.workdir, "history-old.json")
-        old = project.probe("history-old", old_file, *sorted(removed), db_name=scratch_name(project, engine, "a"),
-                            what="building a scratch database from the old history")
-        seconds["old history"] = round(t.seconds, 1)
-    t = Timer()
-    new = project.probe("history-new", old_file, *sorted(removed), db_name=scratch_name(project, engine, "b"),
-                        migrations_from=folder, what="building a scratch database from the new history")
-    seconds["new history"] = round(t.seconds, 1)
-    if old and new["written"] and engine.name != "sqlite":
-        also_sqlite(project, removed, folder, new, seconds)
+        new = project.probe("history-new", old_file, *sorted(removed), db_name=scratch_name(project, engine, "b"),
+                            migrations_from=folder, what="building a scratch database from the new history")
+        seconds["new history"] = round(t.seconds, 1)
+    except BaseException:
+        if sqlite_old:  # never leave it writing into a folder that is about to be removed
+            try:
+                sqlite_old()
+            except RemigrateError:
+                pass
+        raise
+    if sqlite_old:
+        also_sqlite(project, removed, folder, new, seconds, sqlite_old)
     live = project.probe("describe", what="reading the live schema")
     history = History(folder=folder, files=new["files"], written=new["written"], carried=new["carried"],
                       rows=(old or {}).get("rows", {}), inventory=(old or {}).get("inventory", []),
@@ -87,17 +100,19 @@ def prove(project, engine, apps, removed, mode, accept=()):
     return history
 
 
-def also_sqlite(project, removed, folder, new, seconds):
+def also_sqlite(project, removed, folder, new, seconds, sqlite_old):
     """What the old history made on SQLite too (a file, always at hand), so the new history
-    installs on a SQLite laptop or CI like the old one did. Skipped, and said so, when the old
-    history does not install on SQLite at all."""
+    installs on a SQLite laptop or CI like the old one did (`sqlite_old`: the build of the old
+    history on SQLite, started beside the others). Needed only when something is carried;
+    skipped, and said so, when the old history does not install on SQLite at all."""
     t = Timer()
     old_file = posixpath.join(project.workdir, "history-old-sqlite.json")
     try:
-        project.probe("history-old", old_file, *sorted(removed), sqlite_scratch=posixpath.join(project.workdir, "a.sqlite3"),
-                      what="building a SQLite scratch database from the old history")
+        sqlite_old()
     except RemigrateError as exc:
         new["sqlite"] = {"skipped": str(exc)}
+        return
+    if not new["written"]:
         return
     app, name = new["written"][0][0], next(f for _, f in new["written"] if f.endswith(".py"))
     new["sqlite"] = project.probe("history-engine", old_file, f"{app}/{name[:-3]}", *sorted(removed),

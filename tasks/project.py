@@ -23,6 +23,7 @@ from tasks.target import CommandFailed, Target
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 PROBE = "remigrate_probe.py"
+REPLY = "REMIGRATE-REPLY: "  # the long-lived probe's lines
 HELPERS = ("remigrate_schema.py", "remigrate_history.py", "remigrate_scrub.py")  # modules the probe imports, uploaded beside it
 VENV_CANDIDATES = (".venv", "venv", "env")
 FIELDS = ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")
@@ -118,6 +119,7 @@ class Project:
         # the long-lived probe, started at the first probe command; False: one process per step
         # (it could not start, or REMIGRATE_PROBE=per-step asks for it)
         self._server = False if os.environ.get("REMIGRATE_PROBE") == "per-step" else None
+        self._requests = 0
 
     def _project_dir(self, path):
         t = self.target
@@ -154,30 +156,61 @@ class Project:
                 Secrets.add(value)
         return values
 
-    def _run_probe(self, argv):
+    def _run_probe(self, argv, command):
         """One probe command: answered by the task's long-lived probe (forked from one Django
         start-up), or run on its own if that cannot start (the error is then the command's own)."""
         if self._server is None:
-            start = argv[:2] + ["--serve", *argv[2:argv.index("--env-json") + 2]]
-            if self.options.settings:
-                start += ["--settings", self.options.settings]
-            self._server = self.target.hold(start, cwd=self.dir)
-        if self._server is not False:
-            self._server.stdin.write(json.dumps({"argv": argv[2:]}) + "\n")
-            try:
-                line = self._server.next_line()
-                while line is not None and line.startswith('{"progress"'):
-                    PROGRESS(**json.loads(line)["progress"])
-                    line = self._server.next_line()
-            finally:
-                PROGRESS.close()
-            check_stop()  # a SIGTERM that arrived meanwhile
-            if line is not None:
-                answer = json.loads(line)
-                return SimpleNamespace(stdout=answer["stdout"], stderr=answer["stderr"], exited=answer["exit"])
-            self._server.release()
+            self._server = self._start_server(argv)
+        if self._server is False:
+            return self.target.run(argv, cwd=self.dir, check=False)
+        self._requests += 1
+        self._server.stdin.write(json.dumps({"id": self._requests, "argv": argv[2:]}) + "\n")
+        interrupted = None
+        try:
+            while True:  # the step runs on in its child: its answer is awaited even when stopped
+                try:
+                    message = self._server_message()
+                except KeyboardInterrupt as exc:
+                    interrupted = exc
+                    continue
+                if message is None or "progress" not in message:
+                    break
+                PROGRESS(**message["progress"])
+        finally:
+            PROGRESS.close()
+        if interrupted is not None:
+            raise interrupted
+        check_stop()  # a SIGTERM that arrived meanwhile
+        if message is None or message.get("id") != self._requests:
+            result = self._server.release()
             self._server = False
-        return self.target.run(argv, cwd=self.dir, check=False)
+            raise CommandFailed(f"{command} in the project's interpreter (the long-lived probe ended without "
+                                "answering)", result)
+        return SimpleNamespace(stdout=message["stdout"], stderr=message["stderr"], exited=message["exit"])
+
+    def _start_server(self, argv):
+        """The long-lived probe, once it says it is ready; False if it cannot serve (one process
+        per step then)."""
+        start = argv[:2] + ["--serve", *argv[2:argv.index("--env-json") + 2]]
+        if self.options.settings:
+            start += ["--settings", self.options.settings]
+        server = self.target.hold(start, cwd=self.dir)
+        self._server = server
+        ready = self._server_message()
+        if not (ready and ready.get("ready")):
+            server.release()
+            return False
+        return server
+
+    def _server_message(self):
+        """The long-lived probe's next message (lines not its own, printed by the project, are
+        skipped); None once it has ended."""
+        while True:
+            line = self._server.next_line()
+            if line is None:
+                return None
+            if line.startswith(REPLY):
+                return json.loads(line[len(REPLY):])
 
     def close(self):
         """End the long-lived probe."""
@@ -187,6 +220,17 @@ class Project:
 
     def probe(self, command, *args, what=None, db_name=None, migrations_from=None, sqlite_scratch=None):
         """Run a probe command in the project's interpreter; returns its JSON answer."""
+        argv = self._probe_argv(command, args, db_name, migrations_from, sqlite_scratch)
+        return self._answer(self._run_probe(argv, command), command, what)
+
+    def probe_beside(self, command, *args, what=None, db_name=None, migrations_from=None, sqlite_scratch=None):
+        """Start a probe command in a process of its own, beside the long-lived probe, for work that
+        can overlap; returns a function that waits for it and gives its JSON answer."""
+        argv = self._probe_argv(command, args, db_name, migrations_from, sqlite_scratch)
+        held = self.target.hold(argv, cwd=self.dir)
+        return lambda: self._answer(held.release(), command, what)
+
+    def _probe_argv(self, command, args, db_name, migrations_from, sqlite_scratch):
         argv = [self.python, self.probe_path, "--env-json", self.env_json]
         if sqlite_scratch:
             argv += ["--sqlite-scratch", sqlite_scratch]
@@ -196,8 +240,10 @@ class Project:
             argv += ["--db-name", db_name]
         if migrations_from:
             argv += ["--migrations-from", migrations_from]
-        argv += [command, *map(str, args)]
-        result = self._run_probe(argv)
+        return argv + [command, *map(str, args)]
+
+    def _answer(self, result, command, what):
+        check_stop()
         for line in (result.stdout or "").splitlines():
             if line.startswith("REMIGRATE-JSON: ") and result.exited == 0:
                 return json.loads(line[len("REMIGRATE-JSON: "):])

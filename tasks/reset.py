@@ -306,15 +306,16 @@ def database_touched(engine, phases):
     return bool(TOUCHING[engine.name] & set(phases)) or engine.swapped(phases)
 
 
-def rollback(project, engine, manifest, bundle_path, database=True):
-    """Database and migration files back as the bundle holds them."""
+def rollback(project, engine, manifest, bundle_path, database=True, journal=None):
+    """Database and migration files back as the bundle holds them (`journal`: the run's, which
+    says which databases it made or dropped)."""
     dirs = [a["migrations_dir"] for a in project.own_apps()]
     project.probe("restore-migrations", posixpath.join(bundle_path, B.MIGRATIONS_ARCHIVE), *dirs,
                   what="restoring the migration files")
     if not database:
         engine.reopen()  # a reset stopped between closing the database and dropping it
         return
-    engine.recover(bundle_path, manifest)
+    engine.recover(bundle_path, manifest, journal)
     after = engine.stats(content=True)
     rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
     if not clean or B.compare_content(manifest["database"].get("content", {}), after["content"]):
@@ -415,7 +416,7 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
         step("Rolling back (database and migration files from the backup)")
         kept = isinstance(exc, LiveDatabaseKept) or not database_touched(engine, [p["phase"] for p in journal.data["phases"]])
         try:
-            rollback(project, engine, manifest, bundle_path, database=not kept)
+            rollback(project, engine, manifest, bundle_path, database=not kept, journal=journal.data)
         except BaseException as again:
             journal.finish("failed", f"{reason}; rollback failed too: {again}")
             raise RemigrateError(f"the reset failed ({reason}) and so did the rollback ({again}); "
@@ -607,7 +608,7 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
             engine.preflight(archive_version=manifest["dump"].get("dumped_by"))
         step(f"Rolling back to {manifest['name']}")
         with engine.server_lock():
-            rollback(project, engine, manifest, path, database=touched)
+            rollback(project, engine, manifest, path, database=touched, journal=data)
         if data:
             data["status"] = "rolled-back"
             project.target.write_private(posixpath.join(path, JOURNAL), json.dumps(data, indent=2), replace=True)

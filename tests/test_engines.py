@@ -70,3 +70,24 @@ def test_the_archive_database_statements_are_aimed_at_the_name_built_beside():
     assert retarget("COMMENT ON DATABASE shop IS 'shop2';", "shop", "n") == "COMMENT ON DATABASE \"n\" IS 'shop2';"
     with pytest.raises(RemigrateError):  # a name that only starts like the database's is not it
         retarget("ALTER DATABASE shop2 OWNER TO a;", "shop", "n")
+
+
+def test_database_statements_keep_a_comment_that_spans_lines_whole():
+    from tasks.engines import database_statements
+
+    script = ("--\n-- PostgreSQL database dump\n--\nSET statement_timeout = 0;\n"
+              "CREATE DATABASE shop WITH TEMPLATE = template0 ENCODING = 'UTF8';\n"
+              "ALTER DATABASE shop OWNER TO app;\n\\connect shop\n"
+              "COMMENT ON DATABASE shop IS 'line one;\nit''s -- line two';\n"
+              "GRANT CONNECT ON DATABASE shop TO reader;\n")
+    assert database_statements(script) == [
+        "CREATE DATABASE shop WITH TEMPLATE = template0 ENCODING = 'UTF8';", "ALTER DATABASE shop OWNER TO app;",
+        "COMMENT ON DATABASE shop IS 'line one;\nit''s -- line two';", "GRANT CONNECT ON DATABASE shop TO reader;"]
+
+
+def test_long_database_names_get_build_names_of_their_own():
+    from tasks.engines import build_name
+
+    alpha, bravo = "x" * 46 + "_alpha", "x" * 46 + "_bravo"
+    assert build_name(alpha) != build_name(bravo)
+    assert all(len(build_name(n).encode()) <= 63 for n in (alpha, bravo, "é" * 31))
