@@ -277,7 +277,7 @@ class Dialect:
     def series(self, n):
         """(prefix, FROM item) yielding g = 1..n."""
         if self.name == "postgresql":
-            return "", f"generate_series(1, {n}) AS s(g)"
+            return "", f"generate_series(1::bigint, {n}) AS s(g)"  # bigint: the id arithmetic outgrows int4 at 1 GB
         return f"WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < {n}) ", "s"
 
     def timestamp(self, seconds):
