@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from conftest import NASTY_PASSWORD, PYTHON, REPO, SAMPLE, PgDb, manage, pg_copy, run_inv, sqlite_copy
 from servers import psycopg_admin
 from test_reset import REMOVE, data_rows, query, reset, tree_digest
@@ -295,3 +296,44 @@ def test_a_second_machine_cannot_reset_the_same_postgresql_database_meanwhile(pg
     wait_for(lambda: held_locks(pg_case.pg_db) == 0, "the server lock released by the dead run's session", seconds=20)
     out = run_inv("rollback", *common(pg_case), "--yes", env=pg_case.env)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_sigterm_while_a_probe_step_runs_waits_for_it_and_rolls_back_in_order(pg_case):
+    """The step goes on in the long-lived probe's child when the task is stopped: its answer is
+    awaited, so the rollback's own steps get their own answers (not one behind)."""
+    files = tree_digest(pg_case.project)
+    with pg_case.pg_db.connect() as idle:  # an application session: the close waits for it
+        idle.execute("SELECT 1")
+        proc = start_reset(pg_case, "none", extra=["--wait-sessions", "8"])
+        wait_for(journal_phase(pg_case, "close"), "phase close", proc)
+        time.sleep(1.5)  # pg-close is waiting in the probe's child
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Rolling back" in out, out + err
+    assert "rollback failed" not in err and "database was never changed" in err, err
+    assert tree_digest(pg_case.project) == files
+    assert query(pg_case, "SELECT datallowconn FROM pg_database WHERE datname = current_database()") == [(True,)]
+    assert reset(pg_case, *REMOVE, "--dry-run").returncode == 0  # no lock left behind
+
+
+def test_a_database_comment_that_spans_lines_survives_the_rebuild(pg_case):
+    comment = "Shop database;\nowned by the 'web' team"
+    with psycopg_admin(pg_case.pg_db.cluster) as conn:
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(pg_case.pg_db.name), sql.Literal(comment)))
+    before = data_rows(pg_case)
+    out = reset(pg_case, *REMOVE, "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert data_rows(pg_case) == before
+    with psycopg_admin(pg_case.pg_db.cluster) as conn:
+        got = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                           [pg_case.pg_db.name]).fetchone()[0]
+    assert got == comment
+
+
+def test_a_project_that_prints_while_it_starts_is_still_understood(sqlite_case):
+    settings = sqlite_case.project / "igny8_core" / "settings.py"
+    settings.write_text(settings.read_text() + '\nprint("settings loaded: REMIGRATE-JSON: {not json}")\n')
+    before = data_rows(sqlite_case)
+    out = reset(sqlite_case, *REMOVE, "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert data_rows(sqlite_case) == before
