@@ -12,7 +12,7 @@ import re
 
 from psycopg import sql
 
-from tasks.console import PROGRESS, RemigrateError
+from tasks.console import PROGRESS, RemigrateError, say
 from tasks.faults import inject_fault
 from tasks.target import CommandFailed, command_line, group, parallel, pipeline
 
@@ -475,9 +475,10 @@ class Postgres(Engine):
         and the database is read once for each instead of digests before and after."""
         holder = self.target.hold(["psql", "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", *pg_conn_args(self.db),
                                    "-c", KEEP_SESSION, "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
-                                   "SELECT pg_export_snapshot();", "-f", "-"], env=self.env())
+                                   "SELECT pg_export_snapshot() || ' ' || txid_current_snapshot();", "-f", "-"],
+                                  env=self.env())
         try:
-            snapshot = (holder.next_line(timeout=60) or "").strip()
+            snapshot, _, xids = (holder.next_line(timeout=60) or "").strip().partition(" ")
             if not re.fullmatch(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?", snapshot):
                 raise RemigrateError("could not export a snapshot for the backup: "
                                      + explain_pg_error(holder.release().stderr, self.db))
@@ -493,7 +494,7 @@ class Postgres(Engine):
         finally:
             holder.release()
         return {"tool": "pg_dump", "tool_version": list(self.versions.get("pg_dump") or self.tool_version("pg_dump")),
-                "compress": self.project.options.compress, "stats": stats}
+                "compress": self.project.options.compress, "xids": xids, "stats": stats}
 
     def verify_dump(self, path):
         """A full read of the archive: `pg_restore -l` alone accepts a truncated one."""
@@ -601,16 +602,21 @@ class Postgres(Engine):
         nothing was written since the backup."""
         expected = posixpath.join(self.project.workdir, "expected-content.json")
         self.target.write_private(expected, json.dumps(manifest["database"]["content"]), replace=True)
-        keep_live(lambda: self.project.probe("pg-close", expected, "1" if sessions.get("end") else "0",
-                                             str(sessions.get("wait", 30)), what="closing the database"))
+        closed = keep_live(lambda: self.project.probe("pg-close", expected, "1" if sessions.get("end") else "0",
+                                                      str(sessions.get("wait", 30)), manifest["dump"].get("xids", ""),
+                                                      what="closing the database"))
+        say(f"    nothing written since the backup: {closed['checked']}")
 
     def swapped(self, phases):
         """Whether the database built beside has taken the live name (the rename consumes it)."""
         return "swap" in phases and not self.exists(self.beside)
 
     def reopen(self):
-        """Let sessions in again (after a reset stopped between closing and dropping)."""
-        if self.exists():
+        """Let sessions in again (after a reset stopped between closing and dropping); an open
+        database is left alone (no transaction: see the close's proof)."""
+        closed = self.maintenance(f"SELECT count(*) FROM pg_database WHERE NOT datallowconn AND datname = "
+                                  f"{sql.Literal(self.db.name).as_string(None)}", "looking for the database") == "1"
+        if closed:
             self.maintenance(f"ALTER DATABASE {sql.Identifier(self.db.name).as_string(None)} ALLOW_CONNECTIONS true",
                              "reopening the database")
 

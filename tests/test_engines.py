@@ -91,3 +91,16 @@ def test_long_database_names_get_build_names_of_their_own():
     alpha, bravo = "x" * 46 + "_alpha", "x" * 46 + "_bravo"
     assert build_name(alpha) != build_name(bravo)
     assert all(len(build_name(n).encode()) <= 63 for n in (alpha, bravo, "é" * 31))
+
+
+def test_no_commit_since_the_backup_is_proven_only_by_our_own_transactions():
+    import remigrate_probe as probe
+
+    aborted = {"20": "aborted", "21": "committed"}.get
+    status = lambda xid: aborted(str(xid))  # noqa: E731
+    assert probe.no_commit_since("10:30:", "10:31:", [30], status)  # only our ALTER DATABASE since
+    assert probe.no_commit_since("10:30:20", "10:31:", [30], status)  # one in progress then, aborted
+    assert not probe.no_commit_since("10:30:21", "10:31:", [30], status)  # one in progress then, committed since
+    assert not probe.no_commit_since("10:30:", "10:32:", [30], status)  # a transaction of someone else
+    assert not probe.no_commit_since("10:30:", "10:31:", [], status)
+    assert not probe.no_commit_since("", "10:31:", [30], status)  # an older bundle: the content decides
