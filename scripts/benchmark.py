@@ -86,7 +86,9 @@ def _read_proc(pid, name):
 
 
 def rss_kib(pid):
-    found = re.search(r"^VmRSS:\s+(\d+) kB", _read_proc(pid, "status"), re.M)
+    """The process's proportional set size: the tool forks its probe's children from one start-up,
+    and their resident sizes would count the pages they share with it once per process."""
+    found = re.search(r"^Pss:\s+(\d+) kB", _read_proc(pid, "smaps_rollup"), re.M)
     return int(found.group(1)) if found else 0
 
 
@@ -111,7 +113,8 @@ def private_kib(pid):
 class Peaks(threading.Thread):
     """Polls /proc while a step runs. ru_maxrss of RUSAGE_CHILDREN is the maximum over every child
     ever waited for, so it cannot tell one step from another: this keeps its own peaks of
-    - the tool: the summed VmRSS of the python processes in the tree of the `inv` process;
+    - the tool: the summed PSS (shared pages shared out) of the python processes in the tree of the
+      `inv` process;
     - the server: the private memory of the largest client backend of the postmaster, and that
       backend's process title then (role, database, command: where the memory went)."""
 
@@ -716,7 +719,7 @@ def judge(engine, steps, small):
                                               False), "x"),
         "verification / reset": (ratio(div(verify, reset.seconds), 0.10, True), "x"),
         "fixed overhead: reset of the seeded db": (ratio(small.seconds, 5.0, True), "s"),
-        "tool peak RSS (reset, backup)": (ratio(tool_kib and tool_kib / 1024, 200.0, True), "MiB"),
+        "tool peak memory, PSS (reset, backup)": (ratio(tool_kib and tool_kib / 1024, 200.0, True), "MiB"),
     }
     if engine == "postgresql":
         judged["backend private peak, reset / seeded reset (flat)"] = (
@@ -735,7 +738,7 @@ def print_report(engine, target, built, small, steps, judged):
     print(f"\n{engine}, target {target} MiB: built {size / MiB:.1f} MiB, {sum(rows.values()):,} rows in {len(rows)} tables "
           f"(grown in {built['seconds']:.1f} s: {sum(added.values()):,} rows added; writer_content {rows.get('writer_content', 0):,})")
     width = 52
-    print(f"  {'step':<{width}} {'seconds':>10} {'tool RSS':>11} {'backend':>11}")
+    print(f"  {'step':<{width}} {'seconds':>10} {'tool PSS':>11} {'backend':>11}")
     for step in [small, *steps.values()]:
         mem = [fmt(k / 1024 if k else None, "MiB") for k in (step.tool_kib, step.backend_kib)]
         total = "FAILED" if step.error else f"{step.seconds:.1f}"

@@ -275,6 +275,55 @@ def sqlite_stats(conn, fk=True, count=True):
             "tables": counts, "sequences": sequences, "objects": schema_facts.objects(schema_facts.sqlite_schema(conn))}
 
 
+def pg_content_in_sessions(connection, cursor, upto, label, snapshot=None):
+    """The content digests of every table, read by several sessions at once that all see one
+    snapshot (the one given, else this transaction's, exported): each table's digest is its
+    own, so the tables are shared out, biggest first, and the results put together."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    tables = schema_facts.pg_tables(cursor)
+    jobs = min(4, os.cpu_count() or 1, len(tables))
+    progress = reading(label)
+    if jobs < 2:
+        return schema_facts.pg_content(cursor, upto=upto, progress=progress)
+    cursor.execute("SELECT " + ", ".join("pg_relation_size(%s::regclass)" for _ in tables), [q for q, _c, _p in tables.values()])
+    sizes = dict(zip(tables, cursor.fetchone()))
+    if not snapshot:
+        cursor.execute("SELECT pg_export_snapshot()")
+        snapshot = cursor.fetchone()[0]
+    groups = [[0, []] for _ in range(jobs)]
+    for key in sorted(tables, key=lambda k: -sizes[k]):
+        group = min(groups, key=lambda g: g[0])
+        group[0] += sizes[key] + 1
+        group[1].append(key)
+    lock, done, total = threading.Lock(), [0], sum(sizes.values())
+
+    def read(keys):
+        conn = connection.get_new_connection(connection.get_connection_params())
+        try:
+            conn.autocommit = True
+            cur = conn.cursor()
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
+            out = {}
+            for key in keys:
+                out.update(schema_facts.pg_content(cur, tables={key}, upto=upto))
+                with lock:
+                    done[0] += sizes[key]
+                    progress(done[0], total)
+            cur.execute("COMMIT")
+            return out
+        finally:
+            conn.close()
+
+    content = {}
+    with ThreadPoolExecutor(jobs) as pool:
+        for part in pool.map(read, [g[1] for g in groups if g[1]]):
+            content.update(part)
+    return content
+
+
 def counts_from_content(stats, upto, count):
     """Row counts taken from the digests (one read of each table, not two); a table digested only
     up to a key (`upto`), or not digested, is counted on its own."""
@@ -322,7 +371,7 @@ def cmd_stats(opts):
                 cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
             stats = pg_stats(cursor, count=not content)
             if content:
-                stats["content"] = schema_facts.pg_content(cursor, upto=upto, progress=reading("reading every row"))
+                stats["content"] = pg_content_in_sessions(connection, cursor, upto, "reading every row", snapshot)
                 def count(quoted):
                     cursor.execute(f"SELECT count(*) FROM {quoted}")
                     return cursor.fetchone()[0]
