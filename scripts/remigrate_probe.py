@@ -418,12 +418,35 @@ def file_stats(path, check=False, content=False, upto=None, fk=True):
         conn.close()
 
 
+ROLLBACK_MODES = ("delete", "truncate", "persist")
+
+
+def live_mark(path, conn):
+    """What later proves that nothing was committed to a SQLite file: in the rollback-journal
+    modes every commit bumps the file change counter (header bytes 24-27); read under a shared
+    lock (no writer is half-way), with the file's inode. None in WAL mode, where commits go to
+    the -wal and the counter is not kept up."""
+    in_transaction = conn.in_transaction
+    if not in_transaction:
+        conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # holds the shared lock
+    with open(path, "rb") as fh:
+        header = fh.read(100)
+    if not in_transaction:
+        conn.execute("COMMIT")
+    if header[18:20] != b"\x01\x01":  # 2 is WAL, as the file itself says (whatever a connection thinks)
+        return None
+    return {"counter": int.from_bytes(header[24:28], "big"), "inode": os.stat(path).st_ino}
+
+
 def cmd_sqlite_backup(opts):
-    """Copy a live SQLite database with the online backup API, then check the copy."""
+    """Copy a live SQLite database with the online backup API, then check the copy; the live
+    file's mark (live_mark) is taken first, so any commit after it shows."""
     src, dst = opts.args
     if Path(dst).exists():
         raise ProbeError(f"{dst} exists already; refusing to overwrite")
     source = open_ro(src)
+    mark = live_mark(src, source)
     old = os.umask(0o077)
     try:
         target = sqlite3.connect(dst)
@@ -434,7 +457,7 @@ def cmd_sqlite_backup(opts):
     finally:
         os.umask(old)
         source.close()
-    return file_stats(dst, content=True)  # read back in full afterwards, with its checksum (sqlite-verify)
+    return {**file_stats(dst, content=True), "live_mark": mark}  # read back in full afterwards (sqlite-verify)
 
 
 def cmd_sqlite_restore(opts):
@@ -909,16 +932,22 @@ def cmd_sqlite_swap(opts):
     """Replace the live SQLite file by the new one atomically, with no stale -wal/-shm beside it,
     provided nothing was written to it since the backup (EXPECTED: the backup's content digests):
     writers are locked out from the check to the replace."""
-    new, live, expected_path = opts.args
+    new, live, expected_path, *mark = opts.args
     expected = json.loads(Path(expected_path).read_text(encoding="utf-8"))
+    mark = json.loads(mark[0]) if mark and mark[0] else None
     conn = None
+    checked = "every table's content"
     if Path(live).exists():
         conn = sqlite3.connect(live, isolation_level=None, timeout=30)
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode=DELETE")  # removes the live file's -wal and -shm
         conn.execute("BEGIN EXCLUSIVE")  # no one commits from here until the file is replaced
-        changed = content_changes(expected, schema_facts.sqlite_content(conn, progress=reading("checking nothing was written", "tables")))
+        if mark and mode.lower() in ROLLBACK_MODES and live_mark(live, conn) == mark:  # mode: before the switch above
+            changed, checked = [], "no commit since the backup (file change counter)"
+        else:
+            changed = content_changes(expected, schema_facts.sqlite_content(
+                conn, progress=reading("checking nothing was written", "tables")))
         if changed:
             conn.execute("ROLLBACK")
             conn.execute(f"PRAGMA journal_mode={mode}")  # the live file stays as the application had it
@@ -934,7 +963,7 @@ def cmd_sqlite_swap(opts):
     finally:
         if conn is not None:
             conn.close()  # the lock was on the old file, which is gone now
-    return {"path": live}
+    return {"path": live, "checked": checked}
 
 
 def no_commit_since(snapshot, now, ours, status):

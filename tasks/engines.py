@@ -785,7 +785,8 @@ class Sqlite(Engine):
     def dump(self, path):
         # The online backup API: a `cp` of a live WAL database can lose committed rows.
         copy = self.project.probe("sqlite-backup", self.db.name, path, what="SQLite online backup")
-        return {"tool": "sqlite3 backup API", "tool_version": copy["server_version"], "stats": copy}
+        return {"tool": "sqlite3 backup API", "tool_version": copy["server_version"], "live_mark": copy.pop("live_mark"),
+                "stats": copy}
 
     def verify_dump(self, path):
         stats = self.project.probe("sqlite-verify", path, what="checking the SQLite backup")
@@ -833,8 +834,10 @@ class Sqlite(Engine):
         the live file unchanged since the backup."""
         expected = posixpath.join(self.project.workdir, "expected-content.json")
         self.target.write_private(expected, json.dumps(manifest["database"]["content"]), replace=True)
-        keep_live(lambda: self.project.probe("sqlite-swap", self.beside, self.db.name, expected,
-                                             what="swapping in the new database"))
+        swapped = keep_live(lambda: self.project.probe("sqlite-swap", self.beside, self.db.name, expected,
+                                                       json.dumps(manifest["dump"].get("live_mark")),
+                                                       what="swapping in the new database"))
+        say(f"    nothing written since the backup: {swapped['checked']}")
 
     def recover(self, bundle_path, manifest, journal=None):
         self._clear_new()

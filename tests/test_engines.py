@@ -104,3 +104,20 @@ def test_no_commit_since_the_backup_is_proven_only_by_our_own_transactions():
     assert not probe.no_commit_since("10:30:", "10:32:", [30], status)  # a transaction of someone else
     assert not probe.no_commit_since("10:30:", "10:31:", [], status)
     assert not probe.no_commit_since("", "10:31:", [30], status)  # an older bundle: the content decides
+
+
+def test_a_sqlite_files_mark_changes_with_every_commit_and_is_none_in_wal_mode(tmp_path):
+    import sqlite3
+
+    import remigrate_probe as probe
+
+    path = str(tmp_path / "db.sqlite3")
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t (x)")
+    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    first = probe.live_mark(path, reader)
+    assert first and probe.live_mark(path, reader) == first  # reading changes nothing
+    writer.execute("INSERT INTO t VALUES (1)")
+    assert probe.live_mark(path, reader) != first  # a commit does
+    writer.execute("PRAGMA journal_mode=WAL")
+    assert probe.live_mark(path, reader) is None  # WAL commits leave the counter: the content decides
