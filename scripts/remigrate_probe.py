@@ -292,26 +292,23 @@ def pg_content_in_sessions(connection, cursor, upto, label, snapshot=None):
     if not snapshot:
         cursor.execute("SELECT pg_export_snapshot()")
         snapshot = cursor.fetchone()[0]
-    groups = [[0, []] for _ in range(jobs)]
-    for key in sorted(tables, key=lambda k: -sizes[k]):
-        group = min(groups, key=lambda g: g[0])
-        group[0] += sizes[key] + 1
-        group[1].append(key)
     lock, done, total = threading.Lock(), [0], sum(sizes.values())
 
     def read(keys):
         conn = connection.get_new_connection(connection.get_connection_params())
+        seen = [0]
+
+        def tell(done_here, _total_here):  # this session's bytes, into the shared count
+            with lock:
+                done[0] += done_here - seen[0]
+                seen[0] = done_here
+                progress(done[0], total)
         try:
             conn.autocommit = True
             cur = conn.cursor()
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cur.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
-            out = {}
-            for key in keys:
-                out.update(schema_facts.pg_content(cur, tables={key}, upto=upto))
-                with lock:
-                    done[0] += sizes[key]
-                    progress(done[0], total)
+            out = schema_facts.pg_content(cur, tables=set(keys), upto=upto, progress=tell)
             cur.execute("COMMIT")
             return out
         finally:
@@ -319,7 +316,7 @@ def pg_content_in_sessions(connection, cursor, upto, label, snapshot=None):
 
     content = {}
     with ThreadPoolExecutor(jobs) as pool:
-        for part in pool.map(read, [g[1] for g in groups if g[1]]):
+        for part in pool.map(read, schema_facts.share_out(sizes, jobs)):
             content.update(part)
     return content
 

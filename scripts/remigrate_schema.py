@@ -22,6 +22,17 @@ def qident(name):
     return '"' + name.replace('"', '""') + '"'
 
 
+def share_out(weights, jobs):
+    """The keys of `weights` in at most `jobs` groups of about the same weight: the heaviest
+    first, each to the group with the least so far."""
+    groups = [[0, []] for _ in range(max(1, jobs))]
+    for key in sorted(weights, key=lambda k: (-weights[k], k)):
+        group = min(groups, key=lambda g: g[0])
+        group[0] += weights[key] + 1
+        group[1].append(key)
+    return [keys for _weight, keys in groups if keys]
+
+
 def row_hash(row):
     return int.from_bytes(hashlib.md5(repr(row).encode("utf-8")).digest(), "big")
 

@@ -16,6 +16,8 @@ from tasks.console import PROGRESS, RemigrateError, say
 from tasks.faults import inject_fault
 from tasks.target import CommandFailed, command_line, group, parallel, pipeline
 
+import remigrate_schema as S  # noqa: E402  (scripts/, put on the path by tasks.console; shared with the probe)
+
 PG_TOOLS = ("pg_dump", "pg_restore", "psql")
 # Django OPTIONS keys that libpq also reads from the environment.
 PG_OPTION_ENV = {
@@ -272,12 +274,8 @@ def share_out(keys, sizes, jobs):
     by_table = {}
     for tbl, make, _drop in keys:
         by_table.setdefault(tbl, []).append(make)
-    groups = [[0, []] for _ in range(max(1, jobs))]
-    for tbl in sorted(by_table, key=lambda t: (-sizes.get(t, 0), t)):
-        group = min(groups, key=lambda g: g[0])
-        group[0] += sizes.get(tbl, 0) + 1
-        group[1].extend(by_table[tbl])
-    return [g[1] for g in groups if g[1]]
+    groups = S.share_out({tbl: sizes.get(tbl, 0) for tbl in by_table}, jobs)
+    return [[make for tbl in group for make in by_table[tbl]] for group in groups]
 
 
 def grant_sql(grants):
@@ -574,8 +572,7 @@ class Postgres(Engine):
         return build_name(self.db.name)
 
     def exists(self, name=None):
-        return self.maintenance(f"SELECT count(*) FROM pg_database WHERE datname = "
-                                f"{sql.Literal(name or self.db.name).as_string(None)}", "looking for the database") == "1"
+        return bool(self.oid(name))
 
     def create_from_archive(self, dump_path, name=None):
         """CREATE DATABASE with the archive's encoding, locale, owner, settings, grants and comment
@@ -652,6 +649,7 @@ class Postgres(Engine):
         self.project.probe("content-types", what="adding content types of new models", db_name=self.beside)
 
     def oid(self, name=None):
+        """The database's oid ('' when there is none by that name)."""
         return self.maintenance(f"SELECT oid FROM pg_database WHERE datname = "
                                 f"{sql.Literal(name or self.db.name).as_string(None)}", "looking for the database")
 

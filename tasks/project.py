@@ -160,7 +160,7 @@ class Project:
         """One probe command: answered by the task's long-lived probe (forked from one Django
         start-up), or run on its own if that cannot start (the error is then the command's own)."""
         if self._server is None:
-            self._server = self._start_server(argv)
+            self._server = self._start_server()
         if self._server is False:
             return self.target.run(argv, cwd=self.dir, check=False)
         self._requests += 1
@@ -169,7 +169,7 @@ class Project:
         try:
             while True:  # the step runs on in its child: its answer is awaited even when stopped
                 try:
-                    message = self._server_message()
+                    message = server_message(self._server)
                 except KeyboardInterrupt as exc:
                     interrupted = exc
                     continue
@@ -180,7 +180,6 @@ class Project:
             PROGRESS.close()
         if interrupted is not None:
             raise interrupted
-        check_stop()  # a SIGTERM that arrived meanwhile
         if message is None or message.get("id") != self._requests:
             result = self._server.release()
             self._server = False
@@ -188,29 +187,18 @@ class Project:
                                 "answering)", result)
         return SimpleNamespace(stdout=message["stdout"], stderr=message["stderr"], exited=message["exit"])
 
-    def _start_server(self, argv):
+    def _start_server(self):
         """The long-lived probe, once it says it is ready; False if it cannot serve (one process
         per step then)."""
-        start = argv[:2] + ["--serve", *argv[2:argv.index("--env-json") + 2]]
+        start = [self.python, self.probe_path, "--serve", "--env-json", self.env_json]
         if self.options.settings:
             start += ["--settings", self.options.settings]
         server = self.target.hold(start, cwd=self.dir)
-        self._server = server
-        ready = self._server_message()
+        ready = server_message(server)
         if not (ready and ready.get("ready")):
             server.release()
             return False
         return server
-
-    def _server_message(self):
-        """The long-lived probe's next message (lines not its own, printed by the project, are
-        skipped); None once it has ended."""
-        while True:
-            line = self._server.next_line()
-            if line is None:
-                return None
-            if line.startswith(REPLY):
-                return json.loads(line[len(REPLY):])
 
     def close(self):
         """End the long-lived probe."""
@@ -310,6 +298,17 @@ class Project:
 
     def default_backup_dir(self):
         return self.options.backup_dir or posixpath.join(self.dir, ".remigrate", "backups")
+
+
+def server_message(server):
+    """The long-lived probe's next message (lines not its own, printed by the project, are
+    skipped); None once it has ended."""
+    while True:
+        line = server.next_line()
+        if line is None:
+            return None
+        if line.startswith(REPLY):
+            return json.loads(line[len(REPLY):])
 
 
 def probe_module():

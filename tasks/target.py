@@ -7,10 +7,10 @@ Commands are argv lists quoted once here; environment values travel as `env K=V`
 import io
 import json
 import os
+import queue
 import re
 import shlex
 import shutil
-import queue
 import socket
 import time
 
@@ -134,7 +134,9 @@ class Feed:
 
 class Held:
     """A command that runs for as long as a run holds something (a session, a lock, a server),
-    reading what this process feeds it."""
+    reading what this process feeds it. Its output is read either line by line as it is
+    consumed (next_line, for a server whose output would otherwise pile up) or by looking at
+    what came (new_lines, leaving the output for its result): one or the other per command."""
 
     def __init__(self, c, line):
         self.stdin = Feed()
@@ -200,6 +202,10 @@ class Target:
     def shell(self, line, *, what, check=True, timeout=None):
         # in_stream=False: never forward our stdin (no hang in CI, no typed input leaking in).
         result = self.c.run(line, hide=True, warn=True, in_stream=False, timeout=timeout)
+        return self._checked(result, what, check)
+
+    @staticmethod
+    def _checked(result, what, check):
         check_stop()  # a SIGTERM that arrived while the command ran
         if check and result.exited != 0:
             raise CommandFailed(what, result)
@@ -212,18 +218,17 @@ class Target:
     def watched(self, line, *, what, on_line):
         """A shell line whose output lines are shown to `on_line` as they come (for progress)."""
         held = Held(self.c, line)
+        pause = 0.001
         try:
             while not held.finished:
-                time.sleep(0.5)
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)  # a short command is not kept waiting
                 for text in held.new_lines():
                     on_line(text)
         finally:
             result = held.release()
             PROGRESS.close()
-        check_stop()
-        if result.exited != 0:
-            raise CommandFailed(what, result)
-        return result
+        return self._checked(result, what, check=True)
 
     def exists(self, path, kind="-e"):
         return self.run(["test", kind, str(path)], check=False).exited == 0

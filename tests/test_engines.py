@@ -121,3 +121,12 @@ def test_a_sqlite_files_mark_changes_with_every_commit_and_is_none_in_wal_mode(t
     assert probe.live_mark(path, reader) != first  # a commit does
     writer.execute("PRAGMA journal_mode=WAL")
     assert probe.live_mark(path, reader) is None  # WAL commits leave the counter: the content decides
+
+
+def test_keys_are_shared_out_by_table_biggest_first():
+    from tasks.engines import share_out
+
+    keys = [("big", "pk big", ""), ("big", "idx big", ""), ("mid", "pk mid", ""), ("small", "pk small", "")]
+    groups = share_out(keys, {"big": 100, "mid": 60, "small": 50}, 2)
+    assert groups == [["pk big", "idx big"], ["pk mid", "pk small"]]  # a table's statements stay in one session
+    assert share_out(keys, {}, 8) and len(share_out(keys, {}, 8)) == 3  # never an empty session
