@@ -26,7 +26,7 @@ HELP = {
     "compress": "PostgreSQL backups: pg_dump --compress value (0-9, or gzip:N / lz4 / zstd where pg_dump supports "
                 "them); default: config remigrate.compress or 1 (fast)",
     "jobs": "PostgreSQL: sessions that load the data and build the indexes at once; default: config remigrate.jobs "
-            "or the number of cores",
+            "or the number of cores (at most 8); never more than the server has connections free",
     "yes": "do not ask for confirmation (needed when there is no terminal)",
     "backup": "bundle name or path (under fab, a bundle folder on this machine is uploaded first); default: the newest bundle",
     "no_fetch": "under fab -H: do not copy the new bundle back to this machine",

@@ -560,10 +560,11 @@ def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resum
     Shows the plan (with what the old history made beyond the models, measured on scratch
     databases and carried into the new history, and the proof that a fresh install from the
     new history equals one from the old), asks for the database name (or --yes), takes a
-    verified backup, installs the new migrations, rebuilds the database, loads the data back
-    with its ids, verifies every table's content, and runs Django's checks (and
-    --check-command / --check-url). Any failure after the backup rolls the database and the
-    migration files back.
+    verified backup, installs the new migrations, builds the new database beside the live one
+    (PostgreSQL: under <name>__remigrate_build; SQLite: <file>.remigrate-new), loads the data
+    back with its ids, verifies every table's content there, puts it in place, and runs
+    Django's checks (and --check-command / --check-url). Any failure after the backup rolls
+    the database and the migration files back.
     """
     opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir,
                    compress=compress, jobs=jobs)
