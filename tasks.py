@@ -21,6 +21,7 @@ ns.add_task(backup.backups)
 ns.add_task(reset.reset)
 ns.add_task(reset.rollback_task)
 ns.add_task(reset.verify_task)
+ns.add_task(reset.cleanup_task)
 ns.add_task(demo.demo)
 ns.add_collection(Collection("migrations", migrations.remove_model))
 # Defaults set in code reach both inv and fab (invoke.yaml and fabric.yaml are read by one each).

@@ -655,14 +655,26 @@ def scratch_builds(backups):
     return [(f"  scratch database from the {name}", s) for name, s in (history.get("seconds") or {}).items()]
 
 
-def reset_step(bench, step, stepdir, seeded=False):
+def reset_step(bench, step, stepdir, seeded=False, strategy="rebuild"):
+    """`inv reset` with a strategy; after a swap, the rollback (a rename back) is timed too, in
+    the details (not in the step's total), with the downtime the reset measured."""
     env = bench.fresh(stepdir, seeded)
     project, backups = stepdir / "igny8", stepdir / "backups"
     copy_project(project)
-    out = invoke(step, "inv reset", env, "reset", "--project-dir", project, "--backup-dir", backups,
-                 "--remove-model", REMOVE_MODEL, "--yes")
+    out = invoke(step, f"inv reset --strategy {strategy}", env, "reset", "--project-dir", project, "--backup-dir", backups,
+                 "--remove-model", REMOVE_MODEL, "--yes", "--strategy", strategy)
     breakdown = reset_breakdown(out, backups, step.seconds)
     step.details = breakdown[:1] + scratch_builds(backups) + breakdown[1:]
+    report = json.loads(next(backups.glob("*/report.json")).read_text())
+    if report.get("downtime_seconds") is not None:
+        step.details.append(("(downtime: the application could not write)", report["downtime_seconds"]))
+    if strategy == "swap":
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "invoke", "rollback", "--project-dir", str(project), "--backup-dir",
+                               str(backups), "--yes"], env={**os.environ, **env}, cwd=REPO, capture_output=True, text=True)
+        if done.returncode:
+            raise StepFailed(f"inv rollback after the swap failed:\n{tail(done.stdout)}\n{tail(done.stderr)}")
+        step.details.append(("(inv rollback after the swap, not in the total)", time.monotonic() - started))
 
 
 def inv_backup_step(bench, step, stepdir):
@@ -719,6 +731,13 @@ def judge(engine, steps, small):
                                               False), "x"),
         "verification / reset": (ratio(div(verify, reset.seconds), 0.10, True), "x"),
         "fixed overhead: reset of the seeded db": (ratio(small.seconds, 5.0, True), "s"),
+        "swap / floor": (ratio(div(steps["swap"].seconds, floor.seconds) if "swap" in steps else None,
+                               1.25 if engine == "postgresql" else 1.5, True), "x"),
+        "swap downtime": (ratio(dict(steps["swap"].details).get("(downtime: the application could not write)")
+                                if "swap" in steps and steps["swap"].seconds else None, 5.0, True), "s"),
+        "rollback after a swap": (ratio(dict(steps["swap"].details).get("(inv rollback after the swap, not in the total)")
+                                        if "swap" in steps and steps["swap"].seconds else None, 5.0, True), "s"),
+        "fake reset (backup included)": (ratio(steps["fake"].seconds if "fake" in steps else None, 10.0, True), "s"),
         "tool peak memory, PSS (reset, backup)": (ratio(tool_kib and tool_kib / 1024, 200.0, True), "MiB"),
     }
     if engine == "postgresql":
@@ -772,10 +791,15 @@ def bench_engine(bench, sizes, opts, workdir):
         work = {"floor": ("floor", bench.floor),
                 "naive": ("naive sequence", bench.naive),
                 "reset": ("inv reset", lambda s, d: reset_step(bench, s, d)),
+                "swap": ("inv reset --strategy swap", lambda s, d: reset_step(bench, s, d, strategy="swap")),
+                "fake": ("inv reset --strategy fake", lambda s, d: reset_step(bench, s, d, strategy="fake")),
                 "inv backup": ("inv backup", lambda s, d: inv_backup_step(bench, s, d)),
                 "native backup": (bench.native_backup_name, bench.native_backup)}
         if opts.skip_naive:
             del work["naive"]
+        for strategy in ("swap", "fake"):
+            if strategy not in opts.strategies:
+                del work[strategy]
         steps = {key: measure(bench, label, here / key.replace(" ", "-"), fn, opts.keep) for key, (label, fn) in work.items()}
         judged = judge(bench.name, steps, small)
         print_report(bench.name, target, built, small, steps, judged)
@@ -799,6 +823,8 @@ def main():
     parser.add_argument("--json", type=Path, help="where to write the results (default: /tmp/remigrate-bench-*.json, named "
                         "after the temporary folder)")
     parser.add_argument("--skip-naive", action="store_true", help="leave out the naive sequence (slow)")
+    parser.add_argument("--strategies", default="swap,fake", help="the reset strategies timed beside the default "
+                        "rebuild (comma list of swap, fake; '' for none)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (databases, dumps, bundles)")
     opts = parser.parse_args()
     sizes = parse_sizes(opts.size_mb or ["50"])

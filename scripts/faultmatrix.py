@@ -2,6 +2,7 @@
 """Kill a reset with kill -9 at every phase boundary, on SQLite and PostgreSQL, and recover.
 
 Usage: .venv/bin/python scripts/faultmatrix.py [--engine sqlite|postgresql|all] [--recover rollback|resume] [--ssh]
+                                              [--strategy rebuild|swap|fake]
 
 With --ssh every command runs as `fab -H` against an OpenSSH server started on loopback (the
 project is a "host" copy with its own .env and interpreter), and kill -9 hits the fab process.
@@ -31,11 +32,19 @@ sys.path.insert(0, str(REPO / "tests"))
 from servers import pg_cluster, psycopg_admin, ssh_server  # noqa: E402
 
 PHASES = {
-    "sqlite": ["backup-dump", "remove-models", "regenerate-migrations", "migrate", "load", "content-types", "verify",
-               "swap", "check-application"],
-    "postgresql": ["backup-dump", "remove-models", "regenerate-migrations", "close", "drop", "dropped", "migrate", "load",
-                   "content-types", "verify", "swap", "check-application"],
+    ("sqlite", "rebuild"): ["backup-dump", "remove-models", "regenerate-migrations", "migrate", "load", "content-types",
+                            "verify", "swap", "check-application"],
+    ("postgresql", "rebuild"): ["backup-dump", "remove-models", "regenerate-migrations", "close", "drop", "dropped",
+                                "migrate", "load", "content-types", "verify", "swap", "check-application"],
+    ("postgresql", "swap"): ["backup-dump", "remove-models", "regenerate-migrations", "migrate", "load", "content-types",
+                             "verify", "close", "swap", "swap-half", "check-application"],
+    ("sqlite", "fake"): ["backup-dump", "remove-models", "regenerate-migrations", "fake", "verify", "check-application"],
 }
+PHASES[("sqlite", "swap")] = PHASES[("sqlite", "rebuild")]
+PHASES[("postgresql", "fake")] = PHASES[("sqlite", "fake")]
+# Moments inside a phase: (the journal's phase, the live name is gone then)
+INSIDE = {"dropped": "drop", "swap-half": "swap"}
+STRATEGY = ["--strategy", "rebuild"]
 TOOL = [sys.executable, "-m", "invoke"]  # or fab -H, with --ssh
 REMOVE = ["--remove-model", "site_building.WorkflowState"]
 
@@ -70,7 +79,7 @@ def snapshot(project, env):
 def kill_at(project, backups, env, phase, gone):
     """Start a reset and kill -9 its process group once it reaches `phase`."""
     proc = subprocess.Popen([*TOOL, "reset", "--project-dir", str(project), "--backup-dir",
-                             str(backups), *REMOVE, "--yes"], cwd=REPO,
+                             str(backups), *REMOVE, "--yes", *STRATEGY], cwd=REPO,
                             env={**os.environ, **env, "REMIGRATE_FAULT": f"pause:{phase}"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -81,7 +90,7 @@ def kill_at(project, backups, env, phase, gone):
         if not journals:
             return False
         at = json.loads(journals[0].read_text()).get("phase")
-        return at == "drop" and gone() if phase == "dropped" else at == phase
+        return at == INSIDE[phase] and gone() if phase in INSIDE else at == phase
 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
@@ -112,7 +121,7 @@ def case(engine, phase, recover, workdir, env_for):
     if not kill_at(project, backups, env, phase, gone):
         return [engine, phase, "never reached", "-", "-"]
     common = ["--project-dir", str(project), "--backup-dir", str(backups)]
-    told = run([*TOOL, "reset", *common, *REMOVE, "--dry-run"], env, REPO)
+    told = run([*TOOL, "reset", *common, *REMOVE, "--dry-run", *STRATEGY], env, REPO)
     said = (told.stderr.strip().splitlines() or told.stdout.strip().splitlines() or ["(nothing)"])[-1]
     said = said.replace("remigrate: error: ", "")[:110]
     args = ["rollback", *common, "--yes"] if recover == "rollback" else ["reset", *common, "--resume", "--yes"]
@@ -133,7 +142,9 @@ def main():
     parser.add_argument("--engine", choices=["sqlite", "postgresql", "all"], default="all")
     parser.add_argument("--recover", choices=["rollback", "resume"], default="rollback")
     parser.add_argument("--ssh", action="store_true", help="run every command with fab -H over a loopback SSH server")
+    parser.add_argument("--strategy", choices=["rebuild", "swap", "fake"], default="rebuild")
     opts = parser.parse_args()
+    STRATEGY[1] = opts.strategy
     with contextlib.ExitStack() as stack:
         if opts.ssh:
             server = stack.enter_context(ssh_server())
@@ -148,13 +159,13 @@ def matrix(opts):
     with tempfile.TemporaryDirectory(prefix="remigrate-faults-") as tmp:
         workdir = Path(tmp)
         if opts.engine in ("sqlite", "all"):
-            for phase in PHASES["sqlite"]:
+            for phase in PHASES[("sqlite", opts.strategy)]:
                 results.append(case("sqlite", phase, opts.recover, workdir,
                                     lambda p: ({"DB_PATH": str(p.parent / "db.sqlite3")}, lambda: False)))
                 print(" | ".join(results[-1]), flush=True)
         if opts.engine in ("postgresql", "all"):
             with pg_cluster() as pg:
-                for n, phase in enumerate(PHASES["postgresql"]):
+                for n, phase in enumerate(PHASES[("postgresql", opts.strategy)]):
                     name = f"fm{n}"
                     pg.create_app_database(name, name, "fm-pw", createdb=True)
 

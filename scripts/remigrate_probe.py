@@ -12,6 +12,7 @@ Every command prints one line "REMIGRATE-JSON: {...}" on success, or
 """
 import argparse
 import ast
+import contextlib
 import hashlib
 import importlib
 import io
@@ -22,6 +23,7 @@ import sqlite3
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import remigrate_history as history  # noqa: E402  (beside this file, uploaded with it)
@@ -501,6 +503,14 @@ def cmd_prepare_dir(opts):
     return {"path": str(folder.resolve()), "free_bytes": shutil.disk_usage(folder).free}
 
 
+def cmd_free_space(opts):
+    """Free bytes on the file system of a path (the nearest folder of it that exists)."""
+    path = Path(opts.args[0])
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return {"path": str(path), "free_bytes": shutil.disk_usage(path).free}
+
+
 def cmd_archive_migrations(opts):
     """Tar every file of the given migrations folders (paths stored relative to the project)."""
     out, *folders = opts.args
@@ -534,12 +544,14 @@ def cmd_list_bundles(opts):
         except (OSError, ValueError):
             manifest = None
         try:
-            reset_status = json.loads((folder / "journal.json").read_text(encoding="utf-8")).get("status")
+            journal = json.loads((folder / "journal.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            reset_status = None
+            journal = {}
         sizes = {str(f.relative_to(folder)): f.stat().st_size for f in folder.rglob("*") if f.is_file()}
         out.append({"name": folder.name, "path": str(folder), "manifest": manifest, "size": sum(sizes.values()),
-                    "sizes": sizes, "mtime": folder.stat().st_mtime, "reset": reset_status})
+                    "sizes": sizes, "mtime": folder.stat().st_mtime, "reset": journal.get("status"),
+                    "strategy": (journal.get("plan") or {}).get("strategy"),
+                    "kept": None if journal.get("kept_removed") else journal.get("kept")})
     return out
 
 
@@ -927,20 +939,28 @@ def content_changes(expected, now):
 
 def cmd_sqlite_swap(opts):
     """Replace the live SQLite file by the new one atomically, with no stale -wal/-shm beside it,
-    provided nothing was written to it since the backup (EXPECTED: the backup's content digests):
-    writers are locked out from the check to the replace."""
-    new, live, expected_path, *mark = opts.args
-    expected = json.loads(Path(expected_path).read_text(encoding="utf-8"))
-    mark = json.loads(mark[0]) if mark and mark[0] else None
+    provided nothing was written to it since the backup (EXPECTED: the backup's content digests;
+    "unchecked" as the last argument: a rollback's replace, nothing to prove): writers are locked
+    out from the check to the replace. KEEP: a name the live file keeps (a hard link made under
+    the lock), for an instant rollback."""
+    new, live, expected_path, *rest = opts.args
+    mark = json.loads(rest[0]) if rest and rest[0] else None
+    keep = rest[1] if len(rest) > 1 and rest[1] else None
+    unchecked = rest[2:3] == ["unchecked"]
+    restore_mode = rest[3] if unchecked and len(rest) > 3 else None
+    expected = None if unchecked else json.loads(Path(expected_path).read_text(encoding="utf-8"))
     conn = None
-    checked = "every table's content"
+    checked = "nothing to check (a rollback)" if unchecked else "every table's content"
+    started = time.monotonic()
     if Path(live).exists():
         conn = sqlite3.connect(live, isolation_level=None, timeout=30)
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode=DELETE")  # removes the live file's -wal and -shm
         conn.execute("BEGIN EXCLUSIVE")  # no one commits from here until the file is replaced
-        if mark and mode.lower() in ROLLBACK_MODES and live_mark(live, conn) == mark:  # mode: before the switch above
+        if unchecked:
+            changed = []
+        elif mark and mode.lower() in ROLLBACK_MODES and live_mark(live, conn) == mark:  # mode: before the switch above
             changed, checked = [], "no commit since the backup (file change counter)"
         else:
             changed = content_changes(expected, schema_facts.sqlite_content(
@@ -956,11 +976,29 @@ def cmd_sqlite_swap(opts):
         for suffix in ("-wal", "-shm", "-journal"):
             if Path(live + suffix).exists() and not (suffix == "-journal" and conn is not None):
                 raise ProbeError(f"{live}{suffix} is still there (is the application running?); stop it and retry")
+        if keep and conn is not None:
+            os.link(live, keep)  # the same file under a second name: nothing copied
         os.replace(new, live)
     finally:
         if conn is not None:
             conn.close()  # the lock was on the old file, which is gone now
-    return {"path": live, "checked": checked}
+    if restore_mode and restore_mode.lower() not in ("delete", "memory", "off"):  # the mode it had when it was kept
+        with contextlib.closing(sqlite3.connect(live, isolation_level=None, timeout=30)) as again:
+            again.execute(f"PRAGMA journal_mode={restore_mode}")
+    return {"path": live, "checked": checked, "locked_seconds": round(time.monotonic() - started, 3),
+            "mode": mode if conn is not None else None}
+
+
+def cmd_sqlite_unkeep(opts):
+    """Remove names that a swap killed before its replace left for the live file (the same file:
+    nothing is lost); a kept file of a finished swap is another file and stays."""
+    live = Path(opts.args[0])
+    removed = []
+    for path in live.parent.glob(live.name + ".remigrate-old-*"):
+        if live.exists() and os.path.samefile(path, live):
+            path.unlink()
+            removed.append(str(path))
+    return {"removed": removed}
 
 
 def no_commit_since(snapshot, now, ours, status):
@@ -979,14 +1017,28 @@ def no_commit_since(snapshot, now, ours, status):
     return all(status(int(x)) == "aborted" for x in xip0.split(",") if x)
 
 
+def no_write_since(before, now):
+    """Whether the server's statistics prove that no row of the database was written since
+    `before` (the counters read just before the backup's snapshot was taken), `now` being read
+    once every other session has ended. A session flushes its statistics before it leaves
+    pg_stat_activity, and a transaction's counts reach the server only after it ends, so a
+    write committed after the snapshot makes some counter larger than `before`, TRUNCATE and
+    table rewrites change the file node. Counting switched off, counters reset (also by a
+    crash), or any difference at all: "not proven", never "changed"."""
+    if not before or not now or before.get("track_counts") != "on" or now.get("track_counts") != "on":
+        return False
+    return before.get("stats_reset") == now.get("stats_reset") and before.get("tables") == now.get("tables")
+
+
 def cmd_pg_close(opts):
     """Close the live PostgreSQL database to new sessions, end or wait for the open ones, then
     prove nothing was written since the backup: at once when no transaction committed on the
     server since the backup's snapshot (SNAPSHOT, see no_commit_since), else by every table's
     content (EXPECTED: the backup's digests). On any failure it is opened again and nothing
     else changed."""
-    expected_path, end_sessions, wait_seconds, *snapshot = opts.args
-    import time
+    expected_path, end_sessions, wait_seconds, *proofs = opts.args
+    snapshot = proofs[:1]
+    counters = json.loads(Path(proofs[1]).read_text(encoding="utf-8")) if len(proofs) > 1 else None
 
     expected = json.loads(Path(expected_path).read_text(encoding="utf-8"))
     setup_django(opts.settings)
@@ -1027,6 +1079,9 @@ def cmd_pg_close(opts):
             cursor.execute("SELECT txid_current_snapshot()::text")
             if no_commit_since(snapshot[0] if snapshot else "", cursor.fetchone()[0], ours, status):
                 return {"closed": name, "checked": "no transaction committed since the backup"}
+            cursor.execute(schema_facts.WRITE_COUNTERS_SQL)
+            if no_write_since(counters, cursor.fetchone()[0]):
+                return {"closed": name, "checked": "the server's write counters of every table are unchanged"}
             changed = content_changes(expected, schema_facts.pg_content(cursor, progress=reading("checking nothing was written")))
             if changed:
                 raise ProbeError(f"{WRITES}the application changed {', '.join(changed[:5])} in {name} after the backup; "
@@ -1036,6 +1091,84 @@ def cmd_pg_close(opts):
             allow(True)
             raise
     return {"closed": name, "checked": "every table's content"}
+
+
+def fake_statements(vendor, renames, exists=None):
+    """The statements that give the live objects their new names, in two steps through names of
+    our own on PostgreSQL (so two objects may trade names); SQLite cannot rename an index: it is
+    dropped and made again under the new name. `exists(rename)`: only where the object to rename
+    is there (an undo after a run that may not have committed)."""
+    chosen = [r for r in renames if exists is None or exists(r)]
+    q = schema_facts.qident
+    if vendor == "sqlite":
+        return [f"DROP INDEX {q(r['from_name'])}" for r in chosen] + [r["sql"] for r in chosen]
+    temporary = [q(f"remigrate_fake_{n}") for n in range(len(chosen))]
+
+    def rename(r, old, new):
+        return r["rename"].replace(schema_facts.OLD, old).replace(schema_facts.NEW, new)
+
+    return ([rename(r, q(r["from_name"]), t) for r, t in zip(chosen, temporary)]
+            + [rename(r, t, q(r["to_name"])) for r, t in zip(chosen, temporary)])
+
+
+def reverse_renames(renames):
+    """The renames that undo `renames` (each object back to its live name)."""
+    return [dict(r, **{"from": r["to"], "to": r["from"], "from_name": r["to_name"], "to_name": r["from_name"],
+                       "sql": r.get("old_sql"), "old_sql": r.get("sql")}) for r in renames]
+
+
+def cmd_fake_history(opts):
+    """A fake reset's one transaction on the live database: objects renamed to the names of the
+    new history, the removed models' tables dropped, django_migrations of the reset apps
+    rewritten to the new migrations. PLAN: {"renames", "drop", "apps", "record", "undo_file"}.
+    Before it starts, what undoes it (the old rows, the renames back) is written to undo_file.
+    With "undo": that file applied, as far as the fake got (idempotent)."""
+    plan = json.loads(Path(opts.args[0]).read_text(encoding="utf-8"))
+    undo = opts.args[1:2] == ["undo"]
+    setup_django(opts.settings)
+    from django.db import connection, transaction
+    from django.db.migrations.recorder import MigrationRecorder
+
+    q = schema_facts.qident
+    with connection.cursor() as cursor:
+        def exists(r):
+            if connection.vendor == "sqlite":
+                cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = %s", [r["from_name"]])
+            elif r["kind"] == "constraint":
+                cursor.execute("SELECT 1 FROM pg_constraint WHERE conname = %s", [r["from_name"]])
+            else:
+                cursor.execute("SELECT 1 FROM pg_class WHERE relname = %s", [r["from_name"]])
+            return cursor.fetchone() is not None
+
+        if not undo:
+            cursor.execute("SELECT id, app, name, applied FROM django_migrations WHERE app IN ("
+                           + ", ".join(["%s"] * len(plan["apps"])) + ") ORDER BY id", plan["apps"])
+            rows = [[i, a, n, str(t)] for i, a, n, t in cursor.fetchall()]
+            Path(plan["undo_file"]).write_text(json.dumps({"apps": plan["apps"], "rows": rows,
+                                                           "renames": reverse_renames(plan["renames"])}))
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                cursor.execute("SET LOCAL lock_timeout = '10s'")  # an application's long transaction: fail, not hang
+            for statement in fake_statements(connection.vendor, plan["renames"], exists if undo else None):
+                cursor.execute(statement)
+            if plan.get("drop"):
+                if connection.vendor == "postgresql":
+                    cursor.execute("DROP TABLE IF EXISTS " + ", ".join(q(t) for t in plan["drop"]))
+                else:
+                    for table in plan["drop"]:
+                        cursor.execute(f"DROP TABLE IF EXISTS {q(table)}")
+            cursor.execute("DELETE FROM django_migrations WHERE app IN (" + ", ".join(["%s"] * len(plan["apps"])) + ")",
+                           plan["apps"])
+            if undo:
+                for ident, app, name, applied in plan["rows"]:
+                    cursor.execute("INSERT INTO django_migrations (id, app, name, applied) VALUES (%s, %s, %s, %s)",
+                                   [ident, app, name, applied])
+            else:  # as migrate records them (the engine's own datetime format)
+                recorder = MigrationRecorder(connection)
+                for app, name in plan["record"]:
+                    recorder.record_applied(app, name)
+    return {"renamed": len(plan["renames"]), "dropped": plan.get("drop", []),
+            "recorded": len(plan["rows"] if undo else plan["record"])}
 
 
 def cmd_lock(opts):
@@ -1091,6 +1224,7 @@ COMMANDS = {
     "sqlite-restore": cmd_sqlite_restore,
     "checksum": cmd_checksum,
     "prepare-dir": cmd_prepare_dir,
+    "free-space": cmd_free_space,
     "archive-migrations": cmd_archive_migrations,
     "file-stats": lambda opts: file_stats(opts.args[0], False, *content_options([a for a in opts.args[1:] if a != "no-fk-check"]),
                                           fk="no-fk-check" not in opts.args),
@@ -1107,7 +1241,9 @@ COMMANDS = {
     "history-new": cmd_history_new,
     "history-engine": cmd_history_engine,
     "sqlite-swap": cmd_sqlite_swap,
+    "sqlite-unkeep": cmd_sqlite_unkeep,
     "pg-close": cmd_pg_close,
+    "fake-history": cmd_fake_history,
     "finalize-bundle": cmd_finalize_bundle,
 }
 
@@ -1205,8 +1341,6 @@ def serve(argv):
 def pass_on_progress(pid, err_fd, reply):
     """Wait for the child, passing on its progress lines as they come (one JSON line each:
     {"progress": {...}}); returns its wait status."""
-    import time
-
     offset, pending, pause = 0, b"", 0.001
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)

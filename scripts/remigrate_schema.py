@@ -15,6 +15,8 @@ SHADOW_SUFFIXES = {
     "rtree": ("_node", "_rowid", "_parent"),
 }
 MASK = (1 << 128) - 1
+# Where a rename statement takes the object's present and next name (quoted); NUL is in no name.
+OLD, NEW = "\x00old\x00", "\x00new\x00"
 
 
 def qident(name):
@@ -102,7 +104,7 @@ def sqlite_indexes(conn, table, schema="main"):
         cols = [r[2] or "<expression>" for r in conn.execute(f"PRAGMA {schema}.index_info({qident(name)})")]
         sql = sqls.get(name)
         where = sql.split(" WHERE ", 1)[1].strip() if sql and " WHERE " in sql else ""
-        out[name] = {"table": table, "sql": sql, "definition": f"{'UNIQUE ' if unique else ''}({', '.join(cols)})"
+        out[name] = {"table": table, "sql": sql, "name": name, "definition": f"{'UNIQUE ' if unique else ''}({', '.join(cols)})"
                      + (f" WHERE {where}" if where else "")}
     return out
 
@@ -142,6 +144,17 @@ USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspn
 # Objects an extension brought are the extension's, not the project's.
 NOT_FROM_EXTENSION = ("NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = {oid} AND e.deptype = 'e' "
                       "AND e.classid = '{catalog}'::regclass)")
+
+
+# What a database's tables have had written, as the server's statistics count it: rows inserted,
+# updated and deleted per table, and its file node (which TRUNCATE and table rewrites change);
+# with the counters' reset time and whether they are kept at all. Read by one line of JSON, in a
+# transaction of its own (the server's statistics are read afresh in each transaction).
+WRITE_COUNTERS_SQL = (
+    "SELECT json_build_object('track_counts', current_setting('track_counts'), "
+    "'stats_reset', (SELECT stats_reset::text FROM pg_stat_database WHERE datname = current_database()), "
+    "'tables', (SELECT coalesce(json_object_agg(s.relid::text, json_build_array(s.n_tup_ins, s.n_tup_upd, s.n_tup_del, "
+    "c.relfilenode)), '{}') FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid))")
 
 
 def pg_key(schema, name):
@@ -228,7 +241,8 @@ def pg_schema(cursor):
         body = definition.split(" USING ", 1)[1] if " USING " in definition else definition
         unique = "UNIQUE " if definition.startswith("CREATE UNIQUE") else ""
         out["indexes"][pg_key(schema, name)] = {"table": pg_key(schema, table), "definition": unique + body,
-                                                "sql": definition}
+                                                "sql": definition, "name": name,
+                                                "rename": f"ALTER INDEX {qident(schema)}.{OLD} RENAME TO {NEW}"}
     cursor.execute(
         "SELECT n.nspname, k.conname, t.relname, k.contype, pg_get_constraintdef(k.oid),"
         " quote_ident(n.nspname) || '.' || quote_ident(t.relname), quote_ident(k.conname)"
@@ -237,7 +251,8 @@ def pg_schema(cursor):
     for schema, name, table, kind, definition, qtable, qname in cursor.fetchall():
         out["constraints"][pg_key(schema, name)] = {
             "table": pg_key(schema, table), "definition": f"{kind} {definition}",
-            "sql": f"ALTER TABLE {qtable} ADD CONSTRAINT {qname} {definition}"}
+            "sql": f"ALTER TABLE {qtable} ADD CONSTRAINT {qname} {definition}", "name": name,
+            "rename": f"ALTER TABLE {qtable} RENAME CONSTRAINT {OLD} TO {NEW}"}
     cursor.execute(
         "SELECT n.nspname, c.relname, c.relkind, pg_get_viewdef(c.oid),"
         " quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
@@ -274,8 +289,9 @@ def pg_schema(cursor):
         " FROM pg_sequences s WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema')")
     for schema, name, value, owner in cursor.fetchall():
         # Keyed by the column that owns it: a renamed table keeps its old sequence name.
-        out["sequences"][owner or pg_key(schema, name)] = {"table": (owner or "").rsplit(".", 1)[0] or None,
-                                                           "value": int(value)}
+        out["sequences"][owner or pg_key(schema, name)] = {
+            "table": (owner or "").rsplit(".", 1)[0] or None, "value": int(value), "name": name,
+            "rename": f"ALTER SEQUENCE {qident(schema)}.{OLD} RENAME TO {NEW}"}
     return out
 
 
@@ -410,3 +426,98 @@ def accepted(difference, names):
     kind, _, name = key.partition(" ")
     parts = {name, key, name.split(".")[0], name.split("(")[0]}
     return any(n in parts for n in names)
+
+
+def table_parts(sql):
+    """A SQLite CREATE TABLE statement as the set of its column and constraint clauses, whitespace
+    and order aside: two tables with the same parts behave the same."""
+    body = (sql or "")[(sql or "").find("(") + 1:(sql or "").rfind(")")]
+    parts, depth, quote, current = [], 0, None, ""
+    for ch in body:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'`[":
+            quote = "]" if ch == "[" else ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(" ".join(current.split()))
+            current = ""
+            continue
+        current += ch
+    parts.append(" ".join(current.split()))
+    return sorted(p for p in parts if p)
+
+
+def name_plan(live, new, skip=()):
+    """What a fake reset renames so that the live database's names become the ones a fresh
+    install from the new history gives: indexes and constraints of the same definition on the
+    same table, and sequences of the same column, whose names differ (named after a table's old
+    name, say). Returns [{"kind", "table", "from", "to", "rename", "sql"}]: `rename` is the live
+    object's statement template (PostgreSQL), `sql` the new object's definition (SQLite
+    indexes are dropped and made again under the new name)."""
+    skip = set(skip) | {"django_migrations"}
+    out = []
+    for kind, label in (("indexes", "index"), ("constraints", "constraint")):
+        def defs(side):
+            found = {}
+            for name, obj in side[kind].items():
+                if obj["table"] not in skip and obj.get("sql") is not None:  # SQLite's own autoindexes follow the table
+                    found.setdefault((obj["table"], obj["definition"]), []).append(name)
+            return found
+        dl, dn = defs(live), defs(new)
+        for key in sorted(set(dl) & set(dn)):
+            gone = sorted(n for n in dl[key] if n not in dn[key])
+            came = sorted(n for n in dn[key] if n not in dl[key])
+            for old, fresh in zip(gone, came):
+                out.append({"kind": label, "table": key[0], "from": old, "to": fresh,
+                            "rename": live[kind][old].get("rename"), "sql": new[kind][fresh]["sql"],
+                            "old_sql": live[kind][old]["sql"],
+                            "to_name": new[kind][fresh].get("name", fresh), "from_name": live[kind][old].get("name", old)})
+    for key in sorted(set(live["sequences"]) & set(new["sequences"])):
+        a, b = live["sequences"][key], new["sequences"][key]
+        if (a.get("table") or key) in skip or not a.get("name") or a.get("name") == b.get("name"):
+            continue
+        out.append({"kind": "sequence", "table": a.get("table"), "from": a["name"], "to": b["name"],
+                    "rename": a.get("rename"), "sql": None, "old_sql": None, "to_name": b["name"],
+                    "from_name": a["name"]})
+    return out
+
+
+def strict_differences(live, new, skip=(), names=("live database", "new history")):
+    """Everything that keeps a fake reset from being exact, names aside (name_plan renames those):
+    every difference `differences` finds, accepted or not; SQLite tables whose clauses differ
+    (checks, references, collations the column list does not show); sequences only one side has;
+    and a column that is an identity on one side but a serial on the other is told apart."""
+    skip = set(skip) | {"django_migrations"}
+    left, right = names
+    out = differences(live, new, skip=skip, content=False, names=names)
+    for table in sorted(set(live["tables"]) & set(new["tables"])):
+        if table in skip:
+            continue
+        a, b = live["tables"][table], new["tables"][table]
+        if a.get("virtual") is None and "sql" in a and "sql" in b and table_parts(a["sql"]) != table_parts(b["sql"]):
+            only = sorted(set(table_parts(a["sql"])) ^ set(table_parts(b["sql"])))
+            out.append((f"table {table}", f"its clauses differ: {'; '.join(only)[:200]}"))
+    for key in sorted(set(live["sequences"]) ^ set(new["sequences"])):
+        seq = live["sequences"].get(key) or new["sequences"].get(key)
+        if "name" not in seq:  # SQLite: a row of sqlite_sequence is data (the table's AUTOINCREMENT is compared)
+            continue
+        if (seq.get("table") or key) not in skip and key.split(".")[0] not in skip:
+            out.append((f"sequence {key}", f"only in the {left if key in live['sequences'] else right}"))
+    return out
+
+
+def serial_columns(live, new, skip=()):
+    """Columns that are serial (a sequence default) on one side and an identity on the other:
+    Django handles both alike (an old database keeps its serial columns after Django 4.1), so a
+    fake reset leaves them, and says so."""
+    out = []
+    for table in sorted(set(live["tables"]) & set(new["tables"]) - set(skip)):
+        for col, a in live["tables"][table]["columns"].items():
+            b = new["tables"][table]["columns"].get(col)
+            if b and a.get("identity") != b.get("identity"):
+                out.append(f"{table}.{col}")
+    return out

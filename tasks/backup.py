@@ -251,6 +251,10 @@ def backups(c, check=False, project_dir=None, python=None, settings=None, env_fi
             if check and state.startswith("ok"):
                 state = deep_check(project, b)
             reset = {"running": "unfinished: --resume or rollback"}.get(b.get("reset"), b.get("reset") or "-")
+            if b.get("strategy") and b["strategy"] != "rebuild":
+                reset += f" ({b['strategy']})"
+            if b.get("kept"):
+                reset += f"; old database kept as {posixpath.basename(b['kept'])} (inv cleanup)"
             rows.append((b["name"], m.get("kind", "?"), m.get("engine", "?"), (m.get("database") or {}).get("name", "?"),
                          human_bytes(b["size"]), human_age(time.time() - b["mtime"]), state, reset))
         say(f"bundles in {folder}:")

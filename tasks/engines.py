@@ -121,15 +121,20 @@ def filter_toc(listing, keep):
 BUILD_SUFFIX = "__remigrate_build"
 
 
-def build_name(name):
+def build_name(name, suffix=BUILD_SUFFIX):
     """The name the new database is built under, so the live name stays free while it is built:
     no application session can reach (and write into) a half-built database. PostgreSQL names
     are at most 63 bytes: a longer one is cut and told apart by a hash of the whole name."""
-    if len(name.encode("utf-8")) + len(BUILD_SUFFIX) <= 63:
-        return name + BUILD_SUFFIX
+    if len(name.encode("utf-8")) + len(suffix) <= 63:
+        return name + suffix
     tag = "_" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
-    room = 63 - len(BUILD_SUFFIX) - len(tag)
-    return name.encode("utf-8")[:room].decode("utf-8", errors="ignore") + tag + BUILD_SUFFIX
+    room = 63 - len(suffix) - len(tag)
+    return name.encode("utf-8")[:room].decode("utf-8", errors="ignore") + tag + suffix
+
+
+def kept_name(name, run_id):
+    """The name a swap gives the database it replaces, kept until `inv cleanup`."""
+    return build_name(name, f"__remigrate_old_{run_id}")
 
 
 def retarget(statement, old, new):
@@ -471,11 +476,15 @@ class Postgres(Engine):
         """pg_dump and the content digests of the manifest at the same time, from one snapshot that
         a session exports and holds meanwhile: the digests describe exactly the rows in the dump,
         and the database is read once for each instead of digests before and after."""
+        # The write counters are read before the snapshot is taken: a write that commits after it is
+        # counted later than this read, whenever its statistics reach the server (see pg-close).
         holder = self.target.hold(["psql", "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", *pg_conn_args(self.db),
-                                   "-c", KEEP_SESSION, "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                                   "-c", KEEP_SESSION, "-c", S.WRITE_COUNTERS_SQL,
+                                   "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
                                    "SELECT pg_export_snapshot() || ' ' || txid_current_snapshot();", "-f", "-"],
                                   env=self.env())
         try:
+            counters = (holder.next_line(timeout=60) or "").strip()
             snapshot, _, xids = (holder.next_line(timeout=60) or "").strip().partition(" ")
             if not re.fullmatch(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?", snapshot):
                 raise RemigrateError("could not export a snapshot for the backup: "
@@ -492,7 +501,8 @@ class Postgres(Engine):
         finally:
             holder.release()
         return {"tool": "pg_dump", "tool_version": list(self.versions.get("pg_dump") or self.tool_version("pg_dump")),
-                "compress": self.project.options.compress, "xids": xids, "stats": stats}
+                "compress": self.project.options.compress, "xids": xids,
+                "write_counters": json.loads(counters) if counters.startswith("{") else None, "stats": stats}
 
     def verify_dump(self, path):
         """A full read of the archive: `pg_restore -l` alone accepts a truncated one."""
@@ -599,43 +609,54 @@ class Postgres(Engine):
         nothing was written since the backup."""
         expected = posixpath.join(self.project.workdir, "expected-content.json")
         self.target.write_private(expected, json.dumps(manifest["database"]["content"]), replace=True)
+        counters = posixpath.join(self.project.workdir, "write-counters.json")
+        self.target.write_private(counters, json.dumps(manifest["dump"].get("write_counters")), replace=True)
         closed = keep_live(lambda: self.project.probe("pg-close", expected, "1" if sessions.get("end") else "0",
                                                       str(sessions.get("wait", 30)), manifest["dump"].get("xids", ""),
-                                                      what="closing the database"))
+                                                      counters, what="closing the database"))
         say(f"    nothing written since the backup: {closed['checked']}")
 
     def swapped(self, phases):
         """Whether the database built beside has taken the live name (the rename consumes it)."""
         return "swap" in phases and not self.exists(self.beside)
 
-    def reopen(self):
-        """Let sessions in again (after a reset stopped between closing and dropping); an open
-        database is left alone (no transaction: see the close's proof)."""
+    def reopen(self, name=None):
+        """Let sessions in again (after a reset stopped between closing and dropping, or before a
+        swap), and drop a database left half-built beside it; an open database is left alone (no
+        transaction: see the close's proof)."""
+        if name is None and self.exists(self.beside):
+            self.drop(self.beside)
         closed = self.maintenance(f"SELECT count(*) FROM pg_database WHERE NOT datallowconn AND datname = "
-                                  f"{sql.Literal(self.db.name).as_string(None)}", "looking for the database") == "1"
+                                  f"{sql.Literal(name or self.db.name).as_string(None)}", "looking for the database") == "1"
         if closed:
-            self.maintenance(f"ALTER DATABASE {sql.Identifier(self.db.name).as_string(None)} ALLOW_CONNECTIONS true",
+            self.maintenance(f"ALTER DATABASE {sql.Identifier(name or self.db.name).as_string(None)} ALLOW_CONNECTIONS true",
                              "reopening the database")
 
-    def rebuild_and_load(self, bundle_path, manifest, skip, journal, sessions=None):
-        """The live database closed, checked unchanged and dropped; the new one built, loaded and
-        given its content types under another name (the application cannot reach it: its
-        connections fail with "database does not exist" until the swap)."""
+    def rebuild_and_load(self, bundle_path, manifest, skip, journal, sessions=None, strategy="rebuild"):
+        """rebuild: the live database closed, checked unchanged and dropped first. swap: the live
+        database stays open meanwhile (its writes are looked for when it is closed for the swap).
+        Then the new one is built, loaded and given its content types under another name (the
+        application cannot reach it: its connections fail with "database does not exist" there)."""
         phases = [p["phase"] for p in journal.data["phases"]]
         if self.swapped(phases):
             return  # a resumed run: the new database has the live name already
         dump = posixpath.join(bundle_path, manifest["dump"]["file"])
-        if self.exists() and "drop" not in phases:  # a resumed run after the drop: the live name is ours
-            journal("close")
-            self.reopen()  # a resumed run may find it closed by the run that died
-            self.close(manifest, sessions or {})
-        journal("drop")
-        self.check_lock()
         if self.exists():
-            journal.data.setdefault("live_oid", self.oid())  # the database this run drops (a rollback may drop only it)
+            journal.data.setdefault("live_oid", self.oid())  # the database this run replaces (a rollback may drop only it)
             journal.save()
-            self.drop()
-        inject_fault("dropped")  # the moment with no database at all
+        if strategy == "swap":  # a resumed run: the live database may be closed, set aside, a half-built one beside
+            if not self.undo_swap(journal.data):
+                self.reopen()
+        else:
+            if self.exists() and "drop" not in phases:  # a resumed run after the drop: the live name is ours
+                journal("close")
+                self.reopen()  # a resumed run may find it closed by the run that died
+                self.close(manifest, sessions or {})
+            journal("drop")
+            self.check_lock()
+            if self.exists():
+                self.drop()
+            inject_fault("dropped")  # the moment with no database at all
         if self.exists(self.beside):  # left by a run that died while building
             self.drop(self.beside)
         self.create_from_archive(dump, self.beside)
@@ -653,15 +674,62 @@ class Postgres(Engine):
         return self.maintenance(f"SELECT oid FROM pg_database WHERE datname = "
                                 f"{sql.Literal(name or self.db.name).as_string(None)}", "looking for the database")
 
-    def swap_in(self, manifest):
-        """The verified new database takes the live name."""
+    def swap_in(self, manifest, keep=None):
+        """The verified new database takes the live name; with `keep` (a swap), the live database,
+        closed and proven unchanged since the backup, is renamed to `keep` first and stays."""
         self.check_lock()
         live = sql.Identifier(self.db.name).as_string(None)
+        if keep:
+            self.maintenance(f"ALTER DATABASE {live} RENAME TO {sql.Identifier(keep).as_string(None)}",
+                             "moving the live database aside")
+            inject_fault("swap-half")  # the moment between the two renames
         if self.exists():
             raise RemigrateError(f"a database named {self.db.name} was created while the new one was built; "
                                  "the new database was not put in its place")
         self.maintenance(f"ALTER DATABASE {sql.Identifier(self.beside).as_string(None)} RENAME TO {live}",
                          "giving the new database the live name")
+
+    def kept_path(self, run_id):
+        return kept_name(self.db.name, run_id)
+
+    def room_for_copy(self):
+        """Free bytes where a second copy of the database would go, or (None, why not known): the
+        server's data folder is seen only from its own machine, by a role that may read it."""
+        if self.db.host and self.db.host not in ("localhost", "127.0.0.1", "::1") and not self.db.host.startswith("/"):
+            return None, f"the server {self.db.host} is another machine"
+        try:
+            folder = self.psql("SHOW data_directory", what="finding the server's data folder")
+        except RemigrateError:
+            return None, "this role may not see the server's data folder"
+        return self.project.probe("free-space", folder, what="measuring free disk")["free_bytes"], folder
+
+    def undo_swap(self, journal):
+        """After a swap (or a run killed during it): the database kept aside takes the live name
+        back, whatever of the new one is left goes. False when it is no longer there (cleaned
+        up): the caller restores from the backup instead."""
+        keep, live_oid, build_oid = journal.get("kept"), journal.get("live_oid"), journal.get("build_oid")
+        now = self.oid()
+        if not keep or (now != live_oid and self.oid(keep) != live_oid):
+            return False
+        if now and now not in (live_oid, build_oid):
+            raise RemigrateError(f"a database named {self.db.name} was created by someone else after the swap (it is "
+                                 "neither the one the reset kept nor the one it built); it was left as it is: move it "
+                                 "away (ALTER DATABASE ... RENAME), then run `inv rollback`")
+        if now == build_oid:
+            self.drop()
+        if self.exists(self.beside):
+            self.drop(self.beside)
+        if self.oid(keep) == live_oid:
+            self.maintenance(f"ALTER DATABASE {sql.Identifier(keep).as_string(None)} RENAME TO "
+                             f"{sql.Identifier(self.db.name).as_string(None)}", "giving the kept database its name back")
+        self.reopen(self.db.name)
+        return True
+
+    def kept_exists(self, name):
+        return self.exists(name)
+
+    def remove_kept(self, name):
+        self.drop(name)
 
     def new_tables(self):
         out = self.psql("SELECT coalesce(json_agg(json_build_array(schemaname, tablename)), '[]') FROM pg_tables "
@@ -742,7 +810,10 @@ class Postgres(Engine):
 
     def recover(self, bundle_path, manifest, journal=None):
         """Put the database back from the bundle, whatever state the reset left it in; a database
-        that someone else made under the live name while it was free is never dropped."""
+        that someone else made under the live name while it was free is never dropped. After a
+        swap, the database kept aside is renamed back instead ("renamed"; else "restored")."""
+        if self.undo_swap(journal or {}):
+            return "renamed"
         dump = posixpath.join(bundle_path, manifest["dump"]["file"])
         ours = {(journal or {}).get("live_oid"), (journal or {}).get("build_oid")} - {None}
         if ours and self.exists() and self.oid() not in ours:
@@ -754,6 +825,7 @@ class Postgres(Engine):
                 self.drop(name)
         self.create_from_archive(dump)
         self.restore(dump, manifest, {"relations": []})
+        return "restored"
 
 
 class Sqlite(Engine):
@@ -807,15 +879,17 @@ class Sqlite(Engine):
     def _clear_new(self):
         self.target.run(["rm", "-f", "--", *[self.beside + suffix for suffix in ("", "-wal", "-shm", "-journal")]])
 
-    def reopen(self):
-        """A SQLite file is never closed to its readers; only the unused new file goes."""
+    def reopen(self, name=None):
+        """A SQLite file is never closed to its readers; only the unused new file goes (and a
+        name kept for the live file by a swap killed before its replace: the same file)."""
         self._clear_new()
+        self.project.probe("sqlite-unkeep", self.db.name, what="removing an unused link to the database")
 
     def swapped(self, phases):
         """Whether the live file was replaced: the swap consumes the new file (os.replace)."""
         return "swap" in phases and not self.target.exists(self.beside, "-f")
 
-    def rebuild_and_load(self, bundle_path, manifest, skip, journal, sessions=None):
+    def rebuild_and_load(self, bundle_path, manifest, skip, journal, sessions=None, strategy="rebuild"):
         if self.swapped([p["phase"] for p in journal.data["phases"]]):
             return  # a resumed run: the new database is in place already
         self._clear_new()
@@ -827,19 +901,47 @@ class Sqlite(Engine):
         journal("content-types")
         self.project.probe("content-types", what="adding content types of new models", db_name=self.beside)
 
-    def swap_in(self, manifest):
+    def swap_in(self, manifest, keep=None):
         """The verified new file replaces the live one, under an exclusive lock that first proves
-        the live file unchanged since the backup."""
+        the live file unchanged since the backup; with `keep` (a swap), the live file stays
+        under that name."""
         expected = posixpath.join(self.project.workdir, "expected-content.json")
         self.target.write_private(expected, json.dumps(manifest["database"]["content"]), replace=True)
         swapped = keep_live(lambda: self.project.probe("sqlite-swap", self.beside, self.db.name, expected,
-                                                       json.dumps(manifest["dump"].get("live_mark")),
+                                                       json.dumps(manifest["dump"].get("live_mark")), keep or "",
                                                        what="swapping in the new database"))
         say(f"    nothing written since the backup: {swapped['checked']}")
+        return swapped
+
+    def kept_path(self, run_id):
+        return f"{self.db.name}.remigrate-old-{run_id}"
+
+    def room_for_copy(self):
+        folder = posixpath.dirname(self.db.name) or "."
+        return self.project.probe("free-space", folder, what="measuring free disk")["free_bytes"], folder
+
+    def undo_swap(self, journal):
+        """After a swap: the kept file replaces the new one (False when it is gone: cleaned up)."""
+        keep = journal.get("kept")
+        if not keep or not self.target.exists(keep, "-f"):
+            return False
+        self._clear_new()
+        self.project.probe("sqlite-swap", keep, self.db.name, "-", "", "", "unchecked", journal.get("kept_mode") or "",
+                           what="putting the kept file back")
+        return True
+
+    def kept_exists(self, name):
+        return self.target.exists(name, "-f")
+
+    def remove_kept(self, name):
+        self.target.run(["rm", "-f", "--", name])
 
     def recover(self, bundle_path, manifest, journal=None):
+        if self.undo_swap(journal or {}):
+            return "renamed"
         self._clear_new()
         self.restore(posixpath.join(bundle_path, manifest["dump"]["file"]), manifest, {})
+        return "restored"
 
 
 ENGINES = {"postgresql": Postgres, "sqlite": Sqlite}

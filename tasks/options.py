@@ -13,7 +13,9 @@ DEFAULTS = {
     "backup_dir": "",  # "" is <project_dir>/.remigrate/backups
     "compress": "1",  # pg_dump's compression of backups: fast, still about 4x smaller than the data
     "jobs": "",  # sessions that load at once; "" is the number of cores
+    "strategy": "rebuild",  # how a reset puts the new history in place: rebuild, swap or fake
 }
+STRATEGIES = ("rebuild", "swap", "fake")
 # Not per-task flags: remigrate.accept_unknown_hosts (fab: accept a host key missing from
 # known_hosts) and remigrate.hosts.<host>.<key> (per-host values of the keys above).
 
@@ -27,6 +29,10 @@ HELP = {
                 "them); default: config remigrate.compress or 1 (fast)",
     "jobs": "PostgreSQL: sessions that load the data and build the indexes at once; default: config remigrate.jobs "
             "or the number of cores (at most 8); never more than the server has connections free",
+    "strategy": "how the reset puts the new history in place: rebuild (default: the database is closed while it is "
+                "rebuilt beside and renamed in), swap (built beside while the application keeps running, then "
+                "renamed in; the old one is kept for an instant rollback until `inv cleanup`) or fake (the data "
+                "stays where it is: only the history is rewritten, after proving the schemas equal)",
     "yes": "do not ask for confirmation (needed when there is no terminal)",
     "backup": "bundle name or path (under fab, a bundle folder on this machine is uploaded first); default: the newest bundle",
     "no_fetch": "under fab -H: do not copy the new bundle back to this machine",
@@ -43,6 +49,7 @@ class Options:
     backup_dir: str
     compress: str = "1"
     jobs: str = ""
+    strategy: str = "rebuild"
 
 
 def resolve(config_section, host=None, **flags) -> Options:
@@ -62,6 +69,8 @@ def resolve(config_section, host=None, **flags) -> Options:
         raise ValueError(f"--compress {values['compress']}: give a level 0-9 (or gzip:N, lz4, zstd where pg_dump supports them)")
     if values["jobs"] and not (values["jobs"].isdigit() and int(values["jobs"]) > 0):
         raise ValueError(f"--jobs {values['jobs']}: give a number of sessions, 1 or more")
+    if values["strategy"] not in STRATEGIES:
+        raise ValueError(f"--strategy {values['strategy']}: choose one of {', '.join(STRATEGIES)}")
     return Options(**values)
 
 

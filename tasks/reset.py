@@ -5,10 +5,11 @@ import os
 import posixpath
 import re
 import socket
+import time
 from dataclasses import dataclass, field
 
 from tasks import bundle as B
-from tasks import runlock
+from tasks import fake, runlock
 from tasks.backup import fetch_bundle, find_bundle, take_backup, verify_bundle
 from tasks.base import resolve, task
 from tasks.console import STOP, RemigrateError, Secrets, Timer, check_stop, confirm, human_bytes, ok, say, step, table, warn
@@ -40,6 +41,8 @@ class Plan:
     accept: list = field(default_factory=list)  # --accept-difference names
     checks: dict = field(default_factory=dict)  # {"command": ..., "url": ...} run after the data is verified
     sessions: dict = field(default_factory=dict)  # {"end": bool, "wait": seconds}: the application's open sessions
+    strategy: str = "rebuild"  # or "swap", "fake"
+    fake: dict = None  # the fake strategy's proof: renames, differences, tables dropped
 
 
 
@@ -102,9 +105,11 @@ def make_plan(project, engine, remove_models_, drop_tables, accept=(), absorb_pe
     unmodelled = set(live) - set(facts["model_tables"]) - made - named - {"django_migrations"}
     orphans = {t: live[t] for t in sorted(unmodelled) if live[t]}
     empty = sorted(t for t in unmodelled if not live[t])
-    return Plan(apps=facts["apps"], removals=facts["removals"], drop_tables=list(drop_tables), orphans=orphans,
+    plan = Plan(apps=facts["apps"], removals=facts["removals"], drop_tables=list(drop_tables), orphans=orphans,
                 empty_orphans=empty, special=facts["special_operations"], stats=stats,
                 skip=named | set(empty), mode=mode, history=history, accept=list(accept))
+    plan.fake = fake.proof(plan)
+    return plan
 
 
 def show_plan(project, engine, plan, backup_dir):
@@ -132,6 +137,36 @@ def show_plan(project, engine, plan, backup_dir):
         say(table(("table with rows but no model", "rows"), sorted(plan.orphans.items())))
 
 
+BIG = 1 << 30  # above this, reloading takes minutes: the plan recommends what does not
+
+
+def show_strategies(project, engine, plan):
+    """The strategy chosen, what each would do here, and the one recommended, with why."""
+    size = engine.size_estimate(plan.stats)
+    free, where = engine.room_for_copy()
+    room = (f"{human_bytes(free)} free in {where}" if free is not None else f"free disk not checked: {where}")
+    swap_fits = free is None or free > size * 1.2
+    possible = fake.why_not(plan.fake) is None
+    if possible and size > BIG:
+        best, why = "fake", f"the data ({human_bytes(size)}) stays where it is: seconds whatever the size"
+    elif size > BIG and swap_fits:
+        best, why = "swap", "the application keeps running while the new database is built: seconds of downtime"
+    else:
+        best, why = "rebuild", (f"{human_bytes(size)} reloads quickly, and every row is read back and compared"
+                                if size <= BIG else "there is no room for a second copy")
+    say(f"strategy   {plan.strategy}" + (" (default)" if plan.strategy == "rebuild" else "")
+        + f"; recommended here: {best} ({why})")
+    say("rebuild    the database is closed from the end of the backup until the new one is loaded, verified and "
+        "renamed in")
+    say(f"swap       built beside while the application runs, then closed for seconds and renamed in; the old one is "
+        f"kept for an instant rollback; needs about {human_bytes(size)} more disk ({room})")
+    fake.show(plan.fake)
+    if plan.strategy == "swap" and not swap_fits:
+        raise RemigrateError(f"--strategy swap needs room for a second copy of the database ({human_bytes(size)}) but "
+                             f"there are {human_bytes(free)} free in {where}; free some, or use --strategy rebuild; "
+                             "nothing was changed")
+
+
 class Journal:
     """Each phase reached, written into the bundle, so a killed run can be rolled back."""
 
@@ -146,7 +181,7 @@ class Journal:
         check_stop()
         self._close()
         self.data["phase"] = phase
-        self.data["phases"].append({"phase": phase, "at": B.now().isoformat(timespec="seconds")})
+        self.data["phases"].append({"phase": phase, "at": B.now().isoformat(timespec="seconds"), "t": time.time()})
         self.save()
         self.timer = Timer()
         step(phase.replace("-", " ").capitalize())
@@ -294,16 +329,21 @@ def check_application(project, checks):
 
 
 # Phases from which the live database is no longer what the backup holds (a SQLite reset builds
-# its new file beside the live one and swaps it in after the verification).
-TOUCHING = {"postgresql": {"drop", "migrate", "load", "content-types", "migrate-again", "verify", "swap",
-                           "check-application"},
-            "sqlite": {"check-application"}}
+# its new file beside the live one and swaps it in after the verification; a PostgreSQL swap
+# leaves the live database as it is until the swap).
+TOUCHING = {("postgresql", "rebuild"): {"drop", "migrate", "load", "content-types", "migrate-again", "verify", "swap",
+                                        "check-application"},
+            ("postgresql", "swap"): {"swap", "check-application"},
+            ("sqlite", "rebuild"): {"check-application"},
+            ("sqlite", "swap"): {"check-application"},
+            ("postgresql", "fake"): {"fake", "verify", "check-application"},
+            ("sqlite", "fake"): {"fake", "verify", "check-application"}}
 
 
-def database_touched(engine, phases):
+def database_touched(engine, phases, strategy="rebuild"):
     """Whether the live database is no longer what the backup holds (SQLite: only once the swap
     really replaced the file; a swap that failed or was refused changed nothing)."""
-    return bool(TOUCHING[engine.name] & set(phases)) or engine.swapped(phases)
+    return bool(TOUCHING[(engine.name, strategy)] & set(phases)) or engine.swapped(phases)
 
 
 def rollback(project, engine, manifest, bundle_path, database=True, journal=None):
@@ -313,9 +353,14 @@ def rollback(project, engine, manifest, bundle_path, database=True, journal=None
     project.probe("restore-migrations", posixpath.join(bundle_path, B.MIGRATIONS_ARCHIVE), *dirs,
                   what="restoring the migration files")
     if not database:
-        engine.reopen()  # a reset stopped between closing the database and dropping it
+        engine.reopen()  # a reset stopped between closing the database and dropping it, or before a swap
         return
-    engine.recover(bundle_path, manifest, journal)
+    if (journal or {}).get("plan", {}).get("strategy") == "fake" and undo_fake(project, bundle_path):
+        return
+    if engine.recover(bundle_path, manifest, journal) == "renamed":
+        say(f"    the {engine.name} database kept aside by the swap is back under its name (proven unchanged since "
+            "the backup when it was set aside)")
+        return
     after = engine.stats(content=True)
     rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
     if not clean or B.compare_content(manifest["database"].get("content", {}), after["content"]):
@@ -323,8 +368,23 @@ def rollback(project, engine, manifest, bundle_path, database=True, journal=None
                              f"restore it by hand with `inv restore --backup {manifest['name']}`")
 
 
+FAKE_PROOF = "fake-proof.json"
+
+
+def undo_fake(project, bundle_path):
+    """A fake reset undone in place (renames back, the old history rows) when it dropped no table
+    or did not get to commit; False when a dropped table's rows must come from the backup."""
+    saved = json.loads(project.target.read_text(posixpath.join(bundle_path, FAKE_PROOF)))
+    drops = saved["fake"]["drop"]
+    if drops and not set(drops) <= set(project.probe("describe", what="reading the live schema")["tables"]):
+        return False
+    fake.undo(project, bundle_path)
+    say("    the fake reset's renames and history rows are undone in place; no row was moved")
+    return True
+
+
 def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=False, fetch_dir=None, accept=(),
-              absorb_pending=False, checks=None, sessions=None):
+              absorb_pending=False, checks=None, sessions=None, no_backup=False):
     total = Timer()
     backup_dir = project.default_backup_dir()
     holder = runlock.read(project)  # a reset that is running, or died half-way, comes first
@@ -332,13 +392,17 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
         raise runlock.interrupted(project, holder, read_journal(project, holder["bundle"]).get("status", "running"))
     plan = make_plan(project, engine, remove_model, drop_table, accept, absorb_pending)
     plan.checks = {k: v for k, v in (checks or {}).items() if v}
+    plan.strategy = project.options.strategy
     plan.sessions = dict(sessions or {})
+    if plan.strategy == "swap":  # the rename needs the database to itself: the application reconnects to the new one
+        plan.sessions["end"] = True
     show_plan(project, engine, plan, backup_dir)
+    show_strategies(project, engine, plan)
     if plan.orphans:
         raise RemigrateError(f"tables with rows but no model after the reset: {', '.join(plan.orphans)}; "
                              "name each with --remove-model APP.Model (if its model was deleted) or --drop-table NAME, "
                              "or restore its model; nothing was changed")
-    reason = refusal(plan.history)
+    reason = refusal(plan.history) or (fake.why_not(plan.fake) if plan.strategy == "fake" else None)
     if reason:
         raise RemigrateError(reason)
     if dry_run:
@@ -357,7 +421,13 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
             journal = Journal(project, bundle_path, run_id, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
             journal.data["plan"] = {"apps": plan.apps, "removals": plan.removals, "drop_tables": plan.drop_tables,
                                     "skip": sorted(plan.skip), "mode": plan.mode, "special": plan.special,
-                                    "accept": plan.accept, "checks": plan.checks, "sessions": plan.sessions}
+                                    "accept": plan.accept, "checks": plan.checks, "sessions": plan.sessions,
+                                    "strategy": plan.strategy}
+            if plan.strategy == "swap":  # the name the live database keeps (renamed back by a rollback)
+                journal.data["kept"] = engine.kept_path(run_id)
+            if plan.strategy == "fake":  # what the transaction does and the schema it must give, for a resume
+                project.target.write_private(posixpath.join(bundle_path, FAKE_PROOF), json.dumps(
+                    {"fake": plan.fake, "new_schema": plan.history.new_schema}), replace=True)
             journal.save()
             runlock.update(project, lock, bundle=bundle_path)  # from here on, this run's own bundle is known
             return execute(project, engine, plan, manifest, bundle_path, journal, total)
@@ -378,6 +448,50 @@ def release_unless_unfinished(project, bundle_path):
 AFTER_MIGRATIONS = {"drop", "migrate", "load", "content-types", "migrate-again", "swap", "verify", "check-application"}
 
 
+def swap(engine, manifest, plan, journal, phases):
+    """The verified new database takes the live name. A swap closes the live database only now
+    (its writes since the backup are looked for first) and keeps it aside. The downtime, the
+    time the application could not write, is measured from the close to the rename."""
+    t = Timer()
+    if plan.strategy == "swap" and engine.name == "postgresql":
+        journal("close")
+        engine.close(manifest, plan.sessions)
+    journal("swap")
+    done = engine.swap_in(manifest, keep=journal.data.get("kept")) or {}
+    if done.get("mode"):  # SQLite: the journal mode the kept file had (the swap leaves it in DELETE mode)
+        journal.data["kept_mode"] = done["mode"]
+    phases["swap"] = str(t)
+    closed_at = next((p["t"] for p in journal.data["phases"] if p["phase"] == "close" and "t" in p), None)
+    down = done.get("locked_seconds") if engine.name == "sqlite" else (time.time() - closed_at if closed_at else None)
+    if down is not None:
+        journal.data["downtime_seconds"] = round(down, 2)
+        say(f"    the application could not write for {down:.1f} s" + (f"; the old database is kept as {journal.data['kept']} "
+            "(`inv rollback` puts it back at once, `inv cleanup` removes it)" if journal.data.get("kept") else ""))
+
+
+def fake_in_place(project, plan, bundle_path, journal, phases):
+    """The fake strategy's database phases: one transaction on the live database, then the proof
+    that its schema is the new history's, names included, and that Django sees the history as
+    fully applied. The rows are not moved, so they are not read again."""
+    proof_path = posixpath.join(bundle_path, FAKE_PROOF)
+    saved = json.loads(project.target.read_text(proof_path))
+    apps_after = project.probe("plan", what="reading the new migrations")["apps"]
+    t = Timer()
+    if "fake" in [p["phase"] for p in journal.data["phases"]]:  # a resumed run: start from the live names again
+        fake.undo(project, bundle_path)
+    journal("fake")
+    fake.apply(project, plan, saved["fake"], bundle_path, apps_after)
+    phases["fake"] = str(t)
+    journal("verify")
+    problems = fake.check(project, saved["new_schema"], plan.skip)
+    for result in project.manage_many([("migrate", "--check"), ("makemigrations", "--check", "--dry-run")], check=False):
+        if result["exit"]:
+            problems.append(f"manage.py {' '.join(result['args'])} is not clean: {(result['output'] or result['errors']).strip()[:200]}")
+    if not problems:
+        say("    the live schema is the new history's, names included; Django sees every migration applied")
+    return [], problems, {"tables": {}}
+
+
 def execute(project, engine, plan, manifest, bundle_path, journal, total, files_ready=False):
     """The phases that change things, from the migration files on; any failure rolls back."""
     phases = {}
@@ -396,17 +510,18 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
             require_history_matches_models(project, "the deployed migrations do not match the models")
         phases["migrations"] = str(t)
         t = Timer()
-        engine.rebuild_and_load(bundle_path, manifest, plan.skip, journal, plan.sessions)
-        phases["rebuild and load"] = str(t)
-        in_place = engine.swapped([p["phase"] for p in journal.data["phases"]])  # a run resumed after its swap
-        journal("verify")
-        rows, problems, after = verify(project, engine, manifest, plan, db_name=None if in_place else engine.beside)
+        if plan.strategy == "fake":
+            in_place = True
+            rows, problems, after = fake_in_place(project, plan, bundle_path, journal, phases)
+        else:
+            engine.rebuild_and_load(bundle_path, manifest, plan.skip, journal, plan.sessions, plan.strategy)
+            phases["rebuild and load"] = str(t)
+            in_place = engine.swapped([p["phase"] for p in journal.data["phases"]])  # a run resumed after its swap
+            journal("verify")
+            rows, problems, after = verify(project, engine, manifest, plan, db_name=None if in_place else engine.beside)
         if not problems:
             if not in_place:
-                journal("swap")
-                t = Timer()
-                engine.swap_in(manifest)
-                phases["swap"] = str(t)
+                swap(engine, manifest, plan, journal, phases)
             journal("check-application")
             check_application(project, plan.checks)
     except BaseException as exc:
@@ -414,7 +529,8 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
         reason = Secrets.scrub(str(exc) or type(exc).__name__)
         warn(f"the reset failed at phase {journal.data.get('phase')}: {reason}")
         step("Rolling back (database and migration files from the backup)")
-        kept = isinstance(exc, LiveDatabaseKept) or not database_touched(engine, [p["phase"] for p in journal.data["phases"]])
+        kept = isinstance(exc, LiveDatabaseKept) or not database_touched(engine, [p["phase"] for p in journal.data["phases"]],
+                                                                          plan.strategy)
         try:
             rollback(project, engine, manifest, bundle_path, database=not kept, journal=journal.data)
         except BaseException as again:
@@ -427,11 +543,13 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
                                  f"never changed (backup {manifest['name']})")
         raise RemigrateError(f"the reset failed ({reason}); rolled back: the database and the migration files are "
                              f"as before (backup {manifest['name']})")
-    say(table(("table", "rows before", "rows after", "status"), rows))
+    if rows:
+        say(table(("table", "rows before", "rows after", "status"), rows))
     report = {"bundle": manifest["name"], "status": "ok" if not problems else "failed", "tables": rows,
               "problems": problems, "removed": plan.removals, "dropped_tables": plan.drop_tables,
               "special_operations": plan.special, "history": plan.history and history_summary(plan.history),
-              "phases": phases, "finished_at": B.now().isoformat(timespec="seconds")}
+              "phases": phases, "strategy": plan.strategy, "downtime_seconds": journal.data.get("downtime_seconds"),
+              "kept": journal.data.get("kept"), "finished_at": B.now().isoformat(timespec="seconds")}
     project.target.write_private(posixpath.join(bundle_path, REPORT), json.dumps(report, indent=2, default=str), replace=True)
     if problems:
         journal.finish("verify-failed", "; ".join(problems))
@@ -442,6 +560,10 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
         raise RemigrateError(f"verification found {len(problems)} problems (above){where}; nothing was rolled back so "
                              f"you can look; `inv rollback --backup {manifest['name']}` puts everything back")
     journal.finish("done")
+    if plan.strategy == "fake":
+        ok(f"reset done in {total}: the history was rewritten in place (strategy fake), no row was moved; "
+           f"report in {posixpath.join(bundle_path, REPORT)}")
+        return report
     ok(f"reset done in {total}: {len(rows)} tables verified, "
        f"{sum(n for t, n in after['tables'].items() if t != 'django_migrations')} rows; report in {posixpath.join(bundle_path, REPORT)}")
     return report
@@ -486,7 +608,8 @@ def plan_from_journal(data):
     return Plan(apps=saved.get("apps", []), removals=saved.get("removals", {}), drop_tables=saved.get("drop_tables", []),
                 orphans={}, empty_orphans=[], special=saved.get("special", []), stats={},
                 skip=set(saved.get("skip", [])), mode=saved.get("mode", "regenerate"), accept=saved.get("accept", []),
-                checks=saved.get("checks", {}), sessions=saved.get("sessions", {}))
+                checks=saved.get("checks", {}), sessions=saved.get("sessions", {}),
+                strategy=saved.get("strategy", "rebuild"))
 
 
 def resume_reset(project, engine, yes):
@@ -549,11 +672,11 @@ def reset_help():
 
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "yes", "no_fetch", "fetch_dir", "compress", "jobs",
-      help=reset_help(),
+      "strategy", help=reset_help(),
       iterable=["remove_model", "drop_table", "accept_difference"])
 def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resume=False, no_fetch=False, fetch_dir=None,
           accept_difference=None, absorb_pending=False, check_command=None, check_url=None, end_sessions=False,
-          wait_sessions=30, compress=None, jobs=None,
+          wait_sessions=30, compress=None, jobs=None, strategy=None, no_backup=False,
           project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
     """Reset the project's migrations to a fresh 0001_initial per app, keeping every row.
 
@@ -567,7 +690,7 @@ def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resum
     the database and the migration files back.
     """
     opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir,
-                   compress=compress, jobs=jobs)
+                   compress=compress, jobs=jobs, strategy=strategy)
     with open_project(c, opts) as project:
         engine = engine_for(project)
         if resume:
@@ -577,7 +700,7 @@ def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resum
         run_reset(project, engine, remove_model or [], drop_table or [], yes, dry_run, fetch=not no_fetch,
                   fetch_dir=fetch_dir, accept=accept_difference or [], absorb_pending=absorb_pending,
                   checks={"command": check_command, "url": check_url},
-                  sessions={"end": bool(end_sessions), "wait": int(wait_sessions)})
+                  sessions={"end": bool(end_sessions), "wait": int(wait_sessions)}, no_backup=no_backup)
 
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "backup", "yes", name="rollback")
@@ -600,10 +723,13 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
                  f"not from this project's {B.describe_identity(project.identity())}")
         verify_bundle(project, engine, manifest, path)
         data = read_journal(project, path)
-        touched = database_touched(engine, [p["phase"] for p in data.get("phases", [])]) if data else True
+        strategy = (data.get("plan") or {}).get("strategy", "rebuild")
+        touched = database_touched(engine, [p["phase"] for p in data.get("phases", [])], strategy) if data else True
         what = "the database and the migration files" if touched else "the migration files (the reset never touched the database)"
+        later = (" Whatever was written to the database since that reset finished is lost."
+                 if touched and data.get("status") == "done" else "")
         confirm(f"Roll back {what} of {engine.name} database {project.db.name} to {manifest['name']} "
-                f"(taken {manifest['created_at']})?", project.db.name.rsplit("/", 1)[-1], yes)
+                f"(taken {manifest['created_at']})?{later}", project.db.name.rsplit("/", 1)[-1], yes)
         timer = Timer()
         if touched and engine.name == "postgresql":  # a SQLite file may be missing here: the rollback recreates it
             engine.preflight(archive_version=manifest["dump"].get("dumped_by"))
@@ -635,3 +761,36 @@ def verify_task(c, backup=None, project_dir=None, python=None, settings=None, en
                 warn(p)
             raise RemigrateError(f"{len(problems)} differences from bundle {manifest['name']} (above)")
         ok(f"{len(rows)} tables match bundle {manifest['name']}")
+
+
+@task("project_dir", "python", "settings", "env_file", "backup_dir", "yes", name="cleanup")
+def cleanup_task(c, yes=False, project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
+    """Remove the old databases that swap resets kept for an instant rollback.
+
+    Run it once the new database has proven itself; a rollback after that restores the
+    bundle's backup instead (slower, same result). Bundles are kept: remove them by hand.
+    """
+    opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
+    with open_project(c, opts) as project:
+        engine = engine_for(project)
+        folder = project.default_backup_dir()
+        holder = runlock.read(project)
+        if holder is not None and runlock.judge(project, holder) is not None:
+            raise runlock.interrupted(project, holder, read_journal(project, holder["bundle"]).get("status", "running"))
+        bundles = B.of_database(project.probe("list-bundles", folder), project.identity())
+        kept = [(b, read_journal(project, b["path"])) for b in bundles if b.get("kept")]
+        kept = [(b, j) for b, j in kept if j.get("status") != "running" and engine.kept_exists(j["kept"])]
+        if not kept:
+            ok(f"nothing to clean up: no old database kept by a swap of {B.describe_identity(project.identity())}")
+            return
+        say(table(("bundle", "reset", "kept"), [(b["name"], j.get("status"), j["kept"]) for b, j in kept]))
+        confirm(f"Remove {len(kept)} old {'databases' if engine.name == 'postgresql' else 'files'} kept by swap resets "
+                f"of {project.db.name} (a rollback would then restore from the backup)?",
+                project.db.name.rsplit("/", 1)[-1], yes)
+        with engine.server_lock():
+            for b, journal in kept:
+                engine.remove_kept(journal["kept"])
+                journal["kept_removed"] = B.now().isoformat(timespec="seconds")
+                project.target.write_private(posixpath.join(b["path"], JOURNAL), json.dumps(journal, indent=2), replace=True)
+                say(f"    removed {journal['kept']}")
+        ok(f"removed {len(kept)} kept {'databases' if engine.name == 'postgresql' else 'files'}")

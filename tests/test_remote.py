@@ -230,3 +230,19 @@ def test_deployed_new_history_resets_only_the_database(ssh, host_case, tmp_path)
     assert "already a fresh history" in out.stdout
     assert data(rows()) == before
 
+
+
+def test_swap_and_fake_work_on_a_host_and_the_swap_rolls_back_by_rename(ssh, host_case, tmp_path):
+    engine, project, rows, db = host_case
+    before_all, before = rows(), data(rows())
+    common = ["--project-dir", str(project), "--fetch-dir", str(tmp_path / "f")]
+    out = fab(ssh, "reset", *common, *REMOVE, "--yes", "--strategy", "swap")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "the application could not write for" in out.stdout and data(rows()) == before
+    out = fab(ssh, "rollback", "--project-dir", str(project), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "kept aside by the swap is back" in out.stdout and rows() == before_all
+    out = fab(ssh, "reset", *common, *REMOVE, "--yes", "--strategy", "fake")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "no row was moved" in out.stdout and data(rows()) == before
+    assert sorted(p.name for p in (project / "igny8_core/business/site_building/migrations").glob("0*.py")) == ["0001_initial.py"]

@@ -1,0 +1,233 @@
+"""The strategies beyond the rebuild: swap (built beside while the application runs, renamed in,
+the old database kept for an instant rollback) and fake (only the history rewritten, after the
+proof that the live schema is the new history's). Real SQLite files, a real PostgreSQL server."""
+import json
+import os
+import signal
+import sqlite3
+
+import pytest
+from conftest import manage, run_inv
+from servers import psycopg_admin
+from test_faults import NEW_SETTING, common, start_reset, wait_for
+from test_reset import REMOVE, data_rows, query, reset, tree_digest
+
+
+def journal_of(case):
+    return json.loads(next((case.project.parent / "b").glob("*/journal.json")).read_text())
+
+
+def report_of(case):
+    return json.loads(next((case.project.parent / "b").glob("*/report.json")).read_text())
+
+
+def database_names(case):
+    if case.engine == "sqlite":
+        return sorted(p.name for p in case.project.glob("db.sqlite3*"))
+    with psycopg_admin(case.pg_db.cluster, "postgres") as conn:
+        return sorted(r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                                 [case.pg_db.name + "%"]))
+
+
+def kept_exists(case, kept):
+    if case.engine == "sqlite":
+        return os.path.exists(kept)
+    return kept in database_names(case)
+
+
+def applied(case, app):
+    return [r[0] for r in query(case, f"SELECT name FROM django_migrations WHERE app = '{app}' ORDER BY name")]
+
+
+def test_swap_keeps_every_row_and_its_rollback_is_a_rename(seeded):
+    before_all, before, files = seeded.rows(), data_rows(seeded), tree_digest(seeded.project)
+    out = reset(seeded, *REMOVE, "--yes", "--strategy", "swap")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert data_rows(seeded) == before  # every row, by content
+    assert "the application could not write for" in out.stdout
+    report, journal = report_of(seeded), journal_of(seeded)
+    assert report["strategy"] == "swap" and report["status"] == "ok"
+    assert report["downtime_seconds"] is not None and report["downtime_seconds"] < 5
+    kept = journal["kept"]
+    assert kept_exists(seeded, kept)
+    if seeded.engine == "postgresql":  # closed for the swap: proven unwritten without reading the rows
+        assert "write counters" in out.stdout or "no transaction committed" in out.stdout, out.stdout
+    listing = run_inv("backups", *common(seeded), env=seeded.env)
+    assert "old database kept as" in listing.stdout and "(swap)" in listing.stdout, listing.stdout
+    # The rollback is the rename back: the kept database, as it was, under its name again.
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "kept aside by the swap is back" in out.stdout
+    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
+    assert not kept_exists(seeded, kept)
+    if seeded.engine == "sqlite":
+        assert database_names(seeded) == ["db.sqlite3"]
+    else:
+        assert database_names(seeded) == [seeded.pg_db.name]
+    assert len(applied(seeded, "site_building")) > 1  # the old history's rows, as the backup had them
+
+
+def test_cleanup_removes_what_a_swap_kept_and_a_later_rollback_restores_from_the_backup(seeded):
+    before_all, files = seeded.rows(), tree_digest(seeded.project)
+    out = reset(seeded, *REMOVE, "--yes", "--strategy", "swap")
+    assert out.returncode == 0, out.stdout + out.stderr
+    kept = journal_of(seeded)["kept"]
+    out = run_inv("cleanup", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"removed {kept}" in out.stdout and not kept_exists(seeded, kept)
+    out = run_inv("cleanup", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 0 and "nothing to clean up" in out.stdout
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "kept aside" not in out.stdout
+    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
+
+
+def test_a_write_while_the_swap_builds_is_found_and_nothing_is_lost(seeded):
+    """The application keeps writing during a swap's build: the write is found when the live
+    database is closed for the swap, the new database is thrown away, and the row stays."""
+    files = tree_digest(seeded.project)
+    proc = start_reset(seeded, "pause:load:4", extra=("--strategy", "swap"))
+    wait_for(lambda: (seeded.project.parent / "b").exists() and any(
+        json.loads(p.read_text()).get("phase") == "load" for p in (seeded.project.parent / "b").glob("*/journal.json")),
+        "the load", proc)
+    seeded.damage([NEW_SETTING])  # the live database is open: the application writes
+    after_write = seeded.rows()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out + err
+    assert "written.during.reset" not in err  # names the table, not the row
+    assert "changed system_setting" in err and "nothing was" in err, err
+    assert seeded.rows() == after_write  # the written row is there, nothing else changed
+    assert tree_digest(seeded.project) == files
+    expected = ["db.sqlite3"] if seeded.engine == "sqlite" else [seeded.pg_db.name]
+    assert database_names(seeded) == expected  # no half-built database left beside
+    if seeded.engine == "postgresql":  # open again for the application
+        assert query(seeded, "SELECT count(*) FROM system_setting WHERE key = 'written.during.reset'") == [(1,)]
+
+
+@pytest.mark.parametrize("moment", ["load", "swap-half"])
+def test_a_swap_killed_while_it_copies_or_renames_is_rolled_back_exactly(pg_case, moment):
+    """kill -9 during the copy, and between the two renames (no database under the live name)."""
+    case = pg_case
+    before_all, files = case.rows(), tree_digest(case.project)
+    proc = start_reset(case, f"pause:{moment}", extra=("--strategy", "swap"))
+    if moment == "swap-half":
+        wait_for(lambda: any("__remigrate_old_" in n for n in database_names(case)), "the live database set aside", proc)
+        assert case.pg_db.name not in database_names(case)  # the moment with the live name free
+    else:
+        wait_for(lambda: any(json.loads(p.read_text()).get("phase") == "load"
+                             for p in (case.project.parent / "b").glob("*/journal.json")), "the load", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    again = reset(case, *REMOVE, "--yes", "--strategy", "swap")
+    assert again.returncode == 1 and "inv rollback" in again.stderr
+    out = run_inv("rollback", *common(case), "--yes", env=case.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert case.rows() == before_all and tree_digest(case.project) == files
+    assert database_names(case) == [case.pg_db.name]
+    with psycopg_admin(case.pg_db.cluster, "postgres") as conn:  # open to the application again
+        assert conn.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", [case.pg_db.name]).fetchone() == (True,)
+
+
+def test_a_sqlite_swap_killed_while_it_copies_is_rolled_back_exactly(sqlite_case):
+    case = sqlite_case
+    before_all, files = case.rows(), tree_digest(case.project)
+    proc = start_reset(case, "pause:load", extra=("--strategy", "swap"))
+    wait_for(lambda: any(json.loads(p.read_text()).get("phase") == "load"
+                         for p in (case.project.parent / "b").glob("*/journal.json")), "the load", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    out = run_inv("rollback", *common(case), "--yes", env=case.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert case.rows() == before_all and tree_digest(case.project) == files
+    assert database_names(case) == ["db.sqlite3"]
+
+
+def test_a_wal_mode_sqlite_file_is_wal_again_after_a_swap_is_rolled_back(sqlite_case):
+    case = sqlite_case
+    db = case.project / "db.sqlite3"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    before_all = case.rows()
+    out = reset(case, *REMOVE, "--yes", "--strategy", "swap")
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = run_inv("rollback", *common(case), "--yes", env=case.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert case.rows() == before_all
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def names_of(case):
+    """Index, constraint and sequence names of the planner's renamed model."""
+    if case.engine == "sqlite":
+        return sorted(r[0] for r in query(case, "SELECT name FROM sqlite_master WHERE type = 'index' "
+                                                "AND tbl_name = 'planner_contentidea' AND sql IS NOT NULL"))
+    return sorted(r[0] for r in query(
+        case, "SELECT relname FROM pg_class WHERE relname LIKE 'planner\\_%idea%' AND relkind IN ('i', 'S') "
+              "UNION ALL SELECT conname FROM pg_constraint WHERE conname LIKE 'planner\\_%idea%'"))
+
+
+def test_fake_rewrites_only_the_history_renames_what_an_old_table_name_named_and_rolls_back(seeded):
+    before_all, before, files = seeded.rows(), data_rows(seeded), tree_digest(seeded.project)
+    old_names = names_of(seeded)
+    assert any("planner_idea" in n for n in old_names)  # named after the model's table before its RenameModel
+    plan = reset(seeded, *REMOVE, "--dry-run", "--strategy", "fake")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "fake       possible" in plan.stdout and "rename index planner_idea_cluster_id" in plan.stdout
+    out = reset(seeded, *REMOVE, "--yes", "--strategy", "fake")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "no row was moved" in out.stdout and "names included" in out.stdout
+    assert data_rows(seeded) == before  # every row where it was
+    new_names = names_of(seeded)
+    assert not any("planner_idea" in n for n in new_names) and len(new_names) == len(old_names)
+    assert applied(seeded, "site_building") == ["0001_initial"]
+    assert "0002_remigrate_carried" in applied(seeded, "system")
+    assert applied(seeded, "auth")[0] == "0001_initial" and len(applied(seeded, "auth")) > 5  # Django's own stay
+    assert query(seeded, "SELECT count(*) FROM system_setting_keys") == [(5,)]  # the view is still there
+    # The live database is what a fresh install from the new history makes, names included.
+    assert manage(seeded.project, seeded.env, "makemigrations", "--check", "--dry-run") is not None
+    fresh = seeded.project.parent / "fresh.sqlite3"
+    manage(seeded.project, {"DB_PATH": str(fresh)}, "migrate", "-v0")
+    if seeded.engine == "sqlite":
+        with sqlite3.connect(fresh) as conn:
+            fresh_names = sorted(r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'planner_contentidea' AND sql IS NOT NULL"))
+        assert fresh_names == new_names
+    # A table was dropped (the removed model's), so the rollback restores the backup.
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
+    assert names_of(seeded) == old_names
+
+
+def test_fake_is_refused_with_the_difference_when_the_live_schema_drifted(seeded):
+    """An index made by hand: the rebuild may accept losing it (--accept-difference), a fake
+    cannot make the live database what the new history makes, and says what differs."""
+    seeded.damage(["CREATE INDEX handmade_phrase ON planner_keyword (phrase)"])
+    before_all, files = seeded.rows(), tree_digest(seeded.project)
+    out = reset(seeded, *REMOVE, "--yes", "--strategy", "fake", "--accept-difference", "handmade_phrase")
+    assert out.returncode == 1
+    assert "fake       not possible" in out.stdout and "handmade_phrase" in out.stdout
+    assert "--strategy swap or rebuild" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
+    assert not list((seeded.project.parent / "b").glob("*/journal.json"))  # refused before the backup
+
+
+def test_a_fake_killed_at_any_point_is_rolled_back_exactly(seeded):
+    before_all, files = seeded.rows(), tree_digest(seeded.project)
+    proc = start_reset(seeded, "pause:verify", extra=("--strategy", "fake"))  # after its transaction committed
+    wait_for(lambda: any(json.loads(p.read_text()).get("phase") == "verify"
+                         for p in (seeded.project.parent / "b").glob("*/journal.json")), "the verification", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert applied(seeded, "site_building") == ["0001_initial"]  # it had committed
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
+
+
+def test_the_strategy_is_checked_before_anything_runs(seeded):
+    out = reset(seeded, *REMOVE, "--yes", "--strategy", "teleport")
+    assert out.returncode != 0 and "choose one of rebuild, swap, fake" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
