@@ -1140,12 +1140,30 @@ def cmd_fake_history(opts):
                 cursor.execute("SELECT 1 FROM pg_class WHERE relname = %s", [r["from_name"]])
             return cursor.fetchone() is not None
 
+        def id_counter(value=None):
+            """django_migrations' id counter: read it, or set it back to `value`."""
+            if connection.vendor == "sqlite":
+                if value is None:
+                    cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = 'django_migrations'")
+                    found = cursor.fetchone()
+                    return found and found[0]
+                cursor.execute("UPDATE sqlite_sequence SET seq = %s WHERE name = 'django_migrations'", [value])
+                return value
+            cursor.execute("SELECT pg_get_serial_sequence('django_migrations', 'id')")
+            sequence = cursor.fetchone()[0]
+            if value is None:
+                cursor.execute(f"SELECT last_value, is_called FROM {sequence}")
+                return list(cursor.fetchone())
+            cursor.execute("SELECT setval(%s, %s, %s)", [sequence, *value])
+            return value
+
         if not undo:
             cursor.execute("SELECT id, app, name, applied FROM django_migrations WHERE app IN ("
                            + ", ".join(["%s"] * len(plan["apps"])) + ") ORDER BY id", plan["apps"])
             rows = [[i, a, n, str(t)] for i, a, n, t in cursor.fetchall()]
-            Path(plan["undo_file"]).write_text(json.dumps({"apps": plan["apps"], "rows": rows,
+            Path(plan["undo_file"]).write_text(json.dumps({"apps": plan["apps"], "rows": rows, "id_counter": id_counter(),
                                                            "renames": reverse_renames(plan["renames"])}))
+        started = time.monotonic()
         with transaction.atomic():
             if connection.vendor == "postgresql":
                 cursor.execute("SET LOCAL lock_timeout = '10s'")  # an application's long transaction: fail, not hang
@@ -1163,12 +1181,14 @@ def cmd_fake_history(opts):
                 for ident, app, name, applied in plan["rows"]:
                     cursor.execute("INSERT INTO django_migrations (id, app, name, applied) VALUES (%s, %s, %s, %s)",
                                    [ident, app, name, applied])
+                if plan.get("id_counter") is not None:
+                    id_counter(plan["id_counter"])
             else:  # as migrate records them (the engine's own datetime format)
                 recorder = MigrationRecorder(connection)
                 for app, name in plan["record"]:
                     recorder.record_applied(app, name)
     return {"renamed": len(plan["renames"]), "dropped": plan.get("drop", []),
-            "recorded": len(plan["rows"] if undo else plan["record"])}
+            "recorded": len(plan["rows"] if undo else plan["record"]), "locked_seconds": round(time.monotonic() - started, 3)}
 
 
 def cmd_lock(opts):

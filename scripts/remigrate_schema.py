@@ -6,6 +6,7 @@ Runs beside the project (standard library only; a DB-API cursor comes from the c
 the live database, a backup file and the scratch databases are described by the same code.
 """
 import hashlib
+import re
 
 # Shadow tables SQLite makes for a virtual table; they belong to it, never loaded on their own.
 SHADOW_SUFFIXES = {
@@ -484,6 +485,24 @@ def name_plan(live, new, skip=()):
                     "rename": a.get("rename"), "sql": None, "old_sql": None, "to_name": b["name"],
                     "from_name": a["name"]})
     return out
+
+
+# Names that PostgreSQL or Django make up themselves (a hash of the table and columns, the
+# engine's own suffixes): such a name follows the table's history, it was not chosen by hand.
+GENERATED_NAME = re.compile(r"(_[0-9a-f]{8}(_(fk|uniq|like|pk|check)(_.*)?)?|_pkey|_key|_seq|_fkey|_check)$")
+
+
+def explained(rename, old):
+    """Whether a live name that a fake would rename is one the old history itself gives (scratch
+    database A has it), or one the engine or Django made up (GENERATED_NAME): a leftover of a
+    RenameModel or RenameField. Otherwise it was made or renamed by hand, and something may
+    use it."""
+    kind = {"index": "indexes", "constraint": "constraints"}.get(rename["kind"])
+    if kind and rename["from"] in (old or {}).get(kind, {}):
+        return True
+    if rename["kind"] == "sequence" and any(s.get("name") == rename["from"] for s in (old or {}).get("sequences", {}).values()):
+        return True
+    return bool(GENERATED_NAME.search(rename["from_name"]))
 
 
 def strict_differences(live, new, skip=(), names=("live database", "new history")):

@@ -21,16 +21,19 @@ def _files(project, folder, names):
     return {posixpath.basename(k): v for k, v in sums.items()}
 
 
-def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=None):
+def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=None, with_dump=True):
     """Write a verified bundle and return its manifest and path; nothing half-written is left.
-    `before`: the database's stats if just taken (its size says how much room the backup needs)."""
+    `before`: the database's stats if just taken (its size says how much room the backup needs).
+    Without `with_dump` (a fake reset's --no-backup) the bundle holds the migration files and
+    the run's journal only: enough to roll the history back, never to restore the database."""
     timer = Timer()
     db = project.db
-    step(f"Backing up {engine.name} database {db.name} ({project.target.name})")
+    step(f"Backing up {engine.name} database {db.name} ({project.target.name})" if with_dump else
+         "Archiving the migration files (--no-backup: the database is not dumped)")
     engine.preflight()
     room = project.probe("prepare-dir", backup_dir, what="preparing the backup folder")
     before = before or engine.stats()
-    need = engine.size_estimate(before)
+    need = engine.size_estimate(before) if with_dump else 0
     if room["free_bytes"] < need + HEADROOM:
         raise RemigrateError(f"not enough free space in {room['path']}: the backup needs about {human_bytes(need + HEADROOM)}, "
                              f"{human_bytes(room['free_bytes'])} is free; free some space or pass --backup-dir")
@@ -41,21 +44,28 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=
     project.target.run(["mkdir", "-m", "700", partial], what="creating the bundle folder")
     try:
         inject_fault("backup-dump")
-        dump = engine.dump(posixpath.join(partial, engine.dump_file))
-        stats = dump.pop("stats")  # the rows of the dump itself (one snapshot), with their digests
+        if with_dump:
+            dump = engine.dump(posixpath.join(partial, engine.dump_file))
+            stats = dump.pop("stats")  # the rows of the dump itself (one snapshot), with their digests
+        else:
+            dump, stats = {"file": None, "skipped": "--no-backup"}, before
         dirs = [a["migrations_dir"] for a in project.own_apps()]
         archive = project.probe("archive-migrations", posixpath.join(partial, B.MIGRATIONS_ARCHIVE), *dirs,
                                 what="archiving the migration files")
-        names = [engine.dump_file, B.MIGRATIONS_ARCHIVE]
+        names = [engine.dump_file, B.MIGRATIONS_ARCHIVE] if with_dump else [B.MIGRATIONS_ARCHIVE]
         files = _files(project, partial, names)
-        dump.update(engine.verify_dump(posixpath.join(partial, engine.dump_file)))
+        if with_dump:
+            dump.update(engine.verify_dump(posixpath.join(partial, engine.dump_file)))
         settings = project.settings
         manifest = B.build_manifest(
-            name=name, kind=kind, engine=engine.name, db=db, stats=stats, dump={"file": engine.dump_file, **dump},
+            name=name, kind=kind, engine=engine.name, db=db, stats=stats,
+            dump={"file": engine.dump_file, **dump} if with_dump else dump,
             files=files, archive={"file": B.MIGRATIONS_ARCHIVE, "files": archive["files"]},
             project={"dir": project.dir, "settings_module": settings["settings_module"],
                      "django_version": settings["django_version"], "apps": [a["label"] for a in project.own_apps()]},
-            verified={"at": B.now().isoformat(timespec="seconds"), "checks": ["full read of the dump", "sha256 and size recorded", "row counts taken"]},
+            verified={"at": B.now().isoformat(timespec="seconds"),
+                      "checks": ["full read of the dump", "sha256 and size recorded", "row counts taken"] if with_dump
+                      else ["sha256 and size of the migration files recorded"]},
             target=project.target.name, identity=project.identity(), run_id=run_id or B.new_run_id(),
         )
         manifest = B.seal(manifest)  # the manifest's own checksum: a hand-edited one is refused
@@ -66,6 +76,10 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=
         raise
     rows = sum(stats["tables"].values())
     size = sum(f["size"] for f in files.values())
+    if not with_dump:
+        ok(f"bundle {name}: the migration files only, no database dump ({timer})")
+        say(f"    {final}")
+        return manifest, final
     ok(f"backup {name}: {len(stats['tables'])} tables, {rows} rows, {human_bytes(size)}, verified ({timer})")
     say(f"    {final}")
     return manifest, final
@@ -138,6 +152,8 @@ def verify_bundle(project, engine, manifest, path):
     problems = B.check_files(manifest, _files(project, path, list(manifest.get("files", {}))))
     if problems:
         raise RemigrateError(f"bundle {manifest['name']} failed verification: {'; '.join(problems)}; nothing was changed")
+    if not manifest["dump"].get("file"):
+        return  # a fake reset's --no-backup bundle: the migration files only
     try:
         engine.verify_dump(posixpath.join(path, manifest["dump"]["file"]))
     except RemigrateError as exc:
@@ -147,6 +163,9 @@ def verify_bundle(project, engine, manifest, path):
 def restore_bundle(project, engine, manifest, path, yes, safety_backup_dir=None):
     """Put the database back exactly as the bundle holds it, and prove it by row counts."""
     timer = Timer()
+    if not manifest["dump"].get("file"):
+        raise RemigrateError(f"bundle {manifest['name']} holds no database dump (a fake reset run with --no-backup); "
+                             "pick another with --backup (`inv backups` lists them)")
     verify_bundle(project, engine, manifest, path)
     ok(f"bundle {manifest['name']} verified (checksums, full read)")
     engine.preflight(archive_version=manifest["dump"].get("dumped_by"))
@@ -222,6 +241,8 @@ def deep_check(project, bundle):
     engine = ENGINES.get(manifest.get("engine"))
     if engine is None:
         return f"DAMAGED: unknown engine {manifest.get('engine')!r}"
+    if not manifest["dump"].get("file"):
+        return "verified now (sha256 of every file; no database dump: --no-backup)"
     try:
         engine(project).verify_dump(posixpath.join(bundle["path"], manifest["dump"]["file"]))
     except RemigrateError as exc:

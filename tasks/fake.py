@@ -14,9 +14,15 @@ def proof(plan):
     history = plan.history
     live, new = history.live_schema, history.new_schema
     skip = set(plan.skip)
-    return {"renames": S.name_plan(live, new, skip),
-            "differences": [list(d) for d in S.strict_differences(live, new, skip)],
-            "serial": S.serial_columns(live, new, skip),
+    renames = S.name_plan(live, new, skip)
+    differences = [list(d) for d in S.strict_differences(live, new, skip)]
+    for r in renames:  # a name no migration gives may be used by something: renamed only when accepted by name
+        r["explained"] = S.explained(r, history.old_schema)
+        key = (f"{r['kind']} {r['from']}", f"a name no migration gives (made or renamed by hand?); the new history "
+                                           f"names it {r['to']}: accept the rename with --accept-difference {r['from']}")
+        if not r["explained"] and not S.accepted(key, plan.accept):
+            differences.append(list(key))
+    return {"renames": renames, "differences": differences, "serial": S.serial_columns(live, new, skip),
             "drop": sorted(t for t in skip if t in live["tables"])}
 
 
@@ -36,9 +42,11 @@ def show(fake):
         return
     renames = fake["renames"]
     say(f"fake       possible: the live schema equals the new history's"
-        + (f" once {len(renames)} objects are renamed (named after an old table name)" if renames else ", names included"))
+        + (f" once {len(renames)} objects are renamed (named after a table's or column's old name)" if renames
+           else ", names included"))
     for r in renames[:12]:
-        say(f"             rename {r['kind']} {r['from']} -> {r['to']}")
+        say(f"             rename {r['kind']} {r['from']} -> {r['to']}"
+            + ("" if r.get("explained", True) else " (a name no migration gives: accepted)"))
     if len(renames) > 12:
         say(f"             ... and {len(renames) - 12} more")
     if fake["serial"]:
@@ -58,7 +66,8 @@ def apply(project, plan, fake, bundle_path, apps_after):
     done = project.probe("fake-history", path, what="renaming, dropping the removed tables and rewriting the history")
     project.target.run(["chmod", "600", undo_file])
     say(f"    {done['renamed']} objects renamed, {len(done['dropped'])} tables dropped, {done['recorded']} migrations "
-        "recorded as applied, in one transaction")
+        f"recorded as applied, in one transaction of {done['locked_seconds']:.2f} s (the time the application may wait "
+        "on its locks)")
     return done
 
 

@@ -36,6 +36,7 @@ class History:
     live: list = field(default_factory=list)  # live database vs new history
     new_schema: dict = field(default_factory=dict)
     live_schema: dict = field(default_factory=dict)
+    old_schema: dict = field(default_factory=dict)  # scratch database A (none for a deployed new history)
     post_migrate_error: str = None
     seconds: dict = field(default_factory=dict)
     sqlite_skipped: str = None  # why the old history was not measured on SQLite as well
@@ -84,7 +85,8 @@ def prove(project, engine, apps, removed, mode, accept=()):
     live = project.probe("describe", what="reading the live schema")
     history = History(folder=folder, files=new["files"], written=new["written"], carried=new["carried"],
                       rows=(old or {}).get("rows", {}), inventory=(old or {}).get("inventory", []),
-                      new_schema=new["installed"], live_schema=live, post_migrate_error=new["post_migrate_error"],
+                      new_schema=new["installed"], live_schema=live, old_schema=(old or {}).get("schema") or {},
+                      post_migrate_error=new["post_migrate_error"],
                       seconds=seconds)
     if old:
         diffs = S.differences(old["schema"], new["schema"], skip=removed, names=("old history", "new history"))

@@ -161,6 +161,10 @@ def show_strategies(project, engine, plan):
     say(f"swap       built beside while the application runs, then closed for seconds and renamed in; the old one is "
         f"kept for an instant rollback; needs about {human_bytes(size)} more disk ({room})")
     fake.show(plan.fake)
+    by_hand = [r for r in plan.fake["renames"] if not r.get("explained", True)]
+    if by_hand and plan.strategy != "fake":
+        warn(f"{plan.strategy} gives these objects the new history's names; no migration gives their live names "
+             f"(made or renamed by hand?): " + ", ".join(f"{r['kind']} {r['from']} -> {r['to']}" for r in by_hand[:6]))
     if plan.strategy == "swap" and not swap_fits:
         raise RemigrateError(f"--strategy swap needs room for a second copy of the database ({human_bytes(size)}) but "
                              f"there are {human_bytes(free)} free in {where}; free some, or use --strategy rebuild; "
@@ -377,14 +381,14 @@ def undo_fake(project, bundle_path):
     saved = json.loads(project.target.read_text(posixpath.join(bundle_path, FAKE_PROOF)))
     drops = saved["fake"]["drop"]
     if drops and not set(drops) <= set(project.probe("describe", what="reading the live schema")["tables"]):
-        return False
+        return False  # (a run with --no-backup drops no table)
     fake.undo(project, bundle_path)
     say("    the fake reset's renames and history rows are undone in place; no row was moved")
     return True
 
 
 def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=False, fetch_dir=None, accept=(),
-              absorb_pending=False, checks=None, sessions=None, no_backup=False):
+              absorb_pending=False, checks=None, sessions=None, no_backup=None):
     total = Timer()
     backup_dir = project.default_backup_dir()
     holder = runlock.read(project)  # a reset that is running, or died half-way, comes first
@@ -405,6 +409,9 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
     reason = refusal(plan.history) or (fake.why_not(plan.fake) if plan.strategy == "fake" else None)
     if reason:
         raise RemigrateError(reason)
+    if no_backup and plan.fake["drop"]:
+        raise RemigrateError(f"--no-backup: the fake would drop {', '.join(plan.fake['drop'])}, which no rollback could "
+                             "put back without a backup; leave out --no-backup; nothing was changed")
     if dry_run:
         ok("dry run: nothing was changed")
         return None
@@ -415,7 +422,8 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
     with engine.server_lock():
         lock = runlock.take(project, run_id, backup_dir)
         try:
-            manifest, bundle_path = take_backup(project, engine, backup_dir, kind="reset", before=plan.stats, run_id=run_id)
+            manifest, bundle_path = take_backup(project, engine, backup_dir, kind="reset", before=plan.stats, run_id=run_id,
+                                                with_dump=not no_backup)
             if fetch:  # an off-host copy before anything is dropped
                 fetch_bundle(project, manifest, bundle_path, fetch_dir)
             journal = Journal(project, bundle_path, run_id, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
@@ -461,7 +469,7 @@ def swap(engine, manifest, plan, journal, phases):
     if done.get("mode"):  # SQLite: the journal mode the kept file had (the swap leaves it in DELETE mode)
         journal.data["kept_mode"] = done["mode"]
     phases["swap"] = str(t)
-    closed_at = next((p["t"] for p in journal.data["phases"] if p["phase"] == "close" and "t" in p), None)
+    closed_at = next((p["t"] for p in reversed(journal.data["phases"]) if p["phase"] == "close" and "t" in p), None)
     down = done.get("locked_seconds") if engine.name == "sqlite" else (time.time() - closed_at if closed_at else None)
     if down is not None:
         journal.data["downtime_seconds"] = round(down, 2)
@@ -480,7 +488,8 @@ def fake_in_place(project, plan, bundle_path, journal, phases):
     if "fake" in [p["phase"] for p in journal.data["phases"]]:  # a resumed run: start from the live names again
         fake.undo(project, bundle_path)
     journal("fake")
-    fake.apply(project, plan, saved["fake"], bundle_path, apps_after)
+    done = fake.apply(project, plan, saved["fake"], bundle_path, apps_after)
+    journal.data["downtime_seconds"] = done["locked_seconds"]
     phases["fake"] = str(t)
     journal("verify")
     problems = fake.check(project, saved["new_schema"], plan.skip)
@@ -651,6 +660,17 @@ def resume_run(project, engine, manifest, bundle_path, data, reached, total):
         release_unless_unfinished(project, bundle_path)
 
 
+def confirm_no_backup(project, typed):
+    """--no-backup NAME: only for a fake, and NAME typed as the database's name."""
+    if project.options.strategy != "fake":
+        raise RemigrateError("--no-backup goes only with --strategy fake (the other strategies load the data from the "
+                             "backup); nothing was changed")
+    name = project.db.name.rsplit("/", 1)[-1]
+    if typed != name:
+        raise RemigrateError(f"--no-backup {typed}: type the database's name ({name}) to confirm a reset without a "
+                             "database backup; nothing was changed")
+
+
 def reset_help():
     return {
         "remove_model": "APP_LABEL.Model removed from the old migrations and not brought back (repeatable); "
@@ -666,6 +686,9 @@ def reset_help():
         "end_sessions": "PostgreSQL: end the application's open sessions before the database is dropped "
                         "(default: wait for them to end, then refuse)",
         "wait_sessions": "PostgreSQL: seconds to wait for open sessions to end (default 30)",
+        "no_backup": "--strategy fake only: take no database dump (the rows are not moved; the bundle keeps the "
+                     "migration files, and a rollback undoes the fake in place); give the database's name to confirm, "
+                     "for example --no-backup shop; refused when the fake would drop a table",
         "check_url": "a health URL of the running application, fetched after the data is verified; "
                      "an error or an answer of 400 or above rolls the reset back",
     }
@@ -676,7 +699,7 @@ def reset_help():
       iterable=["remove_model", "drop_table", "accept_difference"])
 def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resume=False, no_fetch=False, fetch_dir=None,
           accept_difference=None, absorb_pending=False, check_command=None, check_url=None, end_sessions=False,
-          wait_sessions=30, compress=None, jobs=None, strategy=None, no_backup=False,
+          wait_sessions=30, compress=None, jobs=None, strategy=None, no_backup=None,
           project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
     """Reset the project's migrations to a fresh 0001_initial per app, keeping every row.
 
@@ -697,6 +720,8 @@ def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resum
             resume_reset(project, engine, yes)
             return
         engine.preflight()
+        if no_backup is not None:
+            confirm_no_backup(project, no_backup)
         run_reset(project, engine, remove_model or [], drop_table or [], yes, dry_run, fetch=not no_fetch,
                   fetch_dir=fetch_dir, accept=accept_difference or [], absorb_pending=absorb_pending,
                   checks={"command": check_command, "url": check_url},
@@ -721,8 +746,12 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
         if B.identity_of(manifest)["key"] != project.identity()["key"]:
             warn(f"bundle {manifest['name']} was taken from {B.describe_identity(B.identity_of(manifest))}, "
                  f"not from this project's {B.describe_identity(project.identity())}")
-        verify_bundle(project, engine, manifest, path)
         data = read_journal(project, path)
+        if data.get("status") == "rolled-back" and not backup:
+            ok(f"nothing to roll back: the last reset of {B.describe_identity(project.identity())} ({manifest['name']}) "
+               "was rolled back already; name an older bundle with --backup to go further back")
+            return
+        verify_bundle(project, engine, manifest, path)
         strategy = (data.get("plan") or {}).get("strategy", "rebuild")
         touched = database_touched(engine, [p["phase"] for p in data.get("phases", [])], strategy) if data else True
         what = "the database and the migration files" if touched else "the migration files (the reset never touched the database)"

@@ -231,3 +231,31 @@ def test_the_strategy_is_checked_before_anything_runs(seeded):
     out = reset(seeded, *REMOVE, "--yes", "--strategy", "teleport")
     assert out.returncode != 0 and "choose one of rebuild, swap, fake" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_fake_without_a_backup_needs_the_database_name_and_rolls_back_in_place(seeded):
+    first = reset(seeded, *REMOVE, "--yes")  # the history is fresh now: a second reset drops no table
+    assert first.returncode == 0, first.stdout + first.stderr
+    name = "db.sqlite3" if seeded.engine == "sqlite" else seeded.pg_db.name
+    history = query(seeded, "SELECT id, app, name, applied FROM django_migrations ORDER BY id")
+    before_all, files = seeded.rows(), tree_digest(seeded.project)
+    out = reset(seeded, "--yes", "--strategy", "rebuild", "--no-backup", name)
+    assert out.returncode == 1 and "only with --strategy fake" in out.stderr
+    out = reset(seeded, "--yes", "--strategy", "fake", "--no-backup", "not-the-name")
+    assert out.returncode == 1 and f"type the database's name ({name})" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    out = reset(seeded, "--yes", "--strategy", "fake", "--no-backup", name)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "no database dump" in out.stdout and "no row was moved" in out.stdout
+    newest = max((seeded.project.parent / "b").glob("*/journal.json"), key=lambda p: p.stat().st_mtime).parent
+    assert sorted(p.name for p in newest.iterdir()) == ["fake-proof.json", "fake-undo.json", "journal.json",
+                                                         "manifest.json", "migrations.tar.gz", "report.json"]
+    assert data_rows(seeded) == {k: v for k, v in before_all.items() if k in data_rows(seeded)}
+    assert query(seeded, "SELECT id, app, name, applied FROM django_migrations ORDER BY id") != history
+    out = run_inv("restore", *common(seeded), "--yes", env=seeded.env)  # the newest bundle cannot restore a database
+    assert out.returncode == 1 and "holds no database dump" in out.stderr
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "undone in place" in out.stdout
+    assert query(seeded, "SELECT id, app, name, applied FROM django_migrations ORDER BY id") == history
+    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
