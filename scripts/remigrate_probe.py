@@ -978,6 +978,8 @@ def cmd_sqlite_swap(opts):
                 raise ProbeError(f"{live}{suffix} is still there (is the application running?); stop it and retry")
         if keep and conn is not None:
             os.link(live, keep)  # the same file under a second name: nothing copied
+            if os.environ.get("REMIGRATE_FAULT") == "pause:sqlite-linked":  # the tests' moment between link and replace
+                time.sleep(120)
         os.replace(new, live)
     finally:
         if conn is not None:

@@ -144,16 +144,18 @@ def find_bundle(project, backup_dir, wanted):
     return chosen["manifest"], chosen["path"]
 
 
-def verify_bundle(project, engine, manifest, path):
-    """Refuse a bundle that is for another engine, changed since written, or unreadable."""
+def verify_bundle(project, engine, manifest, path, dump=True):
+    """Refuse a bundle that is for another engine, changed since written, or unreadable; without
+    `dump`, its database dump is not read (a rollback that renames the kept database back)."""
     if manifest.get("engine") != engine.name:
         raise RemigrateError(f"bundle {manifest.get('name')} holds a {manifest.get('engine')} database but this project uses "
                              f"{engine.name}; pick a {engine.name} bundle (`inv backups`)")
-    problems = B.check_files(manifest, _files(project, path, list(manifest.get("files", {}))))
+    names = [n for n in manifest.get("files", {}) if dump or n != manifest["dump"].get("file")]
+    problems = B.check_files(manifest, _files(project, path, names), names)
     if problems:
         raise RemigrateError(f"bundle {manifest['name']} failed verification: {'; '.join(problems)}; nothing was changed")
-    if not manifest["dump"].get("file"):
-        return  # a fake reset's --no-backup bundle: the migration files only
+    if not manifest["dump"].get("file") or not dump:
+        return  # a fake reset's --no-backup bundle (the migration files only), or the dump is not needed
     try:
         engine.verify_dump(posixpath.join(path, manifest["dump"]["file"]))
     except RemigrateError as exc:

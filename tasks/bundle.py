@@ -197,11 +197,13 @@ def missing_objects(before, after, skip=()):
     return sorted(o for o in set(before) - set(after) if not on_skipped(o))
 
 
-def check_files(manifest, actual):
-    """Problems between the manifest's recorded files and what is on disk now (size, sha256), and
-    with the manifest itself."""
+def check_files(manifest, actual, names=None):
+    """Problems between the manifest's recorded files (or those of them in `names`) and what is on
+    disk now (size, sha256), and with the manifest itself."""
     problems = manifest_problems(manifest)
     for name, want in manifest.get("files", {}).items():
+        if names is not None and name not in names:
+            continue
         got = actual.get(name)
         if got is None:
             problems.append(f"{name} is missing")

@@ -1,6 +1,8 @@
 """Fault injection for the tests: REMIGRATE_FAULT=fail:PHASE, or pause:PHASE[:SECONDS]
 (default 120), acts when a run reaches PHASE; problem:verify makes verification find a
-problem. Unset in normal use, it does nothing."""
+problem. Unset in normal use, it does nothing. Two moments inside a phase: pause:swap-half (a
+PostgreSQL swap between its two renames) and pause:sqlite-linked (the probe's SQLite swap
+between keeping the live file under its second name and the replace)."""
 import os
 import time
 

@@ -751,7 +751,8 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
             ok(f"nothing to roll back: the last reset of {B.describe_identity(project.identity())} ({manifest['name']}) "
                "was rolled back already; name an older bundle with --backup to go further back")
             return
-        verify_bundle(project, engine, manifest, path)
+        renaming = bool(data.get("kept")) and not data.get("kept_removed") and engine.kept_exists(data["kept"])
+        verify_bundle(project, engine, manifest, path, dump=not renaming)  # a rename back needs no dump
         strategy = (data.get("plan") or {}).get("strategy", "rebuild")
         touched = database_touched(engine, [p["phase"] for p in data.get("phases", [])], strategy) if data else True
         what = "the database and the migration files" if touched else "the migration files (the reset never touched the database)"

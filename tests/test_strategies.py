@@ -6,6 +6,7 @@ import os
 import signal
 import sqlite3
 
+import psycopg
 import pytest
 from conftest import manage, run_inv
 from servers import psycopg_admin
@@ -105,7 +106,7 @@ def test_a_write_while_the_swap_builds_is_found_and_nothing_is_lost(seeded):
         assert query(seeded, "SELECT count(*) FROM system_setting WHERE key = 'written.during.reset'") == [(1,)]
 
 
-@pytest.mark.parametrize("moment", ["load", "swap-half"])
+@pytest.mark.parametrize("moment", ["load", "swap", "swap-half"])
 def test_a_swap_killed_while_it_copies_or_renames_is_rolled_back_exactly(pg_case, moment):
     """kill -9 during the copy, and between the two renames (no database under the live name)."""
     case = pg_case
@@ -114,6 +115,13 @@ def test_a_swap_killed_while_it_copies_or_renames_is_rolled_back_exactly(pg_case
     if moment == "swap-half":
         wait_for(lambda: any("__remigrate_old_" in n for n in database_names(case)), "the live database set aside", proc)
         assert case.pg_db.name not in database_names(case)  # the moment with the live name free
+        with pytest.raises(psycopg.OperationalError, match="does not exist"):  # the application cannot write
+            psycopg.connect(case.pg_db.url, connect_timeout=5).close()
+    elif moment == "swap":  # closed for the swap, not yet renamed: the application's writes are refused
+        wait_for(lambda: any(json.loads(p.read_text()).get("phase") == "swap"
+                             for p in (case.project.parent / "b").glob("*/journal.json")), "the swap", proc)
+        with pytest.raises(psycopg.OperationalError, match="not currently accepting connections"):
+            psycopg.connect(case.pg_db.url, connect_timeout=5).close()
     else:
         wait_for(lambda: any(json.loads(p.read_text()).get("phase") == "load"
                              for p in (case.project.parent / "b").glob("*/journal.json")), "the load", proc)
@@ -129,12 +137,18 @@ def test_a_swap_killed_while_it_copies_or_renames_is_rolled_back_exactly(pg_case
         assert conn.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", [case.pg_db.name]).fetchone() == (True,)
 
 
-def test_a_sqlite_swap_killed_while_it_copies_is_rolled_back_exactly(sqlite_case):
+@pytest.mark.parametrize("moment", ["load", "sqlite-linked"])
+def test_a_sqlite_swap_killed_while_it_copies_or_replaces_is_rolled_back_exactly(sqlite_case, moment):
+    """kill -9 during the copy, and once the live file has its second name but is not replaced."""
     case = sqlite_case
     before_all, files = case.rows(), tree_digest(case.project)
-    proc = start_reset(case, "pause:load", extra=("--strategy", "swap"))
-    wait_for(lambda: any(json.loads(p.read_text()).get("phase") == "load"
-                         for p in (case.project.parent / "b").glob("*/journal.json")), "the load", proc)
+    proc = start_reset(case, f"pause:{moment}", extra=("--strategy", "swap"))
+    if moment == "load":
+        wait_for(lambda: any(json.loads(p.read_text()).get("phase") == "load"
+                             for p in (case.project.parent / "b").glob("*/journal.json")), "the load", proc)
+    else:
+        wait_for(lambda: list(case.project.glob("db.sqlite3.remigrate-old-*")), "the live file kept under a second name",
+                 proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     out = run_inv("rollback", *common(case), "--yes", env=case.env)
