@@ -40,7 +40,7 @@ def applied(case, app):
     return [r[0] for r in query(case, f"SELECT name FROM django_migrations WHERE app = '{app}' ORDER BY name")]
 
 
-def test_swap_keeps_every_row_and_its_rollback_is_a_rename(seeded):
+def test_swap_keeps_every_row_its_rollback_is_a_rename_and_cleanup_removes_what_it_kept(seeded):
     before_all, before, files = seeded.rows(), data_rows(seeded), tree_digest(seeded.project)
     out = reset(seeded, *REMOVE, "--yes", "--strategy", "swap")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -61,24 +61,21 @@ def test_swap_keeps_every_row_and_its_rollback_is_a_rename(seeded):
     assert "kept aside by the swap is back" in out.stdout
     assert seeded.rows() == before_all and tree_digest(seeded.project) == files
     assert not kept_exists(seeded, kept)
-    if seeded.engine == "sqlite":
-        assert database_names(seeded) == ["db.sqlite3"]
-    else:
-        assert database_names(seeded) == [seeded.pg_db.name]
+    assert database_names(seeded) == (["db.sqlite3"] if seeded.engine == "sqlite" else [seeded.pg_db.name])
     assert len(applied(seeded, "site_building")) > 1  # the old history's rows, as the backup had them
-
-
-def test_cleanup_removes_what_a_swap_kept_and_a_later_rollback_restores_from_the_backup(seeded):
-    before_all, files = seeded.rows(), tree_digest(seeded.project)
-    out = reset(seeded, *REMOVE, "--yes", "--strategy", "swap")
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)  # once is enough
+    assert out.returncode == 0 and "rolled back already" in out.stdout, out.stdout + out.stderr
+    # Again, then cleanup: what the swap kept goes, and a later rollback restores from the backup.
+    out = reset(seeded, *REMOVE, "--yes", "--strategy", "swap", backup_dir=seeded.project.parent / "b2")
     assert out.returncode == 0, out.stdout + out.stderr
-    kept = journal_of(seeded)["kept"]
-    out = run_inv("cleanup", *common(seeded), "--yes", env=seeded.env)
+    second = ["--project-dir", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b2")]
+    kept = json.loads(next((seeded.project.parent / "b2").glob("*/journal.json")).read_text())["kept"]
+    out = run_inv("cleanup", *second, "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"removed {kept}" in out.stdout and not kept_exists(seeded, kept)
-    out = run_inv("cleanup", *common(seeded), "--yes", env=seeded.env)
+    out = run_inv("cleanup", *second, "--yes", env=seeded.env)
     assert out.returncode == 0 and "nothing to clean up" in out.stdout
-    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
+    out = run_inv("rollback", *second, "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "kept aside" not in out.stdout
     assert seeded.rows() == before_all and tree_digest(seeded.project) == files
@@ -248,7 +245,7 @@ def test_the_strategy_is_checked_before_anything_runs(seeded):
 
 
 def test_fake_without_a_backup_needs_the_database_name_and_rolls_back_in_place(seeded):
-    first = reset(seeded, *REMOVE, "--yes")  # the history is fresh now: a second reset drops no table
+    first = reset(seeded, *REMOVE, "--yes", "--strategy", "fake")  # the history is fresh now: the next drops no table
     assert first.returncode == 0, first.stdout + first.stderr
     name = "db.sqlite3" if seeded.engine == "sqlite" else seeded.pg_db.name
     history = query(seeded, "SELECT id, app, name, applied FROM django_migrations ORDER BY id")
