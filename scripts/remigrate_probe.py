@@ -551,7 +551,10 @@ def cmd_list_bundles(opts):
         out.append({"name": folder.name, "path": str(folder), "manifest": manifest, "size": sum(sizes.values()),
                     "sizes": sizes, "mtime": folder.stat().st_mtime, "reset": journal.get("status"),
                     "strategy": (journal.get("plan") or {}).get("strategy"),
-                    "kept": None if journal.get("kept_removed") else journal.get("kept")})
+                    # what a swap kept for a rollback (once it is done), and what a rollback set aside
+                    "kept": journal.get("kept") if journal.get("status") == "done" and not journal.get("kept_removed")
+                    else None,
+                    "rejected": None if journal.get("rejected_removed") else journal.get("rejected")})
     return out
 
 
@@ -952,6 +955,9 @@ def cmd_sqlite_swap(opts):
     conn = None
     checked = "nothing to check (a rollback)" if unchecked else "every table's content"
     started = time.monotonic()
+    if unchecked and Path(live).exists() and Path(new).exists() and os.path.samefile(new, live):
+        os.unlink(new)  # a swap killed before its replace: the kept name is the live file itself
+        return {"path": live, "checked": checked, "locked_seconds": 0.0, "set_aside": None}
     if Path(live).exists():
         conn = sqlite3.connect(live, isolation_level=None, timeout=30)
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -988,7 +994,7 @@ def cmd_sqlite_swap(opts):
         with contextlib.closing(sqlite3.connect(live, isolation_level=None, timeout=30)) as again:
             again.execute(f"PRAGMA journal_mode={restore_mode}")
     return {"path": live, "checked": checked, "locked_seconds": round(time.monotonic() - started, 3),
-            "mode": mode if conn is not None else None}
+            "mode": mode if conn is not None else None, "set_aside": keep if keep and conn is not None else None}
 
 
 def cmd_sqlite_unkeep(opts):
@@ -1025,11 +1031,15 @@ def no_write_since(before, now):
     once every other session has ended. A session flushes its statistics before it leaves
     pg_stat_activity, and a transaction's counts reach the server only after it ends, so a
     write committed after the snapshot makes some counter larger than `before`, TRUNCATE and
-    table rewrites change the file node. Counting switched off, counters reset (also by a
-    crash), or any difference at all: "not proven", never "changed"."""
+    table rewrites change the file node. Only from PostgreSQL 15 on, whose statistics live in
+    shared memory: before it, a collector fed by UDP could lose or delay counts. Counting
+    switched off, counters reset, a server restarted (a crash discards them), or any difference
+    at all: "not proven", never "changed"."""
     if not before or not now or before.get("track_counts") != "on" or now.get("track_counts") != "on":
         return False
-    return before.get("stats_reset") == now.get("stats_reset") and before.get("tables") == now.get("tables")
+    if (before.get("server_version_num") or 0) < 150000 or (now.get("server_version_num") or 0) < 150000:
+        return False
+    return all(before.get(key) == now.get(key) for key in ("postmaster_started", "stats_reset", "tables"))
 
 
 def cmd_pg_close(opts):
@@ -1095,12 +1105,11 @@ def cmd_pg_close(opts):
     return {"closed": name, "checked": "every table's content"}
 
 
-def fake_statements(vendor, renames, exists=None):
+def fake_statements(vendor, renames):
     """The statements that give the live objects their new names, in two steps through names of
-    our own on PostgreSQL (so two objects may trade names); SQLite cannot rename an index: it is
-    dropped and made again under the new name. `exists(rename)`: only where the object to rename
-    is there (an undo after a run that may not have committed)."""
-    chosen = [r for r in renames if exists is None or exists(r)]
+    our own on PostgreSQL (so two objects may trade names, or pass a name along); SQLite cannot
+    rename an index: it is dropped and made again under the new name."""
+    chosen = renames
     q = schema_facts.qident
     if vendor == "sqlite":
         return [f"DROP INDEX {q(r['from_name'])}" for r in chosen] + [r["sql"] for r in chosen]
@@ -1121,10 +1130,11 @@ def reverse_renames(renames):
 
 def cmd_fake_history(opts):
     """A fake reset's one transaction on the live database: objects renamed to the names of the
-    new history, the removed models' tables dropped, django_migrations of the reset apps
-    rewritten to the new migrations. PLAN: {"renames", "drop", "apps", "record", "undo_file"}.
-    Before it starts, what undoes it (the old rows, the renames back) is written to undo_file.
-    With "undo": that file applied, as far as the fake got (idempotent)."""
+    new history, the removed models' tables dropped (the empty ones it was told of only if still
+    empty), django_migrations of the reset apps rewritten to the new migrations. PLAN: {"renames",
+    "drop", "empty", "apps", "record", "undo_file"}. Before it starts, what undoes it (the old
+    rows, the id counter, the renames back, the new rows) is written to undo_file. With "undo":
+    that file applied if the fake committed (the history rows tell), else nothing: all or none."""
     plan = json.loads(Path(opts.args[0]).read_text(encoding="utf-8"))
     undo = opts.args[1:2] == ["undo"]
     setup_django(opts.settings)
@@ -1132,53 +1142,80 @@ def cmd_fake_history(opts):
     from django.db.migrations.recorder import MigrationRecorder
 
     q = schema_facts.qident
-    with connection.cursor() as cursor:
-        def exists(r):
-            if connection.vendor == "sqlite":
-                cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = %s", [r["from_name"]])
-            elif r["kind"] == "constraint":
-                cursor.execute("SELECT 1 FROM pg_constraint WHERE conname = %s", [r["from_name"]])
-            else:
-                cursor.execute("SELECT 1 FROM pg_class WHERE relname = %s", [r["from_name"]])
-            return cursor.fetchone() is not None
+    apps = plan["apps"]
+    marks = ", ".join(["%s"] * len(apps))
 
+    def table(key):  # a table as the schema describes it: "name", or "schema.name" outside public
+        if connection.vendor == "postgresql" and "." in key:
+            return ".".join(q(part) for part in key.split(".", 1))
+        return q(key)
+
+    with connection.cursor() as cursor:
         def id_counter(value=None):
-            """django_migrations' id counter: read it, or set it back to `value`."""
+            """django_migrations' id counter: read it, or set it back to `value` (never below an id
+            recorded since)."""
             if connection.vendor == "sqlite":
                 if value is None:
                     cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = 'django_migrations'")
                     found = cursor.fetchone()
                     return found and found[0]
-                cursor.execute("UPDATE sqlite_sequence SET seq = %s WHERE name = 'django_migrations'", [value])
+                cursor.execute("UPDATE sqlite_sequence SET seq = max(%s, (SELECT coalesce(max(id), 0) FROM "
+                               "django_migrations)) WHERE name = 'django_migrations'", [value])
                 return value
             cursor.execute("SELECT pg_get_serial_sequence('django_migrations', 'id')")
             sequence = cursor.fetchone()[0]
             if value is None:
                 cursor.execute(f"SELECT last_value, is_called FROM {sequence}")
                 return list(cursor.fetchone())
-            cursor.execute("SELECT setval(%s, %s, %s)", [sequence, *value])
+            cursor.execute("SELECT max(id) FROM django_migrations")
+            top = cursor.fetchone()[0] or 0
+            cursor.execute("SELECT setval(%s, %s, %s)", [sequence, *(value if value[0] >= top else [top, True])])
             return value
 
+        def history_rows():
+            cursor.execute(f"SELECT id, app, name FROM django_migrations WHERE app IN ({marks}) ORDER BY id", apps)
+            return [list(r) for r in cursor.fetchall()]
+
         if not undo:
-            cursor.execute("SELECT id, app, name, applied FROM django_migrations WHERE app IN ("
-                           + ", ".join(["%s"] * len(plan["apps"])) + ") ORDER BY id", plan["apps"])
+            cursor.execute(f"SELECT id, app, name, applied FROM django_migrations WHERE app IN ({marks}) ORDER BY id", apps)
             rows = [[i, a, n, str(t)] for i, a, n, t in cursor.fetchall()]
-            Path(plan["undo_file"]).write_text(json.dumps({"apps": plan["apps"], "rows": rows, "id_counter": id_counter(),
-                                                           "renames": reverse_renames(plan["renames"])}))
+            saved = {"apps": apps, "rows": rows, "id_counter": id_counter(), "record": plan["record"],
+                     "renames": reverse_renames(plan["renames"])}
+            partial = Path(plan["undo_file"] + ".partial")
+            with open(partial, "w", encoding="utf-8") as fh:  # whole or not at all: a rollback reads it
+                fh.write(json.dumps(saved))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(partial, plan["undo_file"])
         started = time.monotonic()
         with transaction.atomic():
             if connection.vendor == "postgresql":
                 cursor.execute("SET LOCAL lock_timeout = '10s'")  # an application's long transaction: fail, not hang
-            for statement in fake_statements(connection.vendor, plan["renames"], exists if undo else None):
+            if undo:
+                now = history_rows()
+                if now == [r[:3] for r in plan["rows"]]:
+                    return {"undone": False, "why": "the fake never committed"}
+                if sorted([a, n] for _i, a, n in now) != sorted(plan["record"]):
+                    raise ProbeError("the history rows of the reset apps are neither the ones before the fake nor the "
+                                     "ones it wrote; nothing was undone: look at django_migrations, or restore the backup")
+            for name in [] if undo else plan.get("empty", []):  # the plan saw no rows: none may have come since
+                if name not in connection.introspection.table_names(cursor):
+                    continue  # dropped already (a resumed run)
+                if connection.vendor == "postgresql":
+                    cursor.execute(f"LOCK TABLE {table(name)} IN ACCESS EXCLUSIVE MODE")
+                cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {table(name)})")
+                if cursor.fetchone()[0]:
+                    raise ProbeError(f"table {name} had no rows when the plan was made but has some now; nothing was "
+                                     "changed: run the reset again to see it in the plan")
+            for statement in fake_statements(connection.vendor, plan["renames"]):
                 cursor.execute(statement)
             if plan.get("drop"):
                 if connection.vendor == "postgresql":
-                    cursor.execute("DROP TABLE IF EXISTS " + ", ".join(q(t) for t in plan["drop"]))
+                    cursor.execute("DROP TABLE IF EXISTS " + ", ".join(table(t) for t in plan["drop"]))
                 else:
-                    for table in plan["drop"]:
-                        cursor.execute(f"DROP TABLE IF EXISTS {q(table)}")
-            cursor.execute("DELETE FROM django_migrations WHERE app IN (" + ", ".join(["%s"] * len(plan["apps"])) + ")",
-                           plan["apps"])
+                    for name in plan["drop"]:
+                        cursor.execute(f"DROP TABLE IF EXISTS {table(name)}")
+            cursor.execute(f"DELETE FROM django_migrations WHERE app IN ({marks})", apps)
             if undo:
                 for ident, app, name, applied in plan["rows"]:
                     cursor.execute("INSERT INTO django_migrations (id, app, name, applied) VALUES (%s, %s, %s, %s)",
@@ -1189,7 +1226,7 @@ def cmd_fake_history(opts):
                 recorder = MigrationRecorder(connection)
                 for app, name in plan["record"]:
                     recorder.record_applied(app, name)
-    return {"renamed": len(plan["renames"]), "dropped": plan.get("drop", []),
+    return {"undone": undo, "renamed": len(plan["renames"]), "dropped": plan.get("drop", []),
             "recorded": len(plan["rows"] if undo else plan["record"]), "locked_seconds": round(time.monotonic() - started, 3)}
 
 

@@ -153,6 +153,8 @@ NOT_FROM_EXTENSION = ("NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = {oi
 # transaction of its own (the server's statistics are read afresh in each transaction).
 WRITE_COUNTERS_SQL = (
     "SELECT json_build_object('track_counts', current_setting('track_counts'), "
+    "'server_version_num', current_setting('server_version_num')::int, "
+    "'postmaster_started', pg_postmaster_start_time()::text, "
     "'stats_reset', (SELECT stats_reset::text FROM pg_stat_database WHERE datname = current_database()), "
     "'tables', (SELECT coalesce(json_object_agg(s.relid::text, json_build_array(s.n_tup_ins, s.n_tup_upd, s.n_tup_del, "
     "c.relfilenode)), '{}') FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid))")
@@ -487,16 +489,16 @@ def name_plan(live, new, skip=()):
     return out
 
 
-# Names that PostgreSQL or Django make up themselves (a hash of the table and columns, the
-# engine's own suffixes): such a name follows the table's history, it was not chosen by hand.
-GENERATED_NAME = re.compile(r"(_[0-9a-f]{8}(_(fk|uniq|like|pk|check)(_.*)?)?|_pkey|_key|_seq|_fkey|_check)$")
+# Names Django makes up (an 8-hex digest of the table and columns, with a letter in it, then its
+# own suffixes), also under older Django versions whose digests differ from today's. Names the
+# server makes up (_pkey, _seq ...) come out of the old history's scratch database as they are.
+GENERATED_NAME = re.compile(r"_(?=[0-9]*[a-f])[0-9a-f]{8}(_(fk_.+|uniq|like))?$")
 
 
 def explained(rename, old):
     """Whether a live name that a fake would rename is one the old history itself gives (scratch
-    database A has it), or one the engine or Django made up (GENERATED_NAME): a leftover of a
-    RenameModel or RenameField. Otherwise it was made or renamed by hand, and something may
-    use it."""
+    database A has it), or one Django made up (GENERATED_NAME): a leftover of a RenameModel or
+    RenameField. Otherwise it was made or renamed by hand, and something may use it."""
     kind = {"index": "indexes", "constraint": "constraints"}.get(rename["kind"])
     if kind and rename["from"] in (old or {}).get(kind, {}):
         return True

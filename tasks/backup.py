@@ -278,6 +278,8 @@ def backups(c, check=False, project_dir=None, python=None, settings=None, env_fi
                 reset += f" ({b['strategy']})"
             if b.get("kept"):
                 reset += f"; old database kept as {posixpath.basename(b['kept'])} (inv cleanup)"
+            if b.get("rejected"):
+                reset += f"; the rolled-back new database kept as {posixpath.basename(b['rejected'])} (inv cleanup)"
             rows.append((b["name"], m.get("kind", "?"), m.get("engine", "?"), (m.get("database") or {}).get("name", "?"),
                          human_bytes(b["size"]), human_age(time.time() - b["mtime"]), state, reset))
         say(f"bundles in {folder}:")

@@ -9,6 +9,7 @@ import hashlib
 import json
 import posixpath
 import re
+import time
 
 from psycopg import sql
 
@@ -135,6 +136,12 @@ def build_name(name, suffix=BUILD_SUFFIX):
 def kept_name(name, run_id):
     """The name a swap gives the database it replaces, kept until `inv cleanup`."""
     return build_name(name, f"__remigrate_old_{run_id}")
+
+
+def rejected_name(name, run_id):
+    """The name a rollback gives the new database it takes out of service (the application may
+    have written to it), kept until `inv cleanup`."""
+    return build_name(name, f"__remigrate_rejected_{run_id}")
 
 
 def retarget(statement, old, new):
@@ -715,8 +722,8 @@ class Postgres(Engine):
             raise RemigrateError(f"a database named {self.db.name} was created by someone else after the swap (it is "
                                  "neither the one the reset kept nor the one it built); it was left as it is: move it "
                                  "away (ALTER DATABASE ... RENAME), then run `inv rollback`")
-        if now == build_oid:
-            self.drop()
+        if now == build_oid:  # the application may have written to it since the swap: set aside, never dropped
+            journal["rejected"] = self.set_aside(self.db.name, rejected_name(self.db.name, journal.get("run_id", "run")))
         if self.exists(self.beside):
             self.drop(self.beside)
         if self.oid(keep) == live_oid:
@@ -724,6 +731,23 @@ class Postgres(Engine):
                              f"{sql.Identifier(self.db.name).as_string(None)}", "giving the kept database its name back")
         self.reopen(self.db.name)
         return True
+
+    def set_aside(self, name, new_name):
+        """Rename a database that sessions may be using: closed to new ones, the open ones ended,
+        then renamed (and left closed). Returns the new name."""
+        ident = sql.Identifier(name).as_string(None)
+        self.maintenance(f"ALTER DATABASE {ident} ALLOW_CONNECTIONS false", "closing the database to new sessions")
+        for attempt in range(20):  # an ended session may take a moment to go
+            self.maintenance(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = "
+                             f"{sql.Literal(name).as_string(None)} AND pid <> pg_backend_pid()", "ending its sessions")
+            try:
+                self.maintenance(f"ALTER DATABASE {ident} RENAME TO {sql.Identifier(new_name).as_string(None)}",
+                                 "setting the database aside")
+                return new_name
+            except RemigrateError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
 
     def kept_exists(self, name):
         return self.exists(name)
@@ -892,7 +916,7 @@ class Sqlite(Engine):
     def rebuild_and_load(self, bundle_path, manifest, skip, journal, sessions=None, strategy="rebuild"):
         if self.swapped([p["phase"] for p in journal.data["phases"]]):
             return  # a resumed run: the new database is in place already
-        self._clear_new()
+        self.reopen()  # a resumed run: the new file and a second name of the live one left by a killed swap go
         journal("migrate")
         self.project.manage("migrate", "--noinput", db_name=self.beside)
         journal("load")
@@ -926,8 +950,11 @@ class Sqlite(Engine):
         if not keep or not self.target.exists(keep, "-f"):
             return False
         self._clear_new()
-        self.project.probe("sqlite-swap", keep, self.db.name, "-", "", "", "unchecked", journal.get("kept_mode") or "",
-                           what="putting the kept file back")
+        rejected = f"{self.db.name}.remigrate-rejected-{journal.get('run_id', 'run')}"
+        done = self.project.probe("sqlite-swap", keep, self.db.name, "-", "", rejected, "unchecked",
+                                  journal.get("kept_mode") or "", what="putting the kept file back")
+        if done.get("set_aside"):  # the new file, with whatever the application wrote to it since the swap
+            journal["rejected"] = rejected
         return True
 
     def kept_exists(self, name):

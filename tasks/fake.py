@@ -23,7 +23,8 @@ def proof(plan):
         if not r["explained"] and not S.accepted(key, plan.accept):
             differences.append(list(key))
     return {"renames": renames, "differences": differences, "serial": S.serial_columns(live, new, skip),
-            "drop": sorted(t for t in skip if t in live["tables"])}
+            "drop": sorted(t for t in skip if t in live["tables"]),
+            "empty": sorted(t for t in plan.empty_orphans if t in live["tables"])}  # checked again in the transaction
 
 
 def why_not(fake):
@@ -62,7 +63,8 @@ def apply(project, plan, fake, bundle_path, apps_after):
     path = posixpath.join(project.workdir, "fake-plan.json")
     undo_file = posixpath.join(bundle_path, "fake-undo.json")
     project.target.write_private(path, json.dumps({"renames": fake["renames"], "drop": fake["drop"], "apps": labels,
-                                                   "record": record, "undo_file": undo_file}), replace=True)
+                                                   "empty": fake.get("empty", []), "record": record,
+                                                   "undo_file": undo_file}), replace=True)
     done = project.probe("fake-history", path, what="renaming, dropping the removed tables and rewriting the history")
     project.target.run(["chmod", "600", undo_file])
     say(f"    {done['renamed']} objects renamed, {len(done['dropped'])} tables dropped, {done['recorded']} migrations "
@@ -72,16 +74,16 @@ def apply(project, plan, fake, bundle_path, apps_after):
 
 
 def undo(project, bundle_path):
-    """The fake transaction undone (renames back, the old django_migrations rows), as far as it
-    got; False when there is nothing to undo from (it never started)."""
+    """The fake transaction undone (renames back, the old django_migrations rows and id counter)
+    if it committed; False when there is nothing to undo (it never started or never committed)."""
     undo_file = posixpath.join(bundle_path, "fake-undo.json")
     if not project.target.exists(undo_file, "-f"):
         return False
     saved = json.loads(project.target.read_text(undo_file))
     path = posixpath.join(project.workdir, "fake-undo.json")
-    project.target.write_private(path, json.dumps({**saved, "drop": []}), replace=True)
-    project.probe("fake-history", path, "undo", what="undoing the fake reset's renames and history")
-    return True
+    project.target.write_private(path, json.dumps({**saved, "drop": [], "empty": []}), replace=True)
+    done = project.probe("fake-history", path, "undo", what="undoing the fake reset's renames and history")
+    return done["undone"]
 
 
 def check(project, new_schema, skip):

@@ -364,6 +364,9 @@ def rollback(project, engine, manifest, bundle_path, database=True, journal=None
     if engine.recover(bundle_path, manifest, journal) == "renamed":
         say(f"    the {engine.name} database kept aside by the swap is back under its name (proven unchanged since "
             "the backup when it was set aside)")
+        if (journal or {}).get("rejected"):
+            say(f"    the new one, with whatever the application wrote to it since the swap, is kept as "
+                f"{journal['rejected']} (`inv cleanup` removes it)")
         return
     after = engine.stats(content=True)
     rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
@@ -382,8 +385,10 @@ def undo_fake(project, bundle_path):
     drops = saved["fake"]["drop"]
     if drops and not set(drops) <= set(project.probe("describe", what="reading the live schema")["tables"]):
         return False  # (a run with --no-backup drops no table)
-    fake.undo(project, bundle_path)
-    say("    the fake reset's renames and history rows are undone in place; no row was moved")
+    if fake.undo(project, bundle_path):
+        say("    the fake reset's renames and history rows are undone in place; no row was moved")
+    else:
+        say("    the fake reset's transaction never committed: the database was not changed")
     return True
 
 
@@ -415,8 +420,9 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
     if dry_run:
         ok("dry run: nothing was changed")
         return None
-    confirm(f"Reset the migrations of {len(plan.apps)} apps and rebuild {engine.name} database {project.db.name} "
-            f"on {project.target.name}?", project.db.name.rsplit("/", 1)[-1], yes)
+    doing = {"rebuild": "rebuild", "swap": "build beside and swap in a new", "fake": "rewrite only the history of"}
+    confirm(f"Reset the migrations of {len(plan.apps)} apps and {doing[plan.strategy]} {engine.name} database "
+            f"{project.db.name} on {project.target.name}?", project.db.name.rsplit("/", 1)[-1], yes)
     project.probe("prepare-dir", backup_dir)
     run_id = B.new_run_id()
     with engine.server_lock():
@@ -453,7 +459,8 @@ def release_unless_unfinished(project, bundle_path):
 
 
 # Phases after which the migration files on disk are already the new history.
-AFTER_MIGRATIONS = {"drop", "migrate", "load", "content-types", "migrate-again", "swap", "verify", "check-application"}
+AFTER_MIGRATIONS = {"drop", "migrate", "load", "content-types", "migrate-again", "swap", "verify", "check-application",
+                    "fake"}
 
 
 def swap(engine, manifest, plan, journal, phases):
@@ -537,7 +544,7 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
         STOP.clear()  # the stop asked for is this rollback: its own commands must run
         reason = Secrets.scrub(str(exc) or type(exc).__name__)
         warn(f"the reset failed at phase {journal.data.get('phase')}: {reason}")
-        step("Rolling back (database and migration files from the backup)")
+        step("Rolling back (the database and the migration files as before)")
         kept = isinstance(exc, LiveDatabaseKept) or not database_touched(engine, [p["phase"] for p in journal.data["phases"]],
                                                                           plan.strategy)
         try:
@@ -795,10 +802,12 @@ def verify_task(c, backup=None, project_dir=None, python=None, settings=None, en
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "yes", name="cleanup")
 def cleanup_task(c, yes=False, project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
-    """Remove the old databases that swap resets kept for an instant rollback.
+    """Remove the old databases that swap resets kept for an instant rollback, and the new ones
+    that rollbacks set aside.
 
-    Run it once the new database has proven itself; a rollback after that restores the
-    bundle's backup instead (slower, same result). Bundles are kept: remove them by hand.
+    Run it once the database in place has proven itself; a rollback of a swap after that
+    restores the bundle's backup instead (slower, same result). Bundles are kept: remove them
+    by hand.
     """
     opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
     with open_project(c, opts) as project:
@@ -807,20 +816,27 @@ def cleanup_task(c, yes=False, project_dir=None, python=None, settings=None, env
         holder = runlock.read(project)
         if holder is not None and runlock.judge(project, holder) is not None:
             raise runlock.interrupted(project, holder, read_journal(project, holder["bundle"]).get("status", "running"))
-        bundles = B.of_database(project.probe("list-bundles", folder), project.identity())
-        kept = [(b, read_journal(project, b["path"])) for b in bundles if b.get("kept")]
-        kept = [(b, j) for b, j in kept if j.get("status") != "running" and engine.kept_exists(j["kept"])]
-        if not kept:
-            ok(f"nothing to clean up: no old database kept by a swap of {B.describe_identity(project.identity())}")
+        found = []  # (bundle, journal, which: "kept" or "rejected", name)
+        for b in B.of_database(project.probe("list-bundles", folder), project.identity()):
+            for which in ("kept", "rejected"):
+                if b.get(which):
+                    journal = read_journal(project, b["path"])
+                    if engine.kept_exists(journal[which]):
+                        found.append((b, journal, which, journal[which]))
+        if not found:
+            ok(f"nothing to clean up: no database kept by a swap or set aside by a rollback of "
+               f"{B.describe_identity(project.identity())}")
             return
-        say(table(("bundle", "reset", "kept"), [(b["name"], j.get("status"), j["kept"]) for b, j in kept]))
-        confirm(f"Remove {len(kept)} old {'databases' if engine.name == 'postgresql' else 'files'} kept by swap resets "
-                f"of {project.db.name} (a rollback would then restore from the backup)?",
-                project.db.name.rsplit("/", 1)[-1], yes)
+        what = {"kept": "the old one, kept by the swap", "rejected": "the new one, set aside by the rollback"}
+        say(table(("bundle", "reset", "database", "which"), [(b["name"], j.get("status"), name, what[which])
+                                                             for b, j, which, name in found]))
+        noun = "databases" if engine.name == "postgresql" else "files"
+        confirm(f"Remove these {len(found)} {noun} of {project.db.name} (a rollback of a swap would then restore "
+                "from the backup)?", project.db.name.rsplit("/", 1)[-1], yes)
         with engine.server_lock():
-            for b, journal in kept:
-                engine.remove_kept(journal["kept"])
-                journal["kept_removed"] = B.now().isoformat(timespec="seconds")
+            for b, journal, which, name in found:
+                engine.remove_kept(name)
+                journal[f"{which}_removed"] = B.now().isoformat(timespec="seconds")
                 project.target.write_private(posixpath.join(b["path"], JOURNAL), json.dumps(journal, indent=2), replace=True)
-                say(f"    removed {journal['kept']}")
-        ok(f"removed {len(kept)} kept {'databases' if engine.name == 'postgresql' else 'files'}")
+                say(f"    removed {name}")
+        ok(f"removed {len(found)} {noun}")

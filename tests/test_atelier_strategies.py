@@ -274,6 +274,10 @@ def test_swap_keeps_every_row_and_object_and_its_rollback_renames_the_old_databa
 
     out = inv_rollback(case)
     assert "kept aside by the swap is back" in out.stdout, out.stdout[-2000:]
+    # The new database (the application may have written to it) is set aside, never dropped, until cleanup.
+    assert "__remigrate_rejected_" in out.stdout or "remigrate-rejected-" in out.stdout, out.stdout[-2000:]
+    assert len(databases_of(case)) == len(expected_databases(case)) + 1, databases_of(case)
+    require_ok(case.inv("cleanup", "--yes"), "inv cleanup")
     check(everything_differences(before, everything_of(case)), "not as before the swap after its rollback")
     assert databases_of(case) == expected_databases(case), f"left beside after the rollback: {databases_of(case)}"
     if case.engine == "postgresql":  # open to the application again, under its own role

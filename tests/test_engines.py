@@ -106,6 +106,20 @@ def test_no_commit_since_the_backup_is_proven_only_by_our_own_transactions():
     assert not probe.no_commit_since("", "10:31:", [30], status)  # an older bundle: the content decides
 
 
+def test_the_write_counters_prove_nothing_written_only_when_every_part_is_equal_on_postgresql_15_or_newer():
+    import remigrate_probe as probe
+
+    before = {"track_counts": "on", "server_version_num": 150004, "postmaster_started": "t0", "stats_reset": None,
+              "tables": {"16390": [10, 2, 1, 16390]}}
+    assert probe.no_write_since(before, dict(before))
+    for key, value in (("tables", {"16390": [11, 2, 1, 16390]}), ("tables", {"16390": [10, 2, 1, 16999]}),
+                       ("tables", {}), ("stats_reset", "t1"), ("postmaster_started", "t1"), ("track_counts", "off")):
+        assert not probe.no_write_since(before, {**before, key: value}), key
+    older = {**before, "server_version_num": 140010}  # statistics over UDP before 15: never a proof
+    assert not probe.no_write_since(older, dict(older))
+    assert not probe.no_write_since(None, before)  # a bundle without counters: the content decides
+
+
 def test_a_sqlite_files_mark_changes_with_every_commit_and_is_none_in_wal_mode(tmp_path):
     import sqlite3
 

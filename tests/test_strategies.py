@@ -61,6 +61,11 @@ def test_swap_keeps_every_row_its_rollback_is_a_rename_and_cleanup_removes_what_
     assert "kept aside by the swap is back" in out.stdout
     assert seeded.rows() == before_all and tree_digest(seeded.project) == files
     assert not kept_exists(seeded, kept)
+    # The new database, which the application may have written to since the swap, is set aside.
+    rejected = json.loads(next((seeded.project.parent / "b").glob("*/journal.json")).read_text())["rejected"]
+    assert kept_exists(seeded, rejected) and f"is kept as {rejected}" in out.stdout
+    out = run_inv("cleanup", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 0 and f"removed {rejected}" in out.stdout, out.stdout + out.stderr
     assert database_names(seeded) == (["db.sqlite3"] if seeded.engine == "sqlite" else [seeded.pg_db.name])
     assert len(applied(seeded, "site_building")) > 1  # the old history's rows, as the backup had them
     out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)  # once is enough
