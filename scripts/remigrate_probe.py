@@ -997,6 +997,41 @@ def cmd_sqlite_swap(opts):
             "mode": mode if conn is not None else None, "set_aside": keep if keep and conn is not None else None}
 
 
+def cmd_sqlite_restore_tables(opts):
+    """Make tables again in LIVE from BACKUP as the backup has them (definition, rows, indexes,
+    triggers, AUTOINCREMENT mark), in one transaction, foreign keys checked for them after."""
+    backup, live, *tables = opts.args
+    conn = sqlite3.connect(live, isolation_level=None, timeout=30)
+    try:
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute("ATTACH DATABASE ? AS bak", (backup,))
+        conn.execute("BEGIN IMMEDIATE")
+        for table in tables:
+            made = conn.execute("SELECT type, sql FROM bak.sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
+                                "ORDER BY type = 'table' DESC, type = 'index' DESC", (table,)).fetchall()
+            if not made or made[0][0] != "table":
+                raise ProbeError(f"table {table} is not in the backup {backup}")
+            conn.execute(made[0][1])
+            quoted = schema_facts.qident(table)
+            conn.execute(f"INSERT INTO main.{quoted} SELECT * FROM bak.{quoted}")
+            for _kind, statement in made[1:]:
+                conn.execute(statement)
+            mark = conn.execute("SELECT seq FROM bak.sqlite_sequence WHERE name = ?", (table,)).fetchone() \
+                if conn.execute("SELECT 1 FROM bak.sqlite_master WHERE name = 'sqlite_sequence'").fetchone() else None
+            if mark:
+                conn.execute("DELETE FROM main.sqlite_sequence WHERE name = ?", (table,))
+                conn.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES (?, ?)", (table, mark[0]))
+        broken = [r for t in tables for r in conn.execute(f"PRAGMA main.foreign_key_check({schema_facts.qident(t)})")]
+        if broken:
+            conn.execute("ROLLBACK")
+            raise ProbeError(f"the rows of {', '.join(tables)} in the backup refer to rows gone since; nothing was "
+                             "brought back: restore the whole backup with `inv restore` if you need them")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return {"restored": tables}
+
+
 def cmd_sqlite_unkeep(opts):
     """Remove names that a swap killed before its replace left for the live file (the same file:
     nothing is lost); a kept file of a finished swap is another file and stays."""
@@ -1301,6 +1336,7 @@ COMMANDS = {
     "history-engine": cmd_history_engine,
     "sqlite-swap": cmd_sqlite_swap,
     "sqlite-unkeep": cmd_sqlite_unkeep,
+    "sqlite-restore-tables": cmd_sqlite_restore_tables,
     "pg-close": cmd_pg_close,
     "fake-history": cmd_fake_history,
     "finalize-bundle": cmd_finalize_bundle,

@@ -119,6 +119,34 @@ def filter_toc(listing, keep):
     return "\n".join(out) + "\n"
 
 
+def table_entries(listing, tables):
+    """The archive's table-of-contents lines that make the given tables again, whole: the table,
+    its rows, column defaults, constraints (foreign keys included), triggers, indexes, owned
+    sequences with their values, privileges and comments. `tables`: {"name" or "schema.name":
+    {"indexes": [names], "sequences": [names]}} (index and sequence entries do not name their
+    table)."""
+    prefixes = []
+    for key, objects in tables.items():
+        schema, _, name = key.rpartition(".")
+        schema = schema or "public"
+        for kind in ("TABLE", "TABLE DATA", "DEFAULT", "CONSTRAINT", "FK CONSTRAINT", "TRIGGER"):
+            prefixes.append(f"{kind} {schema} {name} ")
+        prefixes += [f"ACL {schema} TABLE {name} ", f"COMMENT {schema} TABLE {name} ", f"COMMENT {schema} COLUMN {name}."]
+        prefixes += [f"INDEX {schema} {index} " for index in objects.get("indexes", [])]
+        for sequence in objects.get("sequences", []):
+            prefixes += [f"{kind} {schema} {sequence} " for kind in ("SEQUENCE", "SEQUENCE SET", "SEQUENCE OWNED BY")]
+            prefixes.append(f"ACL {schema} SEQUENCE {sequence} ")
+    out = []
+    for line in listing.splitlines():
+        head, sep, entry = line.partition("; ")
+        parts = entry.split(" ", 2)
+        if line.startswith(";") or not sep or len(parts) < 3:
+            continue
+        if (parts[2] + " ").startswith(tuple(prefixes)):
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
 BUILD_SUFFIX = "__remigrate_build"
 
 
@@ -749,6 +777,17 @@ class Postgres(Engine):
                     raise
                 time.sleep(0.25)
 
+    def restore_tables(self, bundle_path, manifest, tables):
+        """Tables a fake dropped made again in the live database from the backup, whole (rows,
+        keys, indexes, sequences, privileges), in one transaction; nothing else is touched, so
+        what the application wrote elsewhere since the backup stays."""
+        dump = posixpath.join(bundle_path, manifest["dump"]["file"])
+        listing = self.target.run(["pg_restore", "--list", dump], what="reading the backup's table of contents").stdout
+        toc = posixpath.join(self.project.workdir, "tables-toc")
+        self.target.write_private(toc, table_entries(listing, tables), replace=True)
+        self.tool(["pg_restore", "--exit-on-error", "--single-transaction", f"--use-list={toc}",
+                   *pg_conn_args(self.db), dump], what="bringing the dropped tables back from the backup")
+
     def kept_exists(self, name):
         return self.exists(name)
 
@@ -956,6 +995,12 @@ class Sqlite(Engine):
         if done.get("set_aside"):  # the new file, with whatever the application wrote to it since the swap
             journal["rejected"] = rejected
         return True
+
+    def restore_tables(self, bundle_path, manifest, tables):
+        """Tables a fake dropped made again in the live file from the backup, whole (rows, indexes,
+        triggers, AUTOINCREMENT mark), in one transaction; nothing else is touched."""
+        self.project.probe("sqlite-restore-tables", posixpath.join(bundle_path, manifest["dump"]["file"]), self.db.name,
+                           *tables, what="bringing the dropped tables back from the backup")
 
     def kept_exists(self, name):
         return self.target.exists(name, "-f")

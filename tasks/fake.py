@@ -22,8 +22,13 @@ def proof(plan):
                                            f"names it {r['to']}: accept the rename with --accept-difference {r['from']}")
         if not r["explained"] and not S.accepted(key, plan.accept):
             differences.append(list(key))
-    return {"renames": renames, "differences": differences, "serial": S.serial_columns(live, new, skip),
-            "drop": sorted(t for t in skip if t in live["tables"]),
+    drop = sorted(t for t in skip if t in live["tables"])
+    return {"renames": renames, "differences": differences, "serial": S.serial_columns(live, new, skip), "drop": drop,
+            # what makes each dropped table again, from the backup, should a rollback need it
+            "drop_objects": {t: {"indexes": sorted(i.get("name", n) for n, i in live["indexes"].items() if i["table"] == t),
+                                 "sequences": sorted(q["name"] for q in live["sequences"].values()
+                                                     if q.get("name") and q.get("table") == t.rsplit(".", 1)[-1])}
+                             for t in drop},
             "empty": sorted(t for t in plan.empty_orphans if t in live["tables"])}  # checked again in the transaction
 
 

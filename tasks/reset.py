@@ -359,7 +359,8 @@ def rollback(project, engine, manifest, bundle_path, database=True, journal=None
     if not database:
         engine.reopen()  # a reset stopped between closing the database and dropping it, or before a swap
         return
-    if (journal or {}).get("plan", {}).get("strategy") == "fake" and undo_fake(project, bundle_path):
+    if (journal or {}).get("plan", {}).get("strategy") == "fake":
+        undo_fake(project, engine, manifest, bundle_path)
         return
     if engine.recover(bundle_path, manifest, journal) == "renamed":
         say(f"    the {engine.name} database kept aside by the swap is back under its name (proven unchanged since "
@@ -378,13 +379,16 @@ def rollback(project, engine, manifest, bundle_path, database=True, journal=None
 FAKE_PROOF = "fake-proof.json"
 
 
-def undo_fake(project, bundle_path):
-    """A fake reset undone in place (renames back, the old history rows) when it dropped no table
-    or did not get to commit; False when a dropped table's rows must come from the backup."""
+def undo_fake(project, engine, manifest, bundle_path):
+    """A fake reset undone in place: the tables it dropped made again from the backup (nothing
+    else is restored, so whatever the application wrote since stays), then its renames and
+    history rows undone if it committed."""
     saved = json.loads(project.target.read_text(posixpath.join(bundle_path, FAKE_PROOF)))
     drops = saved["fake"]["drop"]
-    if drops and not set(drops) <= set(project.probe("describe", what="reading the live schema")["tables"]):
-        return False  # (a run with --no-backup drops no table)
+    gone = sorted(set(drops) - set(project.probe("describe", what="reading the live schema")["tables"])) if drops else []
+    if gone:  # (a run with --no-backup drops no table)
+        engine.restore_tables(bundle_path, manifest, {t: saved["fake"].get("drop_objects", {}).get(t, {}) for t in gone})
+        say(f"    {', '.join(gone)} made again from the backup, with their rows")
     if fake.undo(project, bundle_path):
         say("    the fake reset's renames and history rows are undone in place; no row was moved")
     else:
@@ -763,8 +767,14 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
         strategy = (data.get("plan") or {}).get("strategy", "rebuild")
         touched = database_touched(engine, [p["phase"] for p in data.get("phases", [])], strategy) if data else True
         what = "the database and the migration files" if touched else "the migration files (the reset never touched the database)"
-        later = (" Whatever was written to the database since that reset finished is lost."
-                 if touched and data.get("status") == "done" else "")
+        later = ""
+        if touched and data.get("status") == "done":
+            later = {"swap": " Whatever was written since the swap stays in the new database, which is set aside (not "
+                             "in use).",
+                     "fake": " Nothing written since is lost: the data is not restored, only the history (and the tables "
+                             "the reset dropped)."}.get(strategy if renaming or strategy == "fake" else "rebuild",
+                                                         " Whatever was written to the database since that reset "
+                                                         "finished is lost.")
         confirm(f"Roll back {what} of {engine.name} database {project.db.name} to {manifest['name']} "
                 f"(taken {manifest['created_at']})?{later}", project.db.name.rsplit("/", 1)[-1], yes)
         timer = Timer()

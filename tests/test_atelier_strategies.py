@@ -320,7 +320,16 @@ def test_fake_moves_no_row_gives_the_names_of_a_fresh_install_and_rolls_back(cas
     check(django_sees_the_new_history_applied(case), "Django does not see exactly the new history applied")
 
     out = inv_rollback(case)
-    check(everything_differences(before, everything_of(case)), "not as before the fake after its rollback")
+    # The rollback of a fake restores no data: what was written since (here the probe's row, made and
+    # deleted after the fake) stays written, so its sequences may only have moved on.
+    now = everything_of(case)
+    moved = {name for name in set(before["sequences"]) & set(now["sequences"])
+             if now["sequences"][name] != before["sequences"][name]
+             and min(v or 0 for v in now["sequences"][name]) >= max(v or 0 for v in before["sequences"][name])}
+    assert moved <= {"workflow_task_id_seq", "workflow_stagetally_id_seq"}, moved
+    before["sequences"] = {k: v for k, v in before["sequences"].items() if k not in moved}
+    now["sequences"] = {k: v for k, v in now["sequences"].items() if k not in moved}
+    check(everything_differences(before, now), "not as before the fake after its rollback")
     assert databases_of(case) == expected_databases(case), databases_of(case)
 
 

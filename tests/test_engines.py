@@ -144,3 +144,30 @@ def test_keys_are_shared_out_by_table_biggest_first():
     groups = share_out(keys, {"big": 100, "mid": 60, "small": 50}, 2)
     assert groups == [["pk big", "idx big"], ["pk mid", "pk small"]]  # a table's statements stay in one session
     assert share_out(keys, {}, 8) and len(share_out(keys, {}, 8)) == 3  # never an empty session
+
+
+def test_the_entries_that_make_a_dropped_table_again_are_all_of_its_own_and_no_others():
+    from tasks.engines import table_entries
+
+    listing = """;
+; Archive created at 2026-11-30
+;
+215; 1259 16390 TABLE public shop_flag owner
+216; 1259 16395 SEQUENCE public shop_flag_id_seq owner
+217; 0 0 SEQUENCE OWNED BY public shop_flag_id_seq owner
+218; 2604 16399 DEFAULT public shop_flag id owner
+219; 1259 16400 TABLE public shop_flag_extra owner
+3401; 0 16390 TABLE DATA public shop_flag owner
+3402; 0 16400 TABLE DATA public shop_flag_extra owner
+3410; 0 0 SEQUENCE SET public shop_flag_id_seq owner
+3300; 2606 16401 CONSTRAINT public shop_flag shop_flag_pkey owner
+3301; 1259 16402 INDEX public shop_flag_name_1a2b3c4d owner
+3302; 1259 16403 INDEX public shop_flag_extra_name_5e6f7a8b owner
+3303; 2606 16404 FK CONSTRAINT public shop_flag shop_flag_site_id_fk_site_id owner
+3304; 2606 16405 FK CONSTRAINT public shop_flag_extra shop_flag_extra_flag_id_fk owner
+3305; 0 0 ACL public TABLE shop_flag owner
+3306; 0 0 COMMENT public COLUMN shop_flag.name owner
+"""
+    lines = table_entries(listing, {"shop_flag": {"indexes": ["shop_flag_name_1a2b3c4d"], "sequences": ["shop_flag_id_seq"]}})
+    ids = [line.split(";")[0] for line in lines.splitlines()]
+    assert ids == ["215", "216", "217", "218", "3401", "3410", "3300", "3301", "3303", "3305", "3306"]

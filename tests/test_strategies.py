@@ -210,10 +210,18 @@ def test_fake_rewrites_only_the_history_renames_what_an_old_table_name_named_and
             fresh_names = sorted(r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'planner_contentidea' AND sql IS NOT NULL"))
         assert fresh_names == new_names
-    # A table was dropped (the removed model's), so the rollback restores the backup.
+    # The application keeps writing; the rollback brings the dropped table back from the backup and
+    # undoes the renames and the history in place: the row written since stays.
+    seeded.damage([NEW_SETTING])
     out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
+    assert "made again from the backup" in out.stdout and "undone in place" in out.stdout, out.stdout
+    assert query(seeded, "SELECT count(*) FROM system_setting WHERE key = 'written.during.reset'") == [(1,)]
+    seeded.damage(["DELETE FROM system_setting WHERE key = 'written.during.reset'"])
+    after = seeded.rows()
+    for volatile in ("<sequences>", "sqlite_sequence"):  # the row's id was handed out
+        after.pop(volatile, None), before_all.pop(volatile, None)
+    assert after == before_all and tree_digest(seeded.project) == files
     assert names_of(seeded) == old_names
 
 
