@@ -48,8 +48,14 @@ def drop_scratch(connection):
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(connection.settings_dict["NAME"] + suffix).unlink(missing_ok=True)
         return
+    from django.db import DatabaseError
+
+    name = S.qident(connection.settings_dict["NAME"])
     with connection._nodb_cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {S.qident(connection.settings_dict['NAME'])} WITH (FORCE)")
+        try:  # a plain DROP stops an autovacuum worker in it, which WITH (FORCE) may not end for an ordinary role
+            cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        except DatabaseError:  # a session of ours still in it
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 # ---------------------------------------------------------------- the inventory

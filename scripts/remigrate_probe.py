@@ -1110,7 +1110,10 @@ def cmd_pg_close(opts):
     with connection.cursor() as cursor:  # this session is in before the door closes
         allow(False)
         try:
-            others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            # client sessions only: an autovacuum worker is stopped by DROP or RENAME themselves (and
+            # pg_terminate_backend may not end it for an ordinary role)
+            others = ("FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                      "AND backend_type = 'client backend'")
             if end_sessions == "1":
                 cursor.execute(f"SELECT pg_terminate_backend(pid) {others}")
             deadline = time.monotonic() + float(wait_seconds)

@@ -634,7 +634,10 @@ class Postgres(Engine):
         # No new sessions while it goes; FORCE ends the open ones (ours and the application's).
         self.maintenance(f"ALTER DATABASE {ident} ALLOW_CONNECTIONS false", "closing the database to new sessions")
         try:
-            self.maintenance(f"DROP DATABASE {ident} WITH (FORCE)", "dropping the database")
+            try:  # a plain DROP stops an autovacuum worker in it (FORCE refuses to end one for an ordinary role)
+                self.maintenance(f"DROP DATABASE {ident}", "dropping the database")
+            except RemigrateError:  # sessions still in it
+                self.maintenance(f"DROP DATABASE {ident} WITH (FORCE)", "dropping the database")
         except RemigrateError:
             self.maintenance(f"ALTER DATABASE {ident} ALLOW_CONNECTIONS true", "reopening the database")
             raise
@@ -767,7 +770,8 @@ class Postgres(Engine):
         self.maintenance(f"ALTER DATABASE {ident} ALLOW_CONNECTIONS false", "closing the database to new sessions")
         for attempt in range(20):  # an ended session may take a moment to go
             self.maintenance(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = "
-                             f"{sql.Literal(name).as_string(None)} AND pid <> pg_backend_pid()", "ending its sessions")
+                             f"{sql.Literal(name).as_string(None)} AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                             "ending its sessions")
             try:
                 self.maintenance(f"ALTER DATABASE {ident} RENAME TO {sql.Identifier(new_name).as_string(None)}",
                                  "setting the database aside")

@@ -242,6 +242,8 @@ def test_swap_and_fake_work_on_a_host_and_the_swap_rolls_back_by_rename(ssh, hos
     out = fab(ssh, "rollback", "--project-dir", str(project), "--yes")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "kept aside by the swap is back" in out.stdout and rows() == before_all
+    out = fab(ssh, "cleanup", "--project-dir", str(project), "--yes")  # the new database the rollback set aside
+    assert out.returncode == 0 and "removed" in out.stdout, out.stdout + out.stderr
     out = fab(ssh, "reset", *common, *REMOVE, "--yes", "--strategy", "fake")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "no row was moved" in out.stdout and data(rows()) == before
