@@ -721,7 +721,9 @@ def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resum
     (PostgreSQL: under <name>__remigrate_build; SQLite: <file>.remigrate-new), loads the data
     back with its ids, verifies every table's content there, puts it in place, and runs
     Django's checks (and --check-command / --check-url). Any failure after the backup rolls
-    the database and the migration files back.
+    the database and the migration files back. --strategy swap builds it while the
+    application keeps running (seconds of downtime); --strategy fake moves no data and only
+    rewrites the history, when the live schema is proven equal to the new history's.
     """
     opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir,
                    compress=compress, jobs=jobs, strategy=strategy)
@@ -812,10 +814,10 @@ def verify_task(c, backup=None, project_dir=None, python=None, settings=None, en
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "yes", name="cleanup")
 def cleanup_task(c, yes=False, project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
-    """Remove the old databases that swap resets kept for an instant rollback, and the new ones
-    that rollbacks set aside.
+    """Remove the databases kept aside: the old ones of swap resets, the new ones of rollbacks.
 
-    Run it once the database in place has proven itself; a rollback of a swap after that
+    A swap keeps the old database for an instant rollback; a rollback of a swap sets the new
+    one aside (the application may have written to it). Run it once the database in place has proven itself; a rollback of a swap after that
     restores the bundle's backup instead (slower, same result). Bundles are kept: remove them
     by hand.
     """
