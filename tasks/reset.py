@@ -158,8 +158,9 @@ def show_strategies(project, engine, plan):
         + f"; recommended here: {best} ({why})")
     say("rebuild    the database is closed from the end of the backup until the new one is loaded, verified and "
         "renamed in")
-    say(f"swap       built beside while the application runs, then closed for seconds and renamed in; the old one is "
-        f"kept for an instant rollback; needs about {human_bytes(size)} more disk ({room})")
+    say(f"swap       built beside while the application runs (reading only: a write since the backup is found at "
+        f"the swap and stops the reset, nothing lost), then closed for seconds and renamed in; the old one is kept for "
+        f"an instant rollback; needs about {human_bytes(size)} more disk ({room})")
     fake.show(plan.fake)
     by_hand = [r for r in plan.fake["renames"] if not r.get("explained", True)]
     if by_hand and plan.strategy != "fake":
