@@ -765,6 +765,9 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
             ok(f"nothing to roll back: the last reset of {B.describe_identity(project.identity())} ({manifest['name']}) "
                "was rolled back already; name an older bundle with --backup to go further back")
             return
+        if not manifest["dump"].get("file") and (data.get("plan") or {}).get("strategy") != "fake":
+            raise RemigrateError(f"bundle {manifest['name']} holds no database dump and no journal of its fake reset "
+                                 "(--no-backup); nothing to roll back from it; name another with --backup")
         renaming = bool(data.get("kept")) and not data.get("kept_removed") and engine.kept_exists(data["kept"])
         verify_bundle(project, engine, manifest, path, dump=not renaming)  # a rename back needs no dump
         strategy = (data.get("plan") or {}).get("strategy", "rebuild")
