@@ -234,15 +234,17 @@ def pg_schema(cursor):
         entry["columns"][col] = {"type": ctype, "null": null, "default": default, "raw_default": raw,
                                  "identity": identity, "sequence": sequence if raw and raw.startswith("nextval(") else None}
     cursor.execute(
-        "SELECT n.nspname, i.relname, t.relname, pg_get_indexdef(i.oid), x.indisunique"
+        "SELECT n.nspname, i.relname, t.relname, pg_get_indexdef(i.oid), x.indisvalid"
         " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid"
         " JOIN pg_namespace n ON n.oid = i.relnamespace"
         f" WHERE {USER_SCHEMAS} AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.oid)"
         " AND " + NOT_FROM_EXTENSION.format(oid="t.oid", catalog="pg_class"))
-    for schema, name, table, definition, _unique in cursor.fetchall():
-        # The definition without the index's own name: names follow the table's history.
+    for schema, name, table, definition, valid in cursor.fetchall():
+        # The definition without the index's own name: names follow the table's history. An index
+        # left invalid (a failed CREATE INDEX CONCURRENTLY) enforces and serves nothing: not equal.
         body = definition.split(" USING ", 1)[1] if " USING " in definition else definition
         unique = "UNIQUE " if definition.startswith("CREATE UNIQUE") else ""
+        body += "" if valid else " (INVALID)"
         out["indexes"][pg_key(schema, name)] = {"table": pg_key(schema, table), "definition": unique + body,
                                                 "sql": definition, "name": name,
                                                 "rename": f"ALTER INDEX {qident(schema)}.{OLD} RENAME TO {NEW}"}

@@ -480,6 +480,7 @@ def swap(engine, manifest, plan, journal, phases):
     done = engine.swap_in(manifest, keep=journal.data.get("kept")) or {}
     if done.get("mode"):  # SQLite: the journal mode the kept file had (the swap leaves it in DELETE mode)
         journal.data["kept_mode"] = done["mode"]
+        journal.save()  # at once: a rollback after a kill here must give it back
     phases["swap"] = str(t)
     closed_at = next((p["t"] for p in reversed(journal.data["phases"]) if p["phase"] == "close" and "t" in p), None)
     down = done.get("locked_seconds") if engine.name == "sqlite" else (time.time() - closed_at if closed_at else None)
