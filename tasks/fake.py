@@ -4,7 +4,7 @@ included, or renamed where only names differ)."""
 import json
 import posixpath
 
-from tasks.console import RemigrateError, say
+from tasks.console import say
 from tasks.history import S
 
 
@@ -47,7 +47,7 @@ def show(fake):
             say(f"             - {key}: {text}")
         return
     renames = fake["renames"]
-    say(f"fake       possible: the live schema equals the new history's"
+    say("fake       possible: the live schema equals the new history's"
         + (f" once {len(renames)} objects are renamed (named after a table's or column's old name)" if renames
            else ", names included"))
     for r in renames[:12]:

@@ -302,11 +302,16 @@ def verify(project, engine, manifest, plan, db_name=None):
     fk_before = manifest["database"]["properties"].get("foreign_key_violations", 0)
     if after["properties"].get("foreign_key_violations", 0) > fk_before:
         problems.append("the database has broken foreign keys that the backup did not have")
-    for result in project.manage_many([("migrate", "--check"), ("makemigrations", "--check", "--dry-run")],
-                                      db_name=db_name, check=False):
-        if result["exit"]:
-            problems.append(f"manage.py {' '.join(result['args'])} is not clean: {(result['output'] or result['errors']).strip()[:200]}")
+    problems += history_problems(project, db_name)
     return rows, problems, after
+
+
+def history_problems(project, db_name=None):
+    """`migrate --check` and `makemigrations --check` must be clean: every migration applied, none
+    missing (of the database built beside when `db_name` names it)."""
+    return [f"manage.py {' '.join(r['args'])} is not clean: {(r['output'] or r['errors']).strip()[:200]}"
+            for r in project.manage_many([("migrate", "--check"), ("makemigrations", "--check", "--dry-run")],
+                                         db_name=db_name, check=False) if r["exit"]]
 
 
 def check_application(project, checks):
@@ -506,9 +511,7 @@ def fake_in_place(project, plan, bundle_path, journal, phases):
     phases["fake"] = str(t)
     journal("verify")
     problems = fake.check(project, saved["new_schema"], plan.skip)
-    for result in project.manage_many([("migrate", "--check"), ("makemigrations", "--check", "--dry-run")], check=False):
-        if result["exit"]:
-            problems.append(f"manage.py {' '.join(result['args'])} is not clean: {(result['output'] or result['errors']).strip()[:200]}")
+    problems += history_problems(project)
     if not problems:
         say("    the live schema is the new history's, names included; Django sees every migration applied")
     return [], problems, {"tables": {}}

@@ -139,19 +139,25 @@ def engine(request):
 @pytest.fixture(scope="session")
 def atelier_sqlite_file(tmp_path_factory):
     """The atelier project migrated and filled once; tests get copies."""
-    folder = tmp_path_factory.mktemp("atelier-seeded-sqlite")
+    return filled_sqlite_file(tmp_path_factory.mktemp("atelier-seeded-sqlite"))
+
+
+def filled_sqlite_file(folder):
     with clean_environment_for_session(folder / "home"):
-        project = copy_project(folder / "atelier")
         path = folder / "db.sqlite3"
-        seed(project, {"DB_PATH": str(path)})
+        seed(copy_project(folder / "atelier"), {"DB_PATH": str(path)})
     return path
 
 
 @pytest.fixture(scope="session")
 def atelier_pg_template(pg, tmp_path_factory):
     """A filled PostgreSQL database to copy from (owned by the superuser, like conftest's template)."""
-    folder = tmp_path_factory.mktemp("atelier-seeded-pg")
-    db = PgDb(pg, "atelier_template", "atelier_template_owner", NASTY_PASSWORD)
+    return filled_pg_template(pg, tmp_path_factory.mktemp("atelier-seeded-pg"), "atelier_template")
+
+
+def filled_pg_template(pg, folder, name):
+    """A filled PostgreSQL database `name` to copy from, owned by the superuser."""
+    db = PgDb(pg, name, f"{name}_owner", NASTY_PASSWORD)
     pg.create_app_database(db.name, db.role, db.password)
     with clean_environment_for_session(folder / "home"):
         seed(copy_project(folder / "atelier"), db.env())

@@ -23,10 +23,10 @@ import subprocess
 import psycopg
 import pytest
 from conftest import NASTY_PASSWORD, PYTHON, PgDb, manage
-from servers import SUPERUSER, psycopg_admin
-from test_atelier import (APPS, REMOVED_MODEL, REMOVED_TABLE, Atelier, check, clean_child_env,
-                          clean_environment_for_session, copy_project, differences, dirs_in, make_case,
-                          migration_files, one_line_error, probe, rows_of, schema_of, seed, without)
+from servers import psycopg_admin
+from test_atelier import (APPS, REMOVED_MODEL, REMOVED_TABLE, Atelier, check, clean_child_env, differences, dirs_in,
+                          filled_pg_template, filled_sqlite_file, make_case, migration_files, one_line_error, probe,
+                          rows_of, schema_of, without)
 
 _ids = itertools.count(1)
 
@@ -37,23 +37,12 @@ _ids = itertools.count(1)
 # names, since both modules may run on one worker's PostgreSQL cluster.
 @pytest.fixture(scope="session")
 def atelier_sqlite_file(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("atelier-strategies-sqlite")
-    with clean_environment_for_session(folder / "home"):
-        path = folder / "db.sqlite3"
-        seed(copy_project(folder / "atelier"), {"DB_PATH": str(path)})
-    return path
+    return filled_sqlite_file(tmp_path_factory.mktemp("atelier-strategies-sqlite"))
 
 
 @pytest.fixture(scope="session")
 def atelier_pg_template(pg, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("atelier-strategies-pg")
-    db = PgDb(pg, "atelier_strategies_template", "atelier_strategies_owner", NASTY_PASSWORD)
-    pg.create_app_database(db.name, db.role, db.password)
-    with clean_environment_for_session(folder / "home"):
-        seed(copy_project(folder / "atelier"), db.env())
-    with psycopg_admin(pg) as conn:
-        conn.execute(f"ALTER DATABASE {db.name} OWNER TO {SUPERUSER}")
-    return db
+    return filled_pg_template(pg, tmp_path_factory.mktemp("atelier-strategies-pg"), "atelier_strategies_template")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
