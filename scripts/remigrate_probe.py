@@ -277,10 +277,11 @@ def sqlite_stats(conn, fk=True, count=True):
             "tables": counts, "sequences": sequences, "objects": schema_facts.objects(schema_facts.sqlite_schema(conn))}
 
 
-def pg_content_in_sessions(connection, cursor, upto, label, snapshot=None):
+def pg_content_in_sessions(connection, cursor, upto, label, snapshot=None, algorithm=None):
     """The content digests of every table, read by several sessions at once that all see one
     snapshot (the one given, else this transaction's, exported): each table's digest is its
-    own, so the tables are shared out, biggest first, and the results put together."""
+    own, so the tables are shared out, biggest first, and the results put together. The server
+    may read one big table with parallel workers too."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -288,8 +289,8 @@ def pg_content_in_sessions(connection, cursor, upto, label, snapshot=None):
     jobs = min(4, os.cpu_count() or 1, len(tables))
     progress = reading(label)
     if jobs < 2:
-        return schema_facts.pg_content(cursor, upto=upto, progress=progress)
-    cursor.execute("SELECT " + ", ".join("pg_relation_size(%s::regclass)" for _ in tables), [q for q, _c, _p in tables.values()])
+        return schema_facts.pg_content(cursor, upto=upto, progress=progress, algorithm=algorithm)
+    cursor.execute("SELECT " + ", ".join("pg_relation_size(%s::regclass)" for _ in tables), [q for q, *_rest in tables.values()])
     sizes = dict(zip(tables, cursor.fetchone()))
     if not snapshot:
         cursor.execute("SELECT pg_export_snapshot()")
@@ -310,7 +311,7 @@ def pg_content_in_sessions(connection, cursor, upto, label, snapshot=None):
             cur = conn.cursor()
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cur.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
-            out = schema_facts.pg_content(cur, tables=set(keys), upto=upto, progress=tell)
+            out = schema_facts.pg_content(cur, tables=set(keys), upto=upto, progress=tell, algorithm=algorithm)
             cur.execute("COMMIT")
             return out
         finally:
@@ -347,14 +348,22 @@ def content_options(args):
     return True, (json.loads(args[1]) if len(args) > 1 else None)
 
 
+def take_option(args, name):
+    """The value after `name` in `args` (both taken out), or None."""
+    if name not in args:
+        return None
+    at = args.index(name)
+    value = args[at + 1]
+    del args[at:at + 2]
+    return value
+
+
 def cmd_stats(opts):
     """Exact row counts, sequences and properties of the project's live database; with
     `content`, a digest of every table's rows too."""
-    args, snapshot = list(opts.args), None
-    if "snapshot" in args:  # read the snapshot another session exported (the one pg_dump reads)
-        at = args.index("snapshot")
-        snapshot = args[at + 1]
-        del args[at:at + 2]
+    args = list(opts.args)
+    snapshot = take_option(args, "snapshot")  # read the snapshot another session exported (the one pg_dump reads)
+    algorithm = take_option(args, "digest")  # a bundle's content digest (default: the best this server has)
     content, upto = content_options(args)
     setup_django(opts.settings)
     from django.db import connection
@@ -370,7 +379,9 @@ def cmd_stats(opts):
                 cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
             stats = pg_stats(cursor, count=not content)
             if content:
-                stats["content"] = pg_content_in_sessions(connection, cursor, upto, "reading every row", snapshot)
+                algorithm = algorithm or schema_facts.pg_digest_algorithm(cursor)
+                stats["content"] = pg_content_in_sessions(connection, cursor, upto, "reading every row", snapshot, algorithm)
+                stats["content_digest"] = algorithm
                 def count(quoted):
                     cursor.execute(f"SELECT count(*) FROM {quoted}")
                     return cursor.fetchone()[0]
@@ -410,6 +421,7 @@ def file_stats(path, check=False, content=False, upto=None, fk=True):
         stats["applied_migrations"] = applied_migrations(conn.cursor(), sqlite_quote)
         if content:
             stats["content"] = schema_facts.sqlite_content(conn, upto=upto, progress=reading("reading every row", "tables"))
+            stats["content_digest"] = schema_facts.MD5_REPR
             stats["quoted"] = {t: sqlite_quote(t) for t in stats["tables"]}
             counts_from_content(stats, upto, lambda q: conn.execute(f"SELECT count(*) FROM {q}").fetchone()[0])
         return stats
@@ -1083,7 +1095,9 @@ def cmd_pg_close(opts):
     server since the backup's snapshot (SNAPSHOT, see no_commit_since), else by every table's
     content (EXPECTED: the backup's digests). On any failure it is opened again and nothing
     else changed."""
-    expected_path, end_sessions, wait_seconds, *proofs = opts.args
+    args = list(opts.args)
+    algorithm = take_option(args, "digest") or schema_facts.MD5_TEXT  # the backup's content digest
+    expected_path, end_sessions, wait_seconds, *proofs = args
     snapshot = proofs[:1]
     counters = json.loads(Path(proofs[1]).read_text(encoding="utf-8")) if len(proofs) > 1 else None
 
@@ -1132,7 +1146,8 @@ def cmd_pg_close(opts):
             cursor.execute(schema_facts.WRITE_COUNTERS_SQL)
             if no_write_since(counters, cursor.fetchone()[0]):
                 return {"closed": name, "checked": "the server's write counters of every table are unchanged"}
-            changed = content_changes(expected, schema_facts.pg_content(cursor, progress=reading("checking nothing was written")))
+            changed = content_changes(expected, schema_facts.pg_content(cursor, progress=reading("checking nothing was written"),
+                                                                        algorithm=algorithm))
             if changed:
                 raise ProbeError(f"{WRITES}the application changed {', '.join(changed[:5])} in {name} after the backup; "
                                  "nothing was dropped, the database keeps those rows; stop the application's writers "

@@ -53,9 +53,12 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=
         archive = project.probe("archive-migrations", posixpath.join(partial, B.MIGRATIONS_ARCHIVE), *dirs,
                                 what="archiving the migration files")
         names = [engine.dump_file, B.MIGRATIONS_ARCHIVE] if with_dump else [B.MIGRATIONS_ARCHIVE]
-        files = _files(project, partial, names)
-        if with_dump:
-            dump.update(engine.verify_dump(posixpath.join(partial, engine.dump_file)))
+        files = {}
+        if with_dump:  # the full read of the dump and the checksums at the same time
+            dump.update(engine.verify_dump(posixpath.join(partial, engine.dump_file),
+                                           meanwhile=lambda: files.update(_files(project, partial, names))))
+        else:
+            files = _files(project, partial, names)
         settings = project.settings
         manifest = B.build_manifest(
             name=name, kind=kind, engine=engine.name, db=db, stats=stats,
@@ -188,7 +191,7 @@ def restore_bundle(project, engine, manifest, path, yes, safety_backup_dir=None)
         current = engine.stats()
     step(f"Restoring {db.name} from {manifest['name']}")
     engine.restore(dump, manifest, current)
-    after = engine.stats(content=True)
+    after = engine.stats(content=True, digest=B.content_digest(manifest))
     rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
     if not clean:
         say(table(("table", "in bundle", "now", "status"), [r for r in rows if r[3] != "ok"]))

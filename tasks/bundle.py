@@ -75,6 +75,15 @@ def manifest_checksum(manifest):
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def content_digest(manifest):
+    """How the bundle's content digests were made: as recorded, else (a bundle of a version that
+    had one way per engine) that way."""
+    saved = manifest["database"]
+    if saved.get("content_digest"):
+        return saved["content_digest"]
+    return "md5-repr" if manifest.get("engine") == "sqlite" else "md5-text"
+
+
 def seal(manifest):
     return {**manifest, "checksum": manifest_checksum(manifest)}
 
@@ -128,6 +137,7 @@ def build_manifest(*, name, kind, engine, db, stats, dump, files, archive, proje
             "tables": stats.get("tables", {}),
             "sequences": stats.get("sequences", []),
             "content": stats.get("content", {}),
+            "content_digest": stats.get("content_digest"),
             "objects": stats.get("objects", []),
             "grants": stats.get("grants", []),
         },

@@ -13,6 +13,7 @@ import time
 
 from psycopg import sql
 
+from tasks import bundle as B
 from tasks.console import PROGRESS, RemigrateError, say
 from tasks.faults import inject_fault
 from tasks.target import CommandFailed, command_line, group, parallel, pipeline
@@ -418,8 +419,10 @@ def keep_live(call):
         raise
 
 
-def content_args(content, upto):
-    return (["content", json.dumps(upto or {})] if content else [])
+def content_args(content, upto, digest=None):
+    """The probe's arguments for a stats call: with `content`, every table's digest, made the
+    way `digest` says (a bundle's; default: the best the server has)."""
+    return (["content", json.dumps(upto or {}), *(["digest", digest] if digest else [])] if content else [])
 
 
 class Engine:
@@ -498,11 +501,12 @@ class Postgres(Engine):
                                  f"{self.versions['pg_restore'][0]} here; install a newer postgresql-client")
         return {"server_version_num": major * 10000 + minor}
 
-    def stats(self, content=False, upto=None, db_name=None, fk_check=True):
+    def stats(self, content=False, upto=None, db_name=None, fk_check=True, digest=None):
         """Row counts, sequences, objects; with content, a digest of every table's rows (`upto`:
-        table -> highest key to include); of the database built beside when `db_name` names it.
-        (The server enforces foreign keys: there is nothing for `fk_check` to count.)"""
-        return self.project.probe("stats", *content_args(content, upto), what="counting rows", db_name=db_name)
+        table -> highest key to include; `digest`: a bundle's way of making them); of the database
+        built beside when `db_name` names it. (The server enforces foreign keys: there is nothing
+        for `fk_check` to count.)"""
+        return self.project.probe("stats", *content_args(content, upto, digest), what="counting rows", db_name=db_name)
 
     def size_estimate(self, stats):
         return int(stats["properties"]["size_bytes"])
@@ -539,10 +543,17 @@ class Postgres(Engine):
                 "compress": self.project.options.compress, "xids": xids,
                 "write_counters": json.loads(counters) if counters.startswith("{") else None, "stats": stats}
 
-    def verify_dump(self, path):
-        """A full read of the archive: `pg_restore -l` alone accepts a truncated one."""
+    def verify_dump(self, path, meanwhile=lambda: None):
+        """A full read of the archive (`pg_restore -l` alone accepts a truncated one), while
+        `meanwhile` runs (the checksums: both read the file just written, on two cores)."""
         listing = self.target.run(["pg_restore", "--list", path], what="reading the backup's table of contents").stdout
-        self.target.run(["pg_restore", "--file=/dev/null", path], what="reading the whole backup")
+        reading = self.target.hold(["pg_restore", "--file=/dev/null", path])
+        try:
+            meanwhile()
+        finally:
+            read = reading.release()
+        if read.exited != 0:
+            raise CommandFailed("reading the whole backup", read)
         match = re.search(r"Dumped by pg_dump version: (\d+)\.(\d+)", listing)
         return {"dumped_by": [int(match.group(1)), int(match.group(2))] if match else None,
                 "entries": sum(1 for ln in listing.splitlines() if ln and not ln.startswith(";"))}
@@ -649,7 +660,8 @@ class Postgres(Engine):
         self.target.write_private(expected, json.dumps(manifest["database"]["content"]), replace=True)
         counters = posixpath.join(self.project.workdir, "write-counters.json")
         self.target.write_private(counters, json.dumps(manifest["dump"].get("write_counters")), replace=True)
-        closed = keep_live(lambda: self.project.probe("pg-close", expected, "1" if sessions.get("end") else "0",
+        closed = keep_live(lambda: self.project.probe("pg-close", "digest", B.content_digest(manifest), expected,
+                                                      "1" if sessions.get("end") else "0",
                                                       str(sessions.get("wait", 30)), manifest["dump"].get("xids", ""),
                                                       counters, what="closing the database"))
         say(f"    nothing written since the backup: {closed['checked']}")
@@ -909,9 +921,9 @@ class Sqlite(Engine):
             raise RemigrateError(f"SQLite database {self.db.name} does not exist on {self.target.name}; check DB_PATH or DATABASE_URL")
         return {}
 
-    def stats(self, content=False, upto=None, db_name=None, fk_check=True):
+    def stats(self, content=False, upto=None, db_name=None, fk_check=True, digest=None):
         """As PostgreSQL's; `fk_check` counts broken references (a read of every referencing
-        table, skipped where a step just proved there are none)."""
+        table, skipped where a step just proved there are none). SQLite has one `digest`."""
         return self.project.probe("file-stats", db_name or self.db.name, *content_args(content, upto),
                                   *([] if fk_check else ["no-fk-check"]), what="reading the SQLite database")
 
@@ -925,7 +937,8 @@ class Sqlite(Engine):
         return {"tool": "sqlite3 backup API", "tool_version": copy["server_version"], "live_mark": copy.pop("live_mark"),
                 "stats": copy}
 
-    def verify_dump(self, path):
+    def verify_dump(self, path, meanwhile=lambda: None):
+        meanwhile()  # one probe at a time
         stats = self.project.probe("sqlite-verify", path, what="checking the SQLite backup")
         return {"integrity_check": "ok", "tables": len(stats["tables"])}
 

@@ -281,7 +281,7 @@ def verify(project, engine, manifest, plan, db_name=None):
     # the database built beside was just loaded with its references checked (SQLite's
     # foreign_key_check, PostgreSQL's foreign keys added back): no second count there
     after = engine.stats(content=True, upto=B.grown_limits(saved.get("content", {}), MAY_GROW), db_name=db_name,
-                         fk_check=db_name is None)
+                         fk_check=db_name is None, digest=B.content_digest(manifest))
     before = {t: n for t, n in saved["tables"].items() if t != "django_migrations"}
     now = {t: n for t, n in after["tables"].items() if t != "django_migrations"}
     rows, clean = B.compare_counts(before, now, expected_missing=plan.skip, expected_new=set(now) - set(before),
@@ -375,7 +375,7 @@ def rollback(project, engine, manifest, bundle_path, database=True, journal=None
             say(f"    the new one, with whatever the application wrote to it since the swap, is kept as "
                 f"{journal['rejected']} (`inv cleanup` removes it)")
         return
-    after = engine.stats(content=True)
+    after = engine.stats(content=True, digest=B.content_digest(manifest))
     rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
     if not clean or B.compare_content(manifest["database"].get("content", {}), after["content"]):
         raise RemigrateError(f"after the rollback the rows differ from bundle {manifest['name']}; "

@@ -1,0 +1,139 @@
+"""The content digests that prove a reload kept every value, on a real PostgreSQL server: each
+change of one value changes its table's digest, nothing else does (row order, column order,
+session settings, a widened key), and bundles of earlier versions are still checked their way."""
+import json
+
+import pytest
+
+from conftest import run_inv
+from tasks import bundle as B
+from tasks.bundle import MANIFEST
+from tasks.engines import S  # scripts/remigrate_schema, as the tool loads it
+
+COLUMNS = {  # column: (type, a value, another value)
+    "i": ("integer", "1", "2"),
+    "b": ("bigint", "9000000000", "9000000001"),
+    "t": ("text", "'café'", "'cafe'"),
+    "v": ("varchar(20)", "'Ab'", "'ab'"),
+    "c": ("char(5)", "'x'", "'y'"),
+    "flag": ("boolean", "true", "false"),
+    "price": ("numeric(10,2)", "1.50", "1.51"),
+    "f": ("double precision", "0.1", "0.1000001"),
+    "d": ("date", "'2024-02-29'", "'2024-03-01'"),
+    "ts": ("timestamptz", "'2024-01-01 10:00+00'", "'2024-01-01 10:00:00.000001+00'"),
+    "doc": ("jsonb", "'{\"a\": 1}'", "'{\"a\": 2}'"),
+    "raw": ("json", "'{\"a\": 1}'", "'{\"a\":1}'"),  # no hash of its own: hashed as its text, spaces count
+    "u": ("uuid", "'00000000-0000-0000-0000-000000000001'", "'00000000-0000-0000-0000-000000000002'"),
+    "blob": ("bytea", "'\\x00ff'", "'\\x00fe'"),
+    "span": ("interval", "'1 day'", "'24 hours'"),  # equal as intervals, not the same value
+    "tags": ("integer[]", "'{1,2}'", "'{2,1}'"),
+    "ip": ("inet", "'10.0.0.1'", "'10.0.0.2'"),
+    "mood": ("mood", "'ok'", "'sad'"),
+    "at": ("timestamptz[]", "'{\"2024-01-01 10:00+00\"}'", "'{\"2024-01-01 11:00+00\"}'"),
+}
+
+
+@pytest.fixture
+def cur(pg_db):
+    conn = pg_db.connect()
+    cursor = conn.cursor()
+    cursor.execute("CREATE TYPE mood AS ENUM ('ok', 'sad')")
+    cols = ", ".join(f"{name} {kind}" for name, (kind, _a, _b) in COLUMNS.items())
+    cursor.execute(f"CREATE TABLE wide (id bigint PRIMARY KEY, {cols})")
+    for row_id in (1, 2, 3):
+        values = ", ".join(a for _kind, a, _b in COLUMNS.values())
+        cursor.execute(f"INSERT INTO wide VALUES ({row_id}, {values})")
+    cursor.execute("UPDATE wide SET i = id * 10, t = t || id")  # rows that differ from each other
+    cursor.execute("CREATE TEMP TABLE orig AS SELECT * FROM wide")
+    yield cursor
+    conn.close()
+
+
+def inv_ok(*args, env=None):
+    out = run_inv(*args, env=env)
+    assert out.returncode == 0, f"stdout:\n{out.stdout}\nstderr:\n{out.stderr}"
+    return out
+
+
+def digest(cursor, table="wide", algorithm=S.HASH_RECORD):
+    return S.pg_content(cursor, tables={table}, algorithm=algorithm)[table]
+
+
+def test_the_server_chooses_the_record_hash_and_a_change_of_any_one_value_changes_the_digest(cur):
+    assert S.pg_digest_algorithm(cur) == S.HASH_RECORD  # PostgreSQL 15 here
+    first = digest(cur)
+    assert first["rows"] == 3 and first["max_pk"] == 3
+    for name, (_kind, _a, b) in COLUMNS.items():
+        put_back = f"UPDATE wide w SET {name} = o.{name} FROM orig o WHERE o.id = w.id"
+        cur.execute(f"UPDATE wide SET {name} = {b} WHERE id = 2")
+        assert digest(cur)["digest"] != first["digest"], name
+        cur.execute(put_back)
+        assert digest(cur) == first, name
+        cur.execute(f"UPDATE wide SET {name} = NULL WHERE id = 3")
+        assert digest(cur)["digest"] != first["digest"], f"{name} set to NULL"
+        cur.execute(put_back)
+    # two rows that trade values of one column: every value is still there, the rows are not the same
+    for column, traded in (("t", "CASE id WHEN 1 THEN 'café2' ELSE 'café1' END"), ("i", "CASE id WHEN 1 THEN 20 ELSE 10 END")):
+        cur.execute(f"UPDATE wide SET {column} = {traded} WHERE id IN (1, 2)")
+        assert digest(cur)["digest"] != first["digest"], column
+        cur.execute(f"UPDATE wide w SET {column} = o.{column} FROM orig o WHERE o.id = w.id")
+    assert digest(cur) == first
+
+
+def test_the_digest_is_the_same_whatever_the_row_order_column_order_and_session_settings(cur):
+    first = digest(cur)
+    cols = list(COLUMNS)
+    cur.execute(f"CREATE TABLE other AS SELECT {', '.join(reversed(cols))}, id FROM wide ORDER BY id DESC")
+    cur.execute("ALTER TABLE other ADD PRIMARY KEY (id)")
+    assert digest(cur, "other") == first
+    legacy = digest(cur, algorithm=S.MD5_TEXT)
+    cur.execute("SET TimeZone = 'Asia/Kathmandu'; SET DateStyle = 'SQL, DMY'; SET IntervalStyle = 'sql_standard';"
+                " SET extra_float_digits = 0; SET bytea_output = 'escape'")
+    assert digest(cur) == first
+    cur.execute("SELECT current_setting('TimeZone'), current_setting('bytea_output')")
+    assert cur.fetchone() == ("Asia/Kathmandu", "escape")  # the session's own settings given back
+    assert digest(cur, algorithm=S.MD5_TEXT) != legacy  # the old digest did depend on them
+
+
+def test_a_key_widened_by_the_new_history_keeps_its_digest(cur):
+    """5 in an integer column equals 5 in a bigint one (a new history may say BigAutoField)."""
+    cur.execute("CREATE TABLE narrow (id integer PRIMARY KEY, parent smallint, note varchar(10))")
+    cur.execute("CREATE TABLE widened (id bigint PRIMARY KEY, parent integer, note text)")
+    for table in ("narrow", "widened"):
+        cur.execute(f"INSERT INTO {table} SELECT g, g % 7, 'n' || g FROM generate_series(1, 500) g")
+    assert digest(cur, "narrow") == digest(cur, "widened")
+
+
+def test_the_old_digest_is_the_md5_of_each_rows_text_as_earlier_versions_made_it(cur):
+    cur.execute("SELECT count(*), sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric)::text,"
+                " sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric)::text"
+                f" FROM (SELECT md5(ROW({', '.join(sorted(['id', *COLUMNS]))})::text) AS h FROM wide) r")
+    count, high, low = cur.fetchone()
+    want = ((int(high) % (1 << 64)) << 64 | (int(low) % (1 << 64)))
+    assert digest(cur, algorithm=S.MD5_TEXT) == {"rows": count, "digest": f"{want:032x}", "pk": ["id"], "max_pk": 3}
+    assert B.content_digest({"engine": "postgresql", "database": {}}) == S.MD5_TEXT
+    assert B.content_digest({"engine": "sqlite", "database": {}}) == S.MD5_REPR
+    with pytest.raises(ValueError):
+        digest(cur, algorithm="sha1-of-nothing")
+
+
+def test_a_bundle_of_an_earlier_version_is_restored_and_checked_with_its_own_digests(pg_project, tmp_path):
+    """Its manifest has md5-of-text digests and no content_digest: the restore checks the rows
+    that way, and a row changed behind the bundle's back is still found."""
+    project, env, db = pg_project
+    inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), env=env)
+    (bundle,) = [p for p in (tmp_path / "b").iterdir() if p.is_dir()]
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    assert manifest["database"]["content_digest"] == S.HASH_RECORD
+    with db.connect() as conn:
+        old = S.pg_content(conn.cursor(), algorithm=S.MD5_TEXT)
+    assert {t: c["rows"] for t, c in old.items()} == {t: c["rows"] for t, c in manifest["database"]["content"].items()}
+    manifest["database"]["content"] = old
+    del manifest["database"]["content_digest"]
+    (bundle / MANIFEST).write_text(json.dumps(B.seal(manifest), indent=2, sort_keys=True))
+    with db.connect() as conn:
+        conn.execute("UPDATE writer_content SET title = title || '!' WHERE id = (SELECT min(id) FROM writer_content)")
+    out = inv_ok("restore", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), "--yes", env=env)
+    assert "content matches" in out.stdout
+    with db.connect() as conn:
+        assert S.pg_content(conn.cursor(), algorithm=S.MD5_TEXT) == old
