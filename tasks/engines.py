@@ -14,7 +14,7 @@ import time
 from psycopg import sql
 
 from tasks import bundle as B
-from tasks.console import PROGRESS, RemigrateError, say
+from tasks.console import PROGRESS, RemigrateError, Timer, say
 from tasks.faults import inject_fault
 from tasks.target import CommandFailed, command_line, group, parallel, pipeline
 
@@ -267,7 +267,9 @@ def keys_query(tables):
     """JSON of what makes loading slow on the `tables` ((schema, name) pairs): their primary
     keys, unique and exclusion constraints and other indexes, and every foreign key on them or
     pointing at them, each with the statements that make it again as it was (with its comment,
-    CLUSTER mark and REPLICA IDENTITY)."""
+    CLUSTER mark and REPLICA IDENTITY). A foreign key of an ordinary table also comes as two
+    statements that do the same in two steps: added unchecked (NOT VALID), then validated,
+    which another session may do for another table at the same time."""
     wanted = sql.Literal(json.dumps([list(t) for t in tables])).as_string(None)
     return f"""WITH wanted AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  JOIN json_array_elements({wanted}::json) w ON w->>0 = n.nspname AND w->>1 = c.relname
@@ -279,7 +281,14 @@ cons AS (SELECT con.contype, con.conname, con.conindid, format('%I.%I', n.nspnam
                 || coalesce(format(' COMMENT ON CONSTRAINT %I ON %I.%I IS ', con.conname, n.nspname, c.relname)
                             || quote_literal(obj_description(con.oid, 'pg_constraint')) || ';', '')
                 || CASE WHEN con.contype <> 'f' THEN {after_index("n.nspname", "c.relname", "con.conindid")} ELSE '' END AS make,
-                format('ALTER TABLE ONLY %I.%I DROP CONSTRAINT %I;', n.nspname, c.relname, con.conname) AS drop
+                format('ALTER TABLE ONLY %I.%I DROP CONSTRAINT %I;', n.nspname, c.relname, con.conname) AS drop,
+                CASE WHEN con.contype = 'f' AND c.relkind = 'r' THEN
+                  format('ALTER TABLE ONLY %I.%I ADD CONSTRAINT %I %s NOT VALID;', n.nspname, c.relname, con.conname,
+                         pg_get_constraintdef(con.oid))
+                  || coalesce(format(' COMMENT ON CONSTRAINT %I ON %I.%I IS ', con.conname, n.nspname, c.relname)
+                              || quote_literal(obj_description(con.oid, 'pg_constraint')) || ';', '') END AS unchecked,
+                CASE WHEN con.contype = 'f' AND c.relkind = 'r' THEN
+                  format('ALTER TABLE %I.%I VALIDATE CONSTRAINT %I;', n.nspname, c.relname, con.conname) END AS validate
            FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE con.conislocal AND (con.contype = 'f' AND (con.conrelid IN (SELECT oid FROM wanted)
                                                           OR con.confrelid IN (SELECT oid FROM wanted))
@@ -297,7 +306,8 @@ idx AS (SELECT format('%I.%I', n.nspname, c.relname) AS tbl, ci.relname,
          WHERE i.indrelid IN (SELECT oid FROM wanted) AND NOT EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conindid = i.indexrelid)
            AND NOT {seen_by_views("pg_class", "i.indexrelid")})
 SELECT json_build_object(
-  'foreign_keys', (SELECT coalesce(json_agg(json_build_array(tbl, make, drop) ORDER BY tbl, conname), '[]') FROM cons WHERE contype = 'f'),
+  'foreign_keys', (SELECT coalesce(json_agg(json_build_array(tbl, make, drop, unchecked, validate) ORDER BY tbl, conname), '[]')
+                   FROM cons WHERE contype = 'f'),
   'keys', (SELECT coalesce(json_agg(json_build_array(tbl, make, drop) ORDER BY tbl, conname), '[]') FROM cons WHERE contype <> 'f'),
   'indexes', (SELECT coalesce(json_agg(json_build_array(tbl, make, drop) ORDER BY tbl, relname), '[]') FROM idx))"""
 
@@ -309,11 +319,12 @@ def table_sizes_query():
 
 
 def share_out(keys, sizes, jobs):
-    """The statements that build keys and indexes, in `jobs` groups of about the same work: a
-    table's statements stay together (one session per table: no waiting on each other's locks),
-    the biggest tables first, each to the group with the least work so far."""
+    """Statements on tables ((table, statement, ...) entries: building keys and indexes, checking
+    foreign keys, analyzing), in `jobs` groups of about the same work: a table's statements stay
+    together (one session per table: no waiting on each other's locks), the biggest tables
+    first, each to the group with the least work so far."""
     by_table = {}
-    for tbl, make, _drop in keys:
+    for tbl, make, *_rest in keys:
         by_table.setdefault(tbl, []).append(make)
     groups = S.share_out({tbl: sizes.get(tbl, 0) for tbl in by_table}, jobs)
     return [[make for tbl in group for make in by_table[tbl]] for group in groups]
@@ -490,7 +501,7 @@ class Postgres(Engine):
             self.versions["server"] = (server // 10000, server % 10000)
         major, minor = self.versions["server"]
         compress = self.project.options.compress
-        if not compress.isdigit() and self.versions["pg_dump"][0] < 16:
+        if not compress.isdigit() and compress != "auto" and self.versions["pg_dump"][0] < 16:
             raise RemigrateError(f"--compress {compress}: pg_dump {self.versions['pg_dump'][0]} takes only a level 0-9 "
                                  "(methods need pg_dump 16 or newer); nothing was changed")
         if self.versions["pg_dump"][0] < major:
@@ -511,8 +522,8 @@ class Postgres(Engine):
     def size_estimate(self, stats):
         return int(stats["properties"]["size_bytes"])
 
-    def dump(self, path):
-        """pg_dump and the content digests of the manifest at the same time, from one snapshot that
+    def dump(self, path, compress="1"):
+        """pg_dump (`compress`: its --compress) and the content digests of the manifest at the same time, from one snapshot that
         a session exports and holds meanwhile: the digests describe exactly the rows in the dump,
         and the database is read once for each instead of digests before and after."""
         # The write counters are read before the snapshot is taken: a write that commits after it is
@@ -528,7 +539,7 @@ class Postgres(Engine):
             if not re.fullmatch(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?", snapshot):
                 raise RemigrateError("could not export a snapshot for the backup: "
                                      + explain_pg_error(holder.release().stderr, self.db))
-            dumping = self.target.hold(["pg_dump", "--format=custom", f"--compress={self.project.options.compress}",
+            dumping = self.target.hold(["pg_dump", "--format=custom", f"--compress={compress}",
                                         f"--snapshot={snapshot}", f"--file={path}", *pg_conn_args(self.db)], env=self.env())
             try:
                 stats = self.project.probe("stats", *content_args(True, None), "snapshot", snapshot,
@@ -540,7 +551,7 @@ class Postgres(Engine):
         finally:
             holder.release()
         return {"tool": "pg_dump", "tool_version": list(self.versions.get("pg_dump") or self.tool_version("pg_dump")),
-                "compress": self.project.options.compress, "xids": xids,
+                "compress": compress, "xids": xids,
                 "write_counters": json.loads(counters) if counters.startswith("{") else None, "stats": stats}
 
     def verify_dump(self, path, meanwhile=lambda: None):
@@ -829,26 +840,39 @@ class Postgres(Engine):
         listing = self.target.run(["pg_restore", "--list", dump], what="reading the backup's table of contents").stdout
         parts = json.loads(self.psql(keys_query([(s, n) for s, n, _ in keep]), dbname=self.beside,
                                      what="reading the new schema's keys and indexes"))
-        out_of_the_way = [drop for kind in ("foreign_keys", "keys", "indexes") for _tbl, _make, drop in parts[kind]]
+        out_of_the_way = [entry[2] for kind in ("foreign_keys", "keys", "indexes") for entry in parts[kind]]
         self.run_sql([[LOAD_PRE_SQL, *out_of_the_way]], "load-pre", "preparing the new schema")
         work = self.project.workdir
         toc = filter_toc(listing, keep)
         self.target.write_private(posixpath.join(work, "load-toc"), toc)
         jobs = self.jobs()
+        took, timer = [], Timer()
         restore = ["pg_restore", "--data-only", "--verbose", f"--jobs={jobs}", f"--use-list={posixpath.join(work, 'load-toc')}",
                    *pg_conn_args(self.db, self.beside), dump]
         self.target.watched(command_line(restore, env=self.env()), what="loading the data into the new schema",
                             on_line=counter("loading the rows", len(toc.splitlines()), "tables",
                                             lambda line: "processing data for table" in line))
+        took.append(f"rows {timer}")
+        timer = Timer()
         sizes = json.loads(self.psql(table_sizes_query(), dbname=self.beside, what="measuring the loaded tables"))
         keys = parts["keys"] + parts["indexes"]
         self.run_sql(share_out(keys, sizes, jobs), "load-keys", "building keys and indexes",
                      progress=("building keys and indexes", len(keys), "indexes"))
-        post = ([make for _t, make, _d in parts["foreign_keys"]]
+        took.append(f"{len(keys)} keys and indexes {timer}")
+        timer = Timer()
+        fks = parts["foreign_keys"]
+        post = ([unchecked or make for _t, make, _d, unchecked, _v in fks]
                 + [load_post_sql({(s["table"], s["column"]): s["high_water"] for s in manifest["database"]["sequences"]}),
-                   grant_sql(manifest["database"].get("grants", [])), "ANALYZE;"])
-        self.run_sql([post], "load-post", "adding the foreign keys back (each checked once)",
-                     progress=("adding foreign keys (one check each) and analyzing", len(post), "steps"))
+                   grant_sql(manifest["database"].get("grants", []))])
+        self.run_sql([post], "load-post", "adding the foreign keys back")
+        # each foreign key checked with one query, and every table analyzed: a table's in one
+        # session (no session waits for another's lock), the tables shared out by size
+        checks = [(tbl, validate) for tbl, _m, _d, _u, validate in fks if validate]
+        checks += [(tbl, f"ANALYZE {tbl};") for tbl in sorted(sizes)]
+        self.run_sql(share_out(checks, sizes, jobs), "load-check", "checking the foreign keys and analyzing",
+                     progress=("checking foreign keys (one query each) and analyzing", len(checks), "steps"))
+        took.append(f"{len(fks)} foreign keys checked and statistics {timer}")
+        say(f"    loaded by {jobs} sessions: {', '.join(took)}")
         again = json.loads(self.psql(keys_query([(s, n) for s, n, _ in keep]), dbname=self.beside,
                                      what="reading the new schema's keys and indexes"))
         if again != parts:
@@ -931,7 +955,8 @@ class Sqlite(Engine):
         props = stats["properties"]
         return int(props.get("page_count", 0)) * int(props.get("page_size", 4096))
 
-    def dump(self, path):
+    def dump(self, path, compress=None):
+        """A page copy (`compress` is PostgreSQL's)."""
         # The online backup API: a `cp` of a live WAL database can lose committed rows.
         copy = self.project.probe("sqlite-backup", self.db.name, path, what="SQLite online backup")
         return {"tool": "sqlite3 backup API", "tool_version": copy["server_version"], "live_mark": copy.pop("live_mark"),

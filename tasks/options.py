@@ -11,7 +11,7 @@ DEFAULTS = {
     "settings": "",  # Django settings module; "" reads manage.py
     "env_file": ".env",  # relative to project_dir; loaded without overriding the environment
     "backup_dir": "",  # "" is <project_dir>/.remigrate/backups
-    "compress": "1",  # pg_dump's compression of backups: fast, still about 4x smaller than the data
+    "compress": "auto",  # pg_dump's compression of backups: none when there is room (fastest), else 1
     "jobs": "",  # sessions that load at once; "" is the number of cores
     "strategy": "rebuild",  # how a reset puts the new history in place: rebuild, swap or fake
 }
@@ -26,7 +26,8 @@ HELP = {
     "env_file": "env file loaded for the project (the environment wins over it); default: .env in the project folder",
     "backup_dir": "folder of the backup bundles; default: <project-dir>/.remigrate/backups",
     "compress": "PostgreSQL backups: pg_dump --compress value (0-9, or gzip:N / lz4 / zstd where pg_dump supports "
-                "them); default: config remigrate.compress or 1 (fast)",
+                "them); default: config remigrate.compress or auto (none when the backup folder has room for twice "
+                "the database: 2-3x faster; else 1)",
     "jobs": "PostgreSQL: sessions that load the data and build the indexes at once; default: config remigrate.jobs "
             "or the number of cores (at most 8); never more than the server has connections free",
     "strategy": "how the reset puts the new history in place: rebuild (default: the database is closed while it is "
@@ -47,7 +48,7 @@ class Options:
     settings: str
     env_file: str
     backup_dir: str
-    compress: str = "1"
+    compress: str = "auto"
     jobs: str = ""
     strategy: str = "rebuild"
 
@@ -65,8 +66,9 @@ def resolve(config_section, host=None, **flags) -> Options:
         flag = flags.get(key)
         value = flag if flag is not None else section[key]
         values[key] = "" if value is None else str(value)
-    if not re.fullmatch(r"[0-9]|(none|gzip|lz4|zstd)(:\d+)?", values["compress"]):
-        raise ValueError(f"--compress {values['compress']}: give a level 0-9 (or gzip:N, lz4, zstd where pg_dump supports them)")
+    if not re.fullmatch(r"auto|[0-9]|(none|gzip|lz4|zstd)(:\d+)?", values["compress"]):
+        raise ValueError(f"--compress {values['compress']}: give auto, a level 0-9 (or gzip:N, lz4, zstd where pg_dump "
+                         "supports them)")
     if values["jobs"] and not (values["jobs"].isdigit() and int(values["jobs"]) > 0):
         raise ValueError(f"--jobs {values['jobs']}: give a number of sessions, 1 or more")
     if values["strategy"] not in STRATEGIES:

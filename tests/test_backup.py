@@ -2,10 +2,12 @@
 import json
 import sqlite3
 import stat
+import subprocess
 from pathlib import Path
 
 from conftest import pg_rows, run_inv
 
+from tasks.backup import choose_compression
 from tasks.bundle import MANIFEST
 
 
@@ -100,6 +102,28 @@ def test_bundle_holds_manifest_dump_and_migrations_readable_by_owner_only(pg_pro
     assert "igny8_core/business/site_building/migrations/0003_workflow_and_taxonomies.py" in manifest["migrations_archive"]["files"]
     assert "igny8_core/modules/system/migrations/default_settings.csv" in manifest["migrations_archive"]["files"]
     assert set(manifest["files"]) == {"db.dump", "migrations.tar.gz"}
+    # the folder has room: not compressed (pg_dump's deflate is most of its time), and said so
+    assert manifest["dump"]["compress"] == "0" and manifest["database"]["content_digest"] == "hash-record"
+    listing = subprocess.run(["pg_restore", "--list", str(bundle / "db.dump")], capture_output=True, text=True).stdout
+    assert "Compression: 0" in listing
+
+
+def test_compression_is_chosen_by_the_room_in_the_backup_folder():
+    gib = 1 << 30
+    assert choose_compression("auto", 10 * gib, 4 * gib)[0] == "0"
+    level, why = choose_compression("auto", 7 * gib, 4 * gib)
+    assert level == "1" and "7.0 GiB free" in why
+    assert choose_compression("zstd:3", 1, 4 * gib)[0] == "zstd:3"  # asked for: never overruled
+
+
+def test_a_compressed_backup_is_asked_for_by_flag(pg_project, tmp_path):
+    project, env, db = pg_project
+    out = inv_ok("backup", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), "--compress", "1", env=env)
+    assert "--compress 1" in out.stdout
+    bundle = only_bundle(tmp_path / "b")
+    assert json.loads((bundle / MANIFEST).read_text())["dump"]["compress"] == "1"
+    listing = subprocess.run(["pg_restore", "--list", str(bundle / "db.dump")], capture_output=True, text=True).stdout
+    assert "Compression: 1" in listing
 
 
 def test_backups_lists_bundles_and_names_never_collide(sqlite_project, tmp_path):

@@ -41,7 +41,7 @@ def test_hosts_of_a_fab_run_are_read_in_order_and_the_unreached_ones_named():
 
 
 def test_compression_and_jobs_are_checked_before_anything_runs():
-    assert resolve({}).compress == "1" and resolve({}).jobs == ""
+    assert resolve({}).compress == "auto" and resolve({}).jobs == ""
     assert resolve({"compress": "zstd:3"}, jobs="4").compress == "zstd:3"
     for bad in ({"compress": "fast"}, {"compress": "12"}, {"jobs": "0"}, {"jobs": "two"}):
         with pytest.raises(ValueError):
