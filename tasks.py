@@ -12,6 +12,7 @@ from invoke import Collection  # noqa: E402
 
 from tasks import backup, demo, detect, migrations, reset  # noqa: E402
 from tasks.options import DEFAULTS  # noqa: E402
+from tasks.target import QuickLocal  # noqa: E402
 
 ns = Collection()
 ns.add_task(detect.detect)
@@ -25,4 +26,4 @@ ns.add_task(reset.cleanup_task)
 ns.add_task(demo.demo)
 ns.add_collection(Collection("migrations", migrations.remove_model))
 # Defaults set in code reach both inv and fab (invoke.yaml and fabric.yaml are read by one each).
-ns.configure({"remigrate": DEFAULTS})
+ns.configure({"remigrate": DEFAULTS, "runners": {"local": QuickLocal}})
