@@ -410,9 +410,14 @@ def integrity(conn):
         raise ProbeError("SQLite integrity_check failed: " + "; ".join(rows[:3]))
 
 
-def file_stats(path, check=False, content=False, upto=None, fk=True):
+# A file this big has its rows digested by several processes (the tests lower it to run that path).
+PARALLEL_FROM = int(os.environ.get("REMIGRATE_SQLITE_PARALLEL_FROM") or 32 * 1024 * 1024)
+
+
+def file_stats(path, check=False, content=False, upto=None, fk=True, alone=False):
     """Stats of a SQLite file; with check, its integrity_check must pass first; with content,
-    a digest of every table's rows."""
+    a digest of every table's rows, by several processes when the file is `alone` (no one else
+    writes to it: a backup copy, a file built beside) and big."""
     conn = open_ro(path)
     try:
         if check:
@@ -420,7 +425,12 @@ def file_stats(path, check=False, content=False, upto=None, fk=True):
         stats = sqlite_stats(conn, fk=fk, count=not content)
         stats["applied_migrations"] = applied_migrations(conn.cursor(), sqlite_quote)
         if content:
-            stats["content"] = schema_facts.sqlite_content(conn, upto=upto, progress=reading("reading every row", "tables"))
+            jobs = min(4, os.cpu_count() or 1)
+            if alone and jobs > 1 and os.path.getsize(path) >= PARALLEL_FROM:
+                stats["content"] = schema_facts.sqlite_content_parallel(
+                    conn, str(Path(path).resolve()), jobs, upto=upto, progress=reading("reading every row", "pieces"))
+            else:
+                stats["content"] = schema_facts.sqlite_content(conn, upto=upto, progress=reading("reading every row", "tables"))
             stats["content_digest"] = schema_facts.MD5_REPR
             stats["quoted"] = {t: sqlite_quote(t) for t in stats["tables"]}
             counts_from_content(stats, upto, lambda q: conn.execute(f"SELECT count(*) FROM {q}").fetchone()[0])
@@ -468,7 +478,7 @@ def cmd_sqlite_backup(opts):
     finally:
         os.umask(old)
         source.close()
-    return {**file_stats(dst, content=True), "live_mark": mark}  # read back in full afterwards (sqlite-verify)
+    return {**file_stats(dst, content=True, alone=True), "live_mark": mark}  # read back in full afterwards (sqlite-verify)
 
 
 def cmd_sqlite_restore(opts):
@@ -1338,8 +1348,8 @@ COMMANDS = {
     "prepare-dir": cmd_prepare_dir,
     "free-space": cmd_free_space,
     "archive-migrations": cmd_archive_migrations,
-    "file-stats": lambda opts: file_stats(opts.args[0], False, *content_options([a for a in opts.args[1:] if a != "no-fk-check"]),
-                                          fk="no-fk-check" not in opts.args),
+    "file-stats": lambda opts: file_stats(opts.args[0], False, *content_options([a for a in opts.args[1:] if a not in ("no-fk-check", "alone")]),
+                                          fk="no-fk-check" not in opts.args, alone="alone" in opts.args),
     "list-bundles": cmd_list_bundles,
     "plan": cmd_plan,
     "lock": cmd_lock,

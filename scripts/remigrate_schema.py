@@ -58,41 +58,120 @@ def sqlite_columns(conn, table, schema="main"):
     return [r[1] for r in conn.execute(f"PRAGMA {schema}.table_xinfo({qident(table)})") if r[6] == 0]
 
 
-def sqlite_digest(conn, table, schema="main", upto=None, virtual=False):
-    """(rows, digest, max pk) over every row, columns in name order; `upto` keeps rows whose
-    integer primary key is at most that value."""
+def sqlite_plan(conn, table, schema="main", upto=None, virtual=False):
+    """(SELECT of a table's rows, columns in name order; its primary key), `upto` keeping rows
+    whose integer primary key is at most that value."""
     cols = sorted(sqlite_columns(conn, table, schema))
     pk = [r[1] for r in sorted(conn.execute(f"PRAGMA {schema}.table_info({qident(table)})"), key=lambda r: r[5]) if r[5]]
     if virtual:
         cols, pk = ["rowid", *cols], ["rowid"]
     where = f" WHERE {qident(pk[0])} <= {int(upto)}" if upto is not None and len(pk) == 1 else ""
-    total, count = 0, 0
     select = ", ".join("rowid" if c == "rowid" and virtual else qident(c) for c in cols)
+    return f"SELECT {select} FROM {schema}.{qident(table)}{where}", pk
+
+
+def sqlite_sum(conn, select, params=()):
+    """(rows, sum of row_hash) of what `select` returns."""
+    total, count = 0, 0
     md5, from_bytes = hashlib.md5, int.from_bytes  # the same sum as row_hash's, without a call per row
-    cursor = conn.execute(f"SELECT {select} FROM {schema}.{qident(table)}{where}")
+    cursor = conn.execute(select, params)
     while rows := cursor.fetchmany(5000):
         total += sum(from_bytes(md5(repr(row).encode("utf-8")).digest(), "big") for row in rows)
         count += len(rows)
-    total &= MASK
-    top = None
-    if len(pk) == 1:
-        top = conn.execute(f"SELECT max({qident(pk[0])}) FROM {schema}.{qident(table)}").fetchone()[0]
-        top = top if isinstance(top, int) else None
-    return {"rows": count, "digest": f"{total:032x}", "pk": pk, "max_pk": top}
+    return count, total
+
+
+def sqlite_top(conn, table, pk, schema="main"):
+    if len(pk) != 1:
+        return None
+    top = conn.execute(f"SELECT max({qident(pk[0])}) FROM {schema}.{qident(table)}").fetchone()[0]
+    return top if isinstance(top, int) else None
+
+
+def sqlite_digest(conn, table, schema="main", upto=None, virtual=False):
+    """(rows, digest, max pk) over every row, columns in name order; `upto` keeps rows whose
+    integer primary key is at most that value."""
+    select, pk = sqlite_plan(conn, table, schema, upto, virtual)
+    count, total = sqlite_sum(conn, select)
+    return {"rows": count, "digest": f"{total & MASK:032x}", "pk": pk, "max_pk": sqlite_top(conn, table, pk, schema)}
 
 
 def sqlite_content(conn, tables=None, upto=None, schema="main", progress=None):
     """sqlite_digest of every table; `progress(done, total)` is told the tables read so far."""
-    virtual, shadows = sqlite_virtual_tables(conn, schema)
-    names = [r[0] for r in conn.execute(f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table' "
-                                        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
+    virtual, chosen = sqlite_chosen(conn, tables, schema)
     upto = upto or {}
-    chosen = [t for t in names if t not in shadows and (tables is None or t in tables)]
     out = {}
     for t in chosen:
         out[t] = sqlite_digest(conn, t, schema, upto.get(t), t in virtual)
         if progress:
             progress(len(out), len(chosen))
+    return out
+
+
+def sqlite_chosen(conn, tables=None, schema="main"):
+    """({virtual table: module}, the tables whose rows are digested: every table but SQLite's
+    own and the shadow tables of virtual ones, or those of `tables`)."""
+    virtual, shadows = sqlite_virtual_tables(conn, schema)
+    names = [r[0] for r in conn.execute(f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table' "
+                                        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
+    return virtual, [t for t in names if t not in shadows and (tables is None or t in tables)]
+
+
+CHUNK_ROWIDS = 50000  # rowids per piece of a table read in parallel
+
+
+def sqlite_pieces(conn, table, select):
+    """The table's SELECT cut into pieces by rowid range (so several processes can read one big
+    table): [(select, params)]; one piece for a table without rowids of its own (WITHOUT
+    ROWID, or a column that takes the name)."""
+    cols = {c.lower() for c in sqlite_columns(conn, table)}
+    made = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", [table]).fetchone()[0] or ""
+    if cols & {"rowid", "_rowid_", "oid"} or re.search(r"\bWITHOUT\s+ROWID\b", made, re.I):
+        return [(select, ())]
+    low, high = conn.execute(f"SELECT min(rowid), max(rowid) FROM main.{qident(table)}").fetchone()
+    if low is None or high - low < CHUNK_ROWIDS:
+        return [(select, ())]
+    glue = " AND " if " WHERE " in select else " WHERE "
+    return [(f"{select}{glue}rowid BETWEEN ? AND ?", (start, min(start + CHUNK_ROWIDS - 1, high)))
+            for start in range(low, high + 1, CHUNK_ROWIDS)]
+
+
+_OPEN = {}
+
+
+def _sum_piece(args):
+    """One piece's (table, rows, sum), in a worker process with its own read-only connection."""
+    path, table, select, params = args
+    if path not in _OPEN:
+        import sqlite3
+
+        _OPEN[path] = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    return (table, *sqlite_sum(_OPEN[path], select, params))
+
+
+def sqlite_content_parallel(conn, path, jobs, upto=None, progress=None):
+    """sqlite_content of a file no one writes to, read by `jobs` processes at once: each table's
+    digest is a sum over its rows, so a big table is cut into rowid ranges read apart and the
+    sums added up. The same digests as sqlite_content's."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    virtual, chosen = sqlite_chosen(conn)
+    upto = upto or {}
+    out, pieces = {}, []
+    for t in chosen:
+        select, pk = sqlite_plan(conn, t, "main", upto.get(t), t in virtual)
+        out[t] = {"rows": 0, "digest": 0, "pk": pk, "max_pk": sqlite_top(conn, t, pk)}
+        pieces += [(path, t, sel, params) for sel, params in
+                   ([(select, ())] if t in virtual else sqlite_pieces(conn, t, select))]
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        for done, (table, count, total) in enumerate(pool.map(_sum_piece, pieces, chunksize=1), 1):
+            out[table]["rows"] += count
+            out[table]["digest"] += total
+            if progress:
+                progress(done, len(pieces))
+    for entry in out.values():
+        entry["digest"] = f"{entry['digest'] & MASK:032x}"
     return out
 
 

@@ -949,7 +949,8 @@ class Sqlite(Engine):
         """As PostgreSQL's; `fk_check` counts broken references (a read of every referencing
         table, skipped where a step just proved there are none). SQLite has one `digest`."""
         return self.project.probe("file-stats", db_name or self.db.name, *content_args(content, upto),
-                                  *([] if fk_check else ["no-fk-check"]), what="reading the SQLite database")
+                                  *([] if fk_check else ["no-fk-check"]), *(["alone"] if db_name else []),
+                                  what="reading the SQLite database")
 
     def size_estimate(self, stats):
         props = stats["properties"]

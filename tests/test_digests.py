@@ -137,3 +137,36 @@ def test_a_bundle_of_an_earlier_version_is_restored_and_checked_with_its_own_dig
     assert "content matches" in out.stdout
     with db.connect() as conn:
         assert S.pg_content(conn.cursor(), algorithm=S.MD5_TEXT) == old
+
+
+def test_sqlite_digests_read_by_several_processes_equal_those_read_by_one(tmp_path, monkeypatch):
+    """A big table cut into rowid ranges, a WITHOUT ROWID table, a virtual (FTS5) table, a
+    column named rowid and a table digested only up to a key: the same digests either way."""
+    import sqlite3
+
+    path = tmp_path / "db.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE big (id INTEGER PRIMARY KEY, body TEXT, n REAL, raw BLOB);
+        CREATE TABLE keyed (code TEXT PRIMARY KEY, v INTEGER) WITHOUT ROWID;
+        CREATE TABLE odd (rowid TEXT, v INTEGER);
+        CREATE VIRTUAL TABLE search USING fts5(body);
+    """)
+    conn.executemany("INSERT INTO big VALUES (?, ?, ?, ?)",
+                     ((i * 3, f"row {i} é", i / 7, bytes([i % 256])) for i in range(1, 4000)))
+    conn.executemany("INSERT INTO keyed VALUES (?, ?)", ((f"k{i}", i) for i in range(300)))
+    conn.executemany("INSERT INTO odd VALUES (?, ?)", ((None if i % 5 == 0 else f"r{i}", i) for i in range(300)))
+    conn.executemany("INSERT INTO search VALUES (?)", ((f"word{i} other",) for i in range(500)))
+    conn.commit()
+    monkeypatch.setattr(S, "CHUNK_ROWIDS", 97)  # many pieces, none aligned with the gaps in the ids
+    upto = {"big": 6000}
+    one = S.sqlite_content(conn, upto=upto)
+    many = S.sqlite_content_parallel(conn, str(path), 3, upto=upto)
+    assert many == one
+    assert one["big"]["rows"] == 2000 and one["big"]["max_pk"] == 11997 and one["odd"]["rows"] == 300
+    assert len(S.sqlite_pieces(conn, "big", "SELECT * FROM main.big")) > 100
+    assert S.sqlite_pieces(conn, "keyed", "SELECT * FROM main.keyed") == [("SELECT * FROM main.keyed", ())]
+    assert S.sqlite_pieces(conn, "odd", "SELECT * FROM main.odd") == [("SELECT * FROM main.odd", ())]
+    conn.execute("UPDATE big SET body = body || '!' WHERE id = 3000")
+    conn.commit()
+    assert S.sqlite_content_parallel(conn, str(path), 2, upto=upto)["big"]["digest"] != one["big"]["digest"]
