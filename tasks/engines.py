@@ -278,18 +278,17 @@ cons AS (SELECT con.contype, con.conname, con.conindid, format('%I.%I', n.nspnam
                 CASE WHEN con.contype <> 'f' THEN {in_tablespace("con.conindid")} ELSE '' END
                 || format('ALTER TABLE ONLY %I.%I ADD CONSTRAINT %I %s;', n.nspname, c.relname, con.conname,
                           pg_get_constraintdef(con.oid))
-                || coalesce(format(' COMMENT ON CONSTRAINT %I ON %I.%I IS ', con.conname, n.nspname, c.relname)
-                            || quote_literal(obj_description(con.oid, 'pg_constraint')) || ';', '')
+                || note.text
                 || CASE WHEN con.contype <> 'f' THEN {after_index("n.nspname", "c.relname", "con.conindid")} ELSE '' END AS make,
                 format('ALTER TABLE ONLY %I.%I DROP CONSTRAINT %I;', n.nspname, c.relname, con.conname) AS drop,
                 CASE WHEN con.contype = 'f' AND c.relkind = 'r' THEN
                   format('ALTER TABLE ONLY %I.%I ADD CONSTRAINT %I %s NOT VALID;', n.nspname, c.relname, con.conname,
-                         pg_get_constraintdef(con.oid))
-                  || coalesce(format(' COMMENT ON CONSTRAINT %I ON %I.%I IS ', con.conname, n.nspname, c.relname)
-                              || quote_literal(obj_description(con.oid, 'pg_constraint')) || ';', '') END AS unchecked,
+                         pg_get_constraintdef(con.oid)) || note.text END AS unchecked,
                 CASE WHEN con.contype = 'f' AND c.relkind = 'r' THEN
                   format('ALTER TABLE %I.%I VALIDATE CONSTRAINT %I;', n.nspname, c.relname, con.conname) END AS validate
            FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          CROSS JOIN LATERAL (SELECT coalesce(format(' COMMENT ON CONSTRAINT %I ON %I.%I IS ', con.conname, n.nspname, c.relname)
+                              || quote_literal(obj_description(con.oid, 'pg_constraint')) || ';', '') AS text) note
           WHERE con.conislocal AND (con.contype = 'f' AND (con.conrelid IN (SELECT oid FROM wanted)
                                                           OR con.confrelid IN (SELECT oid FROM wanted))
                                     OR con.contype IN ('p', 'u', 'x') AND con.conrelid IN (SELECT oid FROM wanted)
@@ -523,9 +522,10 @@ class Postgres(Engine):
         return int(stats["properties"]["size_bytes"])
 
     def dump(self, path, compress="1"):
-        """pg_dump (`compress`: its --compress) and the content digests of the manifest at the same time, from one snapshot that
-        a session exports and holds meanwhile: the digests describe exactly the rows in the dump,
-        and the database is read once for each instead of digests before and after."""
+        """pg_dump (`compress`: its --compress) and the content digests of the manifest at the same
+        time, from one snapshot that a session exports and holds meanwhile: the digests describe
+        exactly the rows in the dump, and the database is read once for each instead of digests
+        before and after."""
         # The write counters are read before the snapshot is taken: a write that commits after it is
         # counted later than this read, whenever its statistics reach the server (see pg-close).
         holder = self.target.hold(["psql", "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", *pg_conn_args(self.db),

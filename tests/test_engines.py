@@ -171,3 +171,31 @@ def test_the_entries_that_make_a_dropped_table_again_are_all_of_its_own_and_no_o
     lines = table_entries(listing, {"shop_flag": {"indexes": ["shop_flag_name_1a2b3c4d"], "sequences": ["shop_flag_id_seq"]}})
     ids = [line.split(";")[0] for line in lines.splitlines()]
     assert ids == ["215", "216", "217", "218", "3401", "3410", "3300", "3301", "3303", "3305", "3306"]
+
+
+def test_a_foreign_key_taken_out_comes_back_unchecked_then_validated_with_its_comment(pg_db):
+    """The load's two steps for a foreign key, on a real server: added NOT VALID (with its comment)
+    by one session, validated by another; a row without its parent makes the validation fail."""
+    from tasks.engines import keys_query
+
+    with pg_db.connect() as conn:
+        conn.execute("CREATE TABLE parent (id int PRIMARY KEY); CREATE TABLE child (id int PRIMARY KEY, p int"
+                     " CONSTRAINT child_p_fk REFERENCES parent DEFERRABLE INITIALLY DEFERRED)")
+        conn.execute("COMMENT ON CONSTRAINT child_p_fk ON child IS 'the parent; it''s checked'")
+        conn.execute("INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (10, 1), (11, 2), (12, NULL)")
+        parts = conn.execute(keys_query([("public", "parent"), ("public", "child")])).fetchone()[0]  # json, decoded
+        ((table, make, drop, unchecked, validate),) = parts["foreign_keys"]
+        assert table == "public.child" and "NOT VALID" in unchecked and "NOT VALID" not in make
+        definition = "SELECT pg_get_constraintdef(oid), convalidated, obj_description(oid, 'pg_constraint') FROM pg_constraint WHERE conname = 'child_p_fk'"
+        was = conn.execute(definition).fetchone()
+        conn.execute(drop)
+        conn.execute(unchecked)
+        assert conn.execute(definition).fetchone()[1:] == (False, "the parent; it's checked")
+        conn.execute(validate)
+        assert conn.execute(definition).fetchone() == was
+        assert conn.execute(keys_query([("public", "parent"), ("public", "child")])).fetchone()[0] == parts
+        conn.execute(drop)
+        conn.execute("INSERT INTO child VALUES (13, 99)")
+        conn.execute(unchecked)  # not checked yet: the orphan gets in
+        with pytest.raises(Exception, match="violates foreign key constraint"):
+            conn.execute(validate)
