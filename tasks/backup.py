@@ -15,16 +15,19 @@ from tasks.project import open_project, probe_module
 HEADROOM = 64 * 1024 * 1024  # free space kept beyond the estimated dump size
 
 
+ROOM_FOR_UNCOMPRESSED = 4  # times the database: an uncompressed dump (bytea goes out as hex, TOASTed
+# text expands), a second copy of the database for a swap on the same disk, and a margin
+
+
 def choose_compression(asked, free, need):
-    """pg_dump's --compress and why. `auto`: none when the folder has room for twice the database
-    (deflate is most of a dump's time: uncompressed it is 2-3x faster, and about as big as the
-    tables), else level 1."""
+    """pg_dump's --compress and why. `auto`: none when the folder has room for four times the
+    database (deflate is most of a dump's time: uncompressed it is 2-3x faster), else level 1."""
     if asked != "auto":
         return asked, f"--compress {asked}"
-    if free >= 2 * need + HEADROOM:
+    if free >= ROOM_FOR_UNCOMPRESSED * need + HEADROOM:
         return "0", "uncompressed for speed (room enough; --compress 1 makes it about 3x smaller)"
-    return "1", (f"compressed (level 1): {human_bytes(free)} free is less than twice the database "
-                 f"({human_bytes(need)}) and the headroom")
+    return "1", (f"compressed (level 1): {human_bytes(free)} free is less than {ROOM_FOR_UNCOMPRESSED} times the "
+                 f"database ({human_bytes(need)})")
 
 
 def _files(project, folder, names):

@@ -267,9 +267,10 @@ def keys_query(tables):
     """JSON of what makes loading slow on the `tables` ((schema, name) pairs): their primary
     keys, unique and exclusion constraints and other indexes, and every foreign key on them or
     pointing at them, each with the statements that make it again as it was (with its comment,
-    CLUSTER mark and REPLICA IDENTITY). A foreign key of an ordinary table also comes as two
-    statements that do the same in two steps: added unchecked (NOT VALID), then validated,
-    which another session may do for another table at the same time."""
+    CLUSTER mark and REPLICA IDENTITY). A validated foreign key of an ordinary table also comes
+    as two statements that do the same in two steps: added unchecked (NOT VALID), then
+    validated, which another session may do for another table at the same time. (One made NOT
+    VALID on purpose comes back as it was, unchecked.)"""
     wanted = sql.Literal(json.dumps([list(t) for t in tables])).as_string(None)
     return f"""WITH wanted AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  JOIN json_array_elements({wanted}::json) w ON w->>0 = n.nspname AND w->>1 = c.relname
@@ -281,10 +282,10 @@ cons AS (SELECT con.contype, con.conname, con.conindid, format('%I.%I', n.nspnam
                 || note.text
                 || CASE WHEN con.contype <> 'f' THEN {after_index("n.nspname", "c.relname", "con.conindid")} ELSE '' END AS make,
                 format('ALTER TABLE ONLY %I.%I DROP CONSTRAINT %I;', n.nspname, c.relname, con.conname) AS drop,
-                CASE WHEN con.contype = 'f' AND c.relkind = 'r' THEN
+                CASE WHEN con.contype = 'f' AND c.relkind = 'r' AND con.convalidated THEN
                   format('ALTER TABLE ONLY %I.%I ADD CONSTRAINT %I %s NOT VALID;', n.nspname, c.relname, con.conname,
                          pg_get_constraintdef(con.oid)) || note.text END AS unchecked,
-                CASE WHEN con.contype = 'f' AND c.relkind = 'r' THEN
+                CASE WHEN con.contype = 'f' AND c.relkind = 'r' AND con.convalidated THEN
                   format('ALTER TABLE %I.%I VALIDATE CONSTRAINT %I;', n.nspname, c.relname, con.conname) END AS validate
            FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           CROSS JOIN LATERAL (SELECT coalesce(format(' COMMENT ON CONSTRAINT %I ON %I.%I IS ', con.conname, n.nspname, c.relname)
@@ -312,9 +313,14 @@ SELECT json_build_object(
 
 
 def table_sizes_query():
-    return ("SELECT coalesce(json_object_agg(format('%I.%I', schemaname, tablename), "
-            "pg_total_relation_size(format('%I.%I', schemaname, tablename)::regclass)), '{}') FROM pg_tables "
-            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
+    """JSON: every table's size ("sizes"), and the partitioned tables at the top ("parents") and
+    the partitions below them ("partitions"), which are analyzed through their parents."""
+    return ("SELECT json_build_object('sizes', coalesce(json_object_agg(format('%I.%I', n.nspname, c.relname), "
+            "pg_total_relation_size(c.oid)), '{}'), 'parents', coalesce(json_agg(format('%I.%I', n.nspname, c.relname)) "
+            "FILTER (WHERE c.relkind = 'p' AND NOT c.relispartition), '[]'), 'partitions', "
+            "coalesce(json_agg(format('%I.%I', n.nspname, c.relname)) FILTER (WHERE c.relispartition), '[]')) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+            "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'")
 
 
 def share_out(keys, sizes, jobs):
@@ -854,7 +860,8 @@ class Postgres(Engine):
                                             lambda line: "processing data for table" in line))
         took.append(f"rows {timer}")
         timer = Timer()
-        sizes = json.loads(self.psql(table_sizes_query(), dbname=self.beside, what="measuring the loaded tables"))
+        tables = json.loads(self.psql(table_sizes_query(), dbname=self.beside, what="measuring the loaded tables"))
+        sizes = tables["sizes"]
         keys = parts["keys"] + parts["indexes"]
         self.run_sql(share_out(keys, sizes, jobs), "load-keys", "building keys and indexes",
                      progress=("building keys and indexes", len(keys), "indexes"))
@@ -866,11 +873,16 @@ class Postgres(Engine):
                    grant_sql(manifest["database"].get("grants", []))])
         self.run_sql([post], "load-post", "adding the foreign keys back")
         # each foreign key checked with one query, and every table analyzed: a table's in one
-        # session (no session waits for another's lock), the tables shared out by size
+        # session (no session waits for another's lock), the tables shared out by size; a
+        # partitioned table last, on its own (its ANALYZE takes every partition's too)
+        through_parent = set(tables["parents"]) | set(tables["partitions"])
         checks = [(tbl, validate) for tbl, _m, _d, _u, validate in fks if validate]
-        checks += [(tbl, f"ANALYZE {tbl};") for tbl in sorted(sizes)]
+        checks += [(tbl, f"ANALYZE {tbl};") for tbl in sorted(sizes) if tbl not in through_parent]
         self.run_sql(share_out(checks, sizes, jobs), "load-check", "checking the foreign keys and analyzing",
                      progress=("checking foreign keys (one query each) and analyzing", len(checks), "steps"))
+        if tables["parents"]:
+            self.run_sql([[f"ANALYZE {tbl};" for tbl in sorted(tables["parents"])]], "load-analyze",
+                         "analyzing the partitioned tables")
         took.append(f"{len(fks)} foreign keys checked and statistics {timer}")
         say(f"    loaded by {jobs} sessions: {', '.join(took)}")
         again = json.loads(self.psql(keys_query([(s, n) for s, n, _ in keep]), dbname=self.beside,

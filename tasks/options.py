@@ -26,8 +26,8 @@ HELP = {
     "env_file": "env file loaded for the project (the environment wins over it); default: .env in the project folder",
     "backup_dir": "folder of the backup bundles; default: <project-dir>/.remigrate/backups",
     "compress": "PostgreSQL backups: pg_dump --compress value (0-9, or gzip:N / lz4 / zstd where pg_dump supports "
-                "them); default: config remigrate.compress or auto (none when the backup folder has room for twice "
-                "the database: 2-3x faster; else 1)",
+                "them); default: config remigrate.compress or auto (none when the backup folder has room for four "
+                "times the database: 2-3x faster; else 1)",
     "jobs": "PostgreSQL: sessions that load the data and build the indexes at once; default: config remigrate.jobs "
             "or the number of cores (at most 8); never more than the server has connections free",
     "strategy": "how the reset puts the new history in place: rebuild (default: the database is closed while it is "

@@ -199,3 +199,36 @@ def test_a_foreign_key_taken_out_comes_back_unchecked_then_validated_with_its_co
         conn.execute(unchecked)  # not checked yet: the orphan gets in
         with pytest.raises(Exception, match="violates foreign key constraint"):
             conn.execute(validate)
+
+
+def test_partitioned_tables_are_analyzed_through_their_top_parent_only(pg_db):
+    """The load analyzes ordinary tables in parallel sessions; a partitioned table's ANALYZE takes
+    its partitions' locks too, so it and its partitions (at every level) are left to one last step."""
+    from tasks.engines import table_sizes_query
+
+    with pg_db.connect() as conn:
+        conn.execute("CREATE TABLE plain (id int PRIMARY KEY);"
+                     " CREATE TABLE events (at date, kind text) PARTITION BY RANGE (at);"
+                     " CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')"
+                     "   PARTITION BY LIST (kind);"
+                     " CREATE TABLE events_2024_a PARTITION OF events_2024 FOR VALUES IN ('a');"
+                     " CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')")
+        got = conn.execute(table_sizes_query()).fetchone()[0]
+    assert set(got["sizes"]) == {"public.plain", "public.events", "public.events_2024", "public.events_2024_a",
+                                 "public.events_2025"}
+    assert got["parents"] == ["public.events"]
+    assert sorted(got["partitions"]) == ["public.events_2024", "public.events_2024_a", "public.events_2025"]
+
+
+def test_a_foreign_key_left_unchecked_on_purpose_comes_back_unchecked(pg_db):
+    from tasks.engines import keys_query
+
+    with pg_db.connect() as conn:
+        conn.execute("CREATE TABLE parent (id int PRIMARY KEY); CREATE TABLE child (id int PRIMARY KEY, p int);"
+                     " INSERT INTO child VALUES (1, 99);"  # an old orphan the key was never meant to check
+                     " ALTER TABLE child ADD CONSTRAINT child_p_fk FOREIGN KEY (p) REFERENCES parent NOT VALID")
+        ((_table, make, drop, unchecked, validate),) = conn.execute(keys_query([("public", "child")])).fetchone()[0]["foreign_keys"]
+        assert unchecked is None and validate is None and "NOT VALID" in make
+        conn.execute(drop)
+        conn.execute(make)  # the load's one-step path: added back as it was, the orphan still there
+        assert conn.execute("SELECT convalidated FROM pg_constraint WHERE conname = 'child_p_fk'").fetchone() == (False,)
