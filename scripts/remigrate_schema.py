@@ -59,13 +59,14 @@ def sqlite_columns(conn, table, schema="main"):
 
 
 def sqlite_plan(conn, table, schema="main", upto=None, virtual=False):
-    """(SELECT of a table's rows, columns in name order; its primary key), `upto` keeping rows
-    whose integer primary key is at most that value."""
+    """(SELECT of a table's rows, columns in name order, with a WHERE clause that more conditions
+    may be added to; its primary key), `upto` keeping rows whose integer primary key is at most
+    that value."""
     cols = sorted(sqlite_columns(conn, table, schema))
     pk = [r[1] for r in sorted(conn.execute(f"PRAGMA {schema}.table_info({qident(table)})"), key=lambda r: r[5]) if r[5]]
     if virtual:
         cols, pk = ["rowid", *cols], ["rowid"]
-    where = f" WHERE {qident(pk[0])} <= {int(upto)}" if upto is not None and len(pk) == 1 else ""
+    where = f" WHERE {qident(pk[0])} <= {int(upto)}" if upto is not None and len(pk) == 1 else " WHERE 1"
     select = ", ".join("rowid" if c == "rowid" and virtual else qident(c) for c in cols)
     return f"SELECT {select} FROM {schema}.{qident(table)}{where}", pk
 
@@ -124,17 +125,17 @@ MAX_PIECES = 256  # ...but never more pieces than this, however far apart the ro
 def sqlite_pieces(conn, table, select):
     """The table's SELECT cut into pieces by rowid range (so several processes can read one big
     table): [(select, params)]; one piece for a table without rowids of its own (WITHOUT
-    ROWID, or a column that takes the name)."""
-    cols = {c.lower() for c in sqlite_columns(conn, table)}
-    made = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", [table]).fetchone()[0] or ""
-    if cols & {"rowid", "_rowid_", "oid"} or re.search(r"\bWITHOUT\s+ROWID\b", made, re.I):
+    ROWID, or a column that takes the name). `select` ends in its WHERE clause (sqlite_plan)."""
+    if {c.lower() for c in sqlite_columns(conn, table)} & {"rowid", "_rowid_", "oid"}:
         return [(select, ())]
-    low, high = conn.execute(f"SELECT min(rowid), max(rowid) FROM main.{qident(table)}").fetchone()
+    try:
+        low, high = conn.execute(f"SELECT min(rowid), max(rowid) FROM main.{qident(table)}").fetchone()
+    except Exception:  # noqa: BLE001  (no such column: rowid, a WITHOUT ROWID table)
+        return [(select, ())]
     if low is None or high - low < CHUNK_ROWIDS:
         return [(select, ())]
     width = max(CHUNK_ROWIDS, -(-(high - low + 1) // MAX_PIECES))
-    glue = " AND " if " WHERE " in select else " WHERE "
-    return [(f"{select}{glue}rowid BETWEEN ? AND ?", (start, min(start + width - 1, high)))
+    return [(f"{select} AND rowid BETWEEN ? AND ?", (start, min(start + width - 1, high)))
             for start in range(low, high + 1, width)]
 
 
@@ -166,6 +167,8 @@ def sqlite_content_parallel(conn, path, jobs, upto=None, progress=None):
         out[t] = {"rows": 0, "digest": 0, "pk": pk, "max_pk": sqlite_top(conn, t, pk)}
         pieces += [(path, t, sel, params) for sel, params in
                    ([(select, ())] if t in virtual else sqlite_pieces(conn, t, select))]
+    # The workers are forked with `conn` open but idle (no statement running); they never use it,
+    # each opens its own (SQLite forbids only using a connection across a fork).
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         for done, (table, count, total) in enumerate(pool.map(_sum_piece, pieces, chunksize=1), 1):
             out[table]["rows"] += count

@@ -191,7 +191,7 @@ def restore_bundle(project, engine, manifest, path, yes, safety_backup_dir=None)
                              "pick another with --backup (`inv backups` lists them)")
     verify_bundle(project, engine, manifest, path)
     ok(f"bundle {manifest['name']} verified (checksums, full read)")
-    engine.preflight(archive_version=manifest["dump"].get("dumped_by"))
+    engine.preflight(archive_version=manifest["dump"].get("dumped_by"), digest=B.content_digest(manifest))
     db = project.db
     if B.identity_of(manifest)["key"] != project.identity()["key"]:
         warn(f"the bundle was taken from {B.describe_identity(B.identity_of(manifest))}; restoring it into "

@@ -486,9 +486,10 @@ class Postgres(Engine):
                                  "(Debian/Ubuntu: apt-get install postgresql-client) or put them on PATH")
         return version
 
-    def preflight(self, archive_version=None):
+    def preflight(self, archive_version=None, digest=None):
         """Client programs present and new enough, server reachable with these credentials
-        (checked once per task; a later call only compares the archive's version)."""
+        (checked once per task; a later call only compares the archive's version, and whether
+        the server can make a bundle's `digest` to check the rows against)."""
         if "server" not in self.versions:
             for tool in PG_TOOLS:
                 self.versions[tool] = self.tool_version(tool)
@@ -515,6 +516,10 @@ class Postgres(Engine):
         if archive_version and self.versions["pg_restore"] < tuple(archive_version):
             raise RemigrateError(f"the backup was made by pg_dump {archive_version[0]}, newer than pg_restore "
                                  f"{self.versions['pg_restore'][0]} here; install a newer postgresql-client")
+        if digest == S.HASH_RECORD and major < 14:
+            raise RemigrateError(f"the bundle's row digests ({digest}) need PostgreSQL 14 or newer to be checked and this "
+                                 f"server is {major}; restore it on PostgreSQL 14 or newer (or by hand with pg_restore, "
+                                 "unchecked); nothing was changed")
         return {"server_version_num": major * 10000 + minor}
 
     def stats(self, content=False, upto=None, db_name=None, fk_check=True, digest=None):
@@ -950,7 +955,7 @@ class Sqlite(Engine):
     def server_lock(self):
         return contextlib.nullcontext()  # the lock file beside the database is the lock
 
-    def preflight(self, archive_version=None):
+    def preflight(self, archive_version=None, digest=None):
         if not self.db.name or self.db.name == ":memory:":
             raise RemigrateError("the SQLite database is in memory; there is nothing to back up")
         if not self.target.exists(self.db.name, "-f"):

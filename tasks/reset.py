@@ -790,7 +790,7 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
                 f"(taken {manifest['created_at']})?{later}", project.db.name.rsplit("/", 1)[-1], yes)
         timer = Timer()
         if touched and engine.name == "postgresql":  # a SQLite file may be missing here: the rollback recreates it
-            engine.preflight(archive_version=manifest["dump"].get("dumped_by"))
+            engine.preflight(archive_version=manifest["dump"].get("dumped_by"), digest=B.content_digest(manifest))
         step(f"Rolling back to {manifest['name']}")
         with engine.server_lock():
             rollback(project, engine, manifest, path, database=touched, journal=data)
