@@ -126,7 +126,8 @@ def sqlite_pieces(conn, table, select):
     """The table's SELECT cut into pieces by rowid range (so several processes can read one big
     table): [(select, params)]; one piece for a table without rowids of its own (WITHOUT
     ROWID, or a column that takes the name). `select` ends in its WHERE clause (sqlite_plan)."""
-    if {c.lower() for c in sqlite_columns(conn, table)} & {"rowid", "_rowid_", "oid"}:
+    named = {r[1].lower() for r in conn.execute(f"PRAGMA main.table_xinfo({qident(table)})")}  # hidden ones too
+    if named & {"rowid", "_rowid_", "oid"}:
         return [(select, ())]
     try:
         low, high = conn.execute(f"SELECT min(rowid), max(rowid) FROM main.{qident(table)}").fetchone()
@@ -271,23 +272,26 @@ def pg_tables(cursor):
 # - MD5_TEXT: the md5 of each row's text. Bundles of earlier remigrate versions, and servers
 #   before PostgreSQL 14.
 # - HASH_RECORD: each value turned into bytes that tell it from every other value of its type
-#   (AS_BYTES: the type's binary send format; text, varchar and char as they are, byte for byte),
-#   the row hashed from them by the server with hash_record_extended (PostgreSQL 14+), with two
-#   seeds for 128 bits. No text is made of most values, which makes it about 5 times faster.
-#   The types' own hash functions are not used: they serve joins, and treat values as equal that
-#   are not (numeric's ignores the sign, bigint's and timestamp's fold 64 bits into 32, jsonb's
-#   ignores where an array ends). Integers go as 8 bytes, so 5 in an integer column equals 5 in
-#   a bigint one (a new history may widen a key); jsonb goes as its canonical text. A column of
-#   any other type (json, arrays, enums, intervals, network types, extension types, domains) is hashed as its text, in
-#   fixed settings (TEXT_SETTINGS), so no session's time zone or style changes a digest.
-MD5_TEXT, HASH_RECORD = "md5-text", "hash-record"
+#   (AS_BYTES: the type's binary send format, every NaN made the same one; text and varchar
+#   byte for byte), the row hashed from them by the server with hash_record_extended
+#   (PostgreSQL 14+), each row's hash hashed again, summed over the rows (64 bits). No text is
+#   made of most values, which makes it about 5 times faster. The types' own hash functions are not used: they serve joins, and
+#   treat values as equal that are not (numeric's ignores the sign, bigint's and timestamp's
+#   fold 64 bits into 32, jsonb's ignores where an array ends, char's trailing blanks).
+#   Integers go as 8 bytes, so 5 in an integer column equals 5 in a bigint one (a new history
+#   may widen a key); jsonb goes as its canonical text. A column of any other type (json,
+#   arrays, enums, intervals, network types, extension types, domains) is hashed as its text,
+#   in fixed settings (TEXT_SETTINGS), so no session's time zone or style changes a digest.
+MD5_TEXT, HASH_RECORD = "md5-text", "hash-bytes"
+KNOWN_DIGESTS = (MD5_TEXT, HASH_RECORD)
 MD5_REPR = "md5-repr"  # SQLite's, the only one: the md5 of each row's Python repr (row_hash)
+NAN_AS_ONE = "(CASE WHEN {0} = 'NaN' THEN 'NaN' ELSE {0} END)"  # a NaN the server computed has other bits
 AS_BYTES = {"int2": "int8send({}::int8)", "int4": "int8send({}::int8)", "int8": "int8send({})",
-            "oid": "int8send({}::int8)", "bool": "boolsend({})", "float4": "float8send({}::float8)",
-            "float8": "float8send({})", "numeric": "numeric_send({})", "date": "date_send({})",
+            "oid": "int8send({}::int8)", "bool": "boolsend({})", "float4": f"float8send({NAN_AS_ONE}::float8)",
+            "float8": f"float8send({NAN_AS_ONE})", "numeric": "numeric_send({})", "date": "date_send({})",
             "time": "time_send({})", "timestamp": "timestamp_send({})", "timestamptz": "timestamptz_send({})",
-            "uuid": "uuid_send({})", "jsonb": "jsonb_send({})", "bytea": "{}", "text": '{} COLLATE "C"', "varchar": '{} COLLATE "C"',
-            "bpchar": '{} COLLATE "C"'}
+            "uuid": "uuid_send({})", "jsonb": "jsonb_send({})", "bytea": "{}", "text": '{} COLLATE "C"',
+            "varchar": '{} COLLATE "C"', "bpchar": "bpcharsend({})"}
 AS_TEXT = '({}::text) COLLATE "C"'
 TEXT_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "1",
                  "bytea_output": "hex", "lc_monetary": "C", "search_path": "pg_catalog"}
@@ -300,23 +304,24 @@ def pg_digest_algorithm(cursor):
 
 
 def pg_row_sums(cols, types, algorithm):
-    """(what a subquery gives of each row as `h`, or None; the two 64-bit sums over the rows, as
-    SQL expressions) that make a table's digest."""
+    """(what a subquery gives of each row as `h`, or None; the 64-bit sums over the rows, as SQL
+    expressions, whose remainders mod 2**64 side by side make a table's digest)."""
     if algorithm == MD5_TEXT:  # one md5 of each row, both halves summed from it
         return (f"md5(ROW({', '.join(cols)})::text)" if cols else "md5('')",
                 [f"('x' || substr(h, {start}, 16))::bit(64)::bigint::numeric" for start in (1, 17)])
     if algorithm != HASH_RECORD:
-        raise ValueError(f"unknown content digest {algorithm!r}; this remigrate knows {MD5_TEXT} and {HASH_RECORD}")
+        raise ValueError(f"unknown content digest {algorithm!r}; this remigrate knows {', '.join(KNOWN_DIGESTS)}")
     values = [AS_BYTES.get(t, AS_TEXT).format(c) for c, t in zip(cols, types, strict=True)]
-    row = f"ROW({', '.join(values)})" if values else "ROW(0)"
+    row = f"ROW(1, {', '.join(values)})" if values else "ROW(1)"  # 1 first: a NULL in the first column still counts
     # hash_record_extended adds up its columns' hashes linearly (31 * h + next), so summed over the
-    # rows it would be a sum per column, blind to two rows that trade a value: each row's hash is
-    # hashed once more, as its 8 bytes.
-    return None, [f"hash_record_extended(ROW(int8send(hash_record_extended({row}, {seed}))), {seed})" for seed in (0, 1)]
+    # rows it would be a sum per column, blind to two rows that trade a value: each row's 64-bit
+    # hash is hashed once more, as its 8 bytes. One sum: a changed table keeps its digest with a
+    # chance of 1 in 2**64.
+    return None, [f"hash_record_extended(ROW(int8send(hash_record_extended({row}, 0))), 0)"]
 
 
 def pg_content(cursor, tables=None, upto=None, progress=None, algorithm=None):
-    """(rows, digest, max pk) per table: the sum of a 128-bit hash of every row (`algorithm`, above),
+    """(rows, digest, max pk) per table: the sum of a hash of every row (`algorithm`, above),
     computed by the server (no rows travel), so the order of rows and of columns does not
     matter. `progress(done, total)` is told the bytes of the tables read so far. Without an
     `algorithm`, the best the server has."""
@@ -347,16 +352,19 @@ def _pg_content(cursor, tables, upto, progress, algorithm):
         sizes = dict(zip(chosen, cursor.fetchone()))
     done = 0
     for key, (quoted, cols, pk, types) in chosen.items():
-        row, (high, low) = pg_row_sums(cols, types, algorithm)
+        row, sums = pg_row_sums(cols, types, algorithm)
         top = f"(SELECT max({pk[0]})::text FROM {quoted})" if len(pk) == 1 else "NULL"
         where = f" WHERE {pk[0]} <= {int(upto[key])}" if key in upto and len(pk) == 1 else ""
         rows = f"(SELECT {row} AS h FROM {quoted}{where} OFFSET 0) rows" if row else f"{quoted}{where}"
-        cursor.execute(f"SELECT count(*), coalesce(sum({high}), 0)::text, coalesce(sum({low}), 0)::text, {top} FROM {rows}")
-        count, high, low, max_pk = cursor.fetchone()
+        summed = "".join(f" coalesce(sum({each}), 0)::text," for each in sums)
+        cursor.execute(f"SELECT count(*),{summed} {top} FROM {rows}")
+        count, *totals, max_pk = cursor.fetchone()
         done += sizes.get(key, 0)
         if progress:
             progress(done, sum(sizes.values()))
-        digest = ((int(high) % (1 << 64)) << 64 | (int(low) % (1 << 64))) & MASK
+        digest = 0
+        for total in totals:
+            digest = (digest << 64 | int(total) % (1 << 64)) & MASK
         try:
             max_pk = int(max_pk) if max_pk is not None else None
         except ValueError:  # a text or uuid key

@@ -516,6 +516,10 @@ class Postgres(Engine):
         if archive_version and self.versions["pg_restore"] < tuple(archive_version):
             raise RemigrateError(f"the backup was made by pg_dump {archive_version[0]}, newer than pg_restore "
                                  f"{self.versions['pg_restore'][0]} here; install a newer postgresql-client")
+        if digest and digest not in S.KNOWN_DIGESTS:
+            raise RemigrateError(f"the bundle's row digests are made the {digest!r} way, which this remigrate does not know "
+                                 f"(it knows {', '.join(S.KNOWN_DIGESTS)}): check it with the version that made it; "
+                                 "nothing was changed")
         if digest == S.HASH_RECORD and major < 14:
             raise RemigrateError(f"the bundle's row digests ({digest}) need PostgreSQL 14 or newer to be checked and this "
                                  f"server is {major}; restore it on PostgreSQL 14 or newer (or by hand with pg_restore, "

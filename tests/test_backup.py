@@ -103,7 +103,7 @@ def test_bundle_holds_manifest_dump_and_migrations_readable_by_owner_only(pg_pro
     assert "igny8_core/modules/system/migrations/default_settings.csv" in manifest["migrations_archive"]["files"]
     assert set(manifest["files"]) == {"db.dump", "migrations.tar.gz"}
     # the folder has room: not compressed (pg_dump's deflate is most of its time), and said so
-    assert manifest["dump"]["compress"] == "0" and manifest["database"]["content_digest"] == "hash-record"
+    assert manifest["dump"]["compress"] == "0" and manifest["database"]["content_digest"] == "hash-bytes"
     listing = subprocess.run(["pg_restore", "--list", str(bundle / "db.dump")], capture_output=True, text=True).stdout
     assert "Compression: 0" in listing
 

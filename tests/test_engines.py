@@ -235,7 +235,7 @@ def test_a_foreign_key_left_unchecked_on_purpose_comes_back_unchecked(pg_db):
 
 
 def test_a_bundle_whose_digests_the_server_cannot_make_is_refused_before_the_restore():
-    """hash-record digests need PostgreSQL 14: on 13 the restore would succeed and its check fail
+    """hash-bytes digests need PostgreSQL 14: on 13 the restore would succeed and its check fail
     after the fact, so it is refused first (a unit check of the versions; no older server here)."""
     from types import SimpleNamespace
 
@@ -245,7 +245,7 @@ def test_a_bundle_whose_digests_the_server_cannot_make_is_refused_before_the_res
     engine.project = SimpleNamespace(options=SimpleNamespace(compress="auto"))
     engine.versions = {"pg_dump": (13, 9), "pg_restore": (13, 9), "psql": (13, 9), "server": (13, 4)}
     with pytest.raises(RemigrateError, match="need PostgreSQL 14 or newer .* nothing was changed"):
-        engine.preflight(archive_version=[13, 9], digest="hash-record")
+        engine.preflight(archive_version=[13, 9], digest="hash-bytes")
     assert engine.preflight(archive_version=[13, 9], digest="md5-text") == {"server_version_num": 130004}
     engine.versions.update(server=(14, 0), pg_dump=(14, 1), pg_restore=(14, 1))
-    assert engine.preflight(digest="hash-record") == {"server_version_num": 140000}
+    assert engine.preflight(digest="hash-bytes") == {"server_version_num": 140000}
