@@ -275,8 +275,8 @@ def pg_tables(cursor):
 #   (AS_BYTES: the type's binary send format, every NaN made the same one; text and varchar
 #   byte for byte), the row hashed from them by the server with hash_record_extended
 #   (PostgreSQL 14+), each row's hash hashed again, summed over the rows (64 bits). No text is
-#   made of most values, which makes it about 5 times faster. The types' own hash functions are not used: they serve joins, and
-#   treat values as equal that are not (numeric's ignores the sign, bigint's and timestamp's
+#   made of most values, which makes it about 5 times faster. The types' own hash functions
+#   are not used: they serve joins, and treat values as equal that are not (numeric's ignores the sign, bigint's and timestamp's
 #   fold 64 bits into 32, jsonb's ignores where an array ends, char's trailing blanks).
 #   Integers go as 8 bytes, so 5 in an integer column equals 5 in a bigint one (a new history
 #   may widen a key); jsonb goes as its canonical text. A column of any other type (json,
@@ -328,19 +328,22 @@ def pg_content(cursor, tables=None, upto=None, progress=None, algorithm=None):
     algorithm = algorithm or pg_digest_algorithm(cursor)
     if algorithm == MD5_TEXT:  # as earlier versions read it: in the session's own settings
         return _pg_content(cursor, tables, upto or {}, progress, algorithm)
-    names = list(TEXT_SETTINGS)
-    cursor.execute("SELECT " + ", ".join("current_setting(%s)" for _ in names), names)
-    before = dict(zip(names, cursor.fetchone()))
-    cursor.execute("SELECT " + ", ".join("set_config(%s, %s, false)" for _ in names),
-                   [x for name in names for x in (name, TEXT_SETTINGS[name])])
+    cursor.execute("SELECT " + ", ".join("current_setting(%s)" for _ in TEXT_SETTINGS), list(TEXT_SETTINGS))
+    before = dict(zip(TEXT_SETTINGS, cursor.fetchone()))
+    pg_set(cursor, TEXT_SETTINGS)
     try:
         return _pg_content(cursor, tables, upto or {}, progress, algorithm)
     finally:  # the caller's session as it was (in a transaction that failed, the server undoes the set itself)
         try:
-            cursor.execute("SELECT " + ", ".join("set_config(%s, %s, false)" for _ in names),
-                           [x for name in names for x in (name, before[name])])
-        except Exception:
+            pg_set(cursor, before)
+        except Exception:  # noqa: BLE001  (that failed transaction: nothing to give back)
             pass
+
+
+def pg_set(cursor, settings):
+    """Session settings {name: value} set at once (undone with the transaction if it fails)."""
+    cursor.execute("SELECT " + ", ".join("set_config(%s, %s, false)" for _ in settings),
+                   [x for item in settings.items() for x in item])
 
 
 def _pg_content(cursor, tables, upto, progress, algorithm):

@@ -15,8 +15,10 @@ from tasks.project import open_project, probe_module
 HEADROOM = 64 * 1024 * 1024  # free space kept beyond the estimated dump size
 
 
-ROOM_FOR_UNCOMPRESSED = 4  # times the database: an uncompressed dump (bytea goes out as hex, TOASTed
-# text expands), a second copy of the database for a swap on the same disk, and a margin
+# Free space, in times the database, that `auto` wants before it writes an uncompressed dump: the
+# dump (bytea goes out as hex, TOASTed text expands), a second copy for a swap on the same disk,
+# and a margin.
+ROOM_FOR_UNCOMPRESSED = 4
 
 
 def choose_compression(asked, free, need):

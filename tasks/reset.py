@@ -780,12 +780,13 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
         what = "the database and the migration files" if touched else "the migration files (the reset never touched the database)"
         later = ""
         if touched and data.get("status") == "done":
-            later = {"swap": " Whatever was written since the swap stays in the new database, which is set aside (not "
-                             "in use).",
-                     "fake": " Nothing written since is lost: the data is not restored, only the history (and the tables "
-                             "the reset dropped)."}.get(strategy if renaming or strategy == "fake" else "rebuild",
-                                                         " Whatever was written to the database since that reset "
-                                                         "finished is lost.")
+            if strategy == "fake":
+                later = (" Nothing written since is lost: the data is not restored, only the history (and the tables "
+                         "the reset dropped).")
+            elif strategy == "swap" and renaming:
+                later = " Whatever was written since the swap stays in the new database, which is set aside (not in use)."
+            else:
+                later = " Whatever was written to the database since that reset finished is lost."
         confirm(f"Roll back {what} of {engine.name} database {project.db.name} to {manifest['name']} "
                 f"(taken {manifest['created_at']})?{later}", project.db.name.rsplit("/", 1)[-1], yes)
         timer = Timer()
@@ -826,9 +827,9 @@ def cleanup_task(c, yes=False, project_dir=None, python=None, settings=None, env
     """Remove the databases kept aside: the old ones of swap resets, the new ones of rollbacks.
 
     A swap keeps the old database for an instant rollback; a rollback of a swap sets the new
-    one aside (the application may have written to it). Run it once the database in place has proven itself; a rollback of a swap after that
-    restores the bundle's backup instead (slower, same result). Bundles are kept: remove them
-    by hand.
+    one aside (the application may have written to it). Run it once the database in place has
+    proven itself; a rollback of a swap after that restores the bundle's backup instead
+    (slower, same result). Bundles are kept: remove them by hand.
     """
     opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
     with open_project(c, opts) as project:

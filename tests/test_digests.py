@@ -121,6 +121,10 @@ def test_a_table_without_a_primary_key_is_digested_too(cur):
     for algorithm in (S.HASH_RECORD, S.MD5_TEXT):
         got = digest(cur, "log", algorithm)
         assert got["rows"] == 50 and got["pk"] == [] and got["max_pk"] is None
+        cur.execute("UPDATE log SET line = 'changed' WHERE line = 'line 7'")
+        assert digest(cur, "log", algorithm)["digest"] != got["digest"], algorithm
+        cur.execute("UPDATE log SET line = 'line 7' WHERE line = 'changed'")
+        assert digest(cur, "log", algorithm) == got, algorithm
 
 
 def test_a_key_widened_by_the_new_history_keeps_its_digest(cur):
