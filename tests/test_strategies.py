@@ -55,6 +55,9 @@ def test_swap_keeps_every_row_its_rollback_is_a_rename_and_cleanup_removes_what_
         assert "write counters" in out.stdout or "no transaction committed" in out.stdout, out.stdout
     listing = run_inv("backups", *common(seeded), env=seeded.env)
     assert "old database kept as" in listing.stdout and "(swap)" in listing.stdout, listing.stdout
+    # Asked without a terminal, the rollback refuses, and its question says what becomes of new writes.
+    out = run_inv("rollback", *common(seeded), env=seeded.env)
+    assert out.returncode != 0 and "stays in the new database, which is set aside" in out.stderr, out.stdout + out.stderr
     # The rollback is the rename back: the kept database, as it was, under its name again.
     out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
