@@ -460,7 +460,9 @@ def add_engine(folder, written, connection, old, removed_tables):
             data["sql"][connection.vendor] = {"pre": [list(i) for i in carry["pre"]],
                                               "post": [list(i) for i in carry["post"]]}
             data["tables"] += [{**t, "vendor": connection.vendor} for t in old["rows"] if not t["model"]]
-            data_path.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+            # whole or not at all: scratch B may be reading it meanwhile
+            data_path.with_suffix(".part").write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+            data_path.with_suffix(".part").replace(data_path)
             migrate_all(connection)
         except Exception as exc:
             raise HistoryError(f"{type(exc).__name__}: {str(exc).strip()[:300]}")
@@ -470,9 +472,12 @@ def add_engine(folder, written, connection, old, removed_tables):
         drop_scratch(connection)
 
 
-def build_new(connection, old, removed_tables, own, carry_enabled=True):
+def build_new(connection, old, removed_tables, own, carry_enabled=True, on_written=None):
     """Scratch database B: the regenerated history, plus the carried-over migration written into
-    the (scratch) migrations folder of one app; then the project's post_migrate handlers."""
+    the (scratch) migrations folder of one app; then the project's post_migrate handlers.
+    `old`: a function giving the old history's measure (called once B's own history is in, so
+    the two can be built at once), or None. `on_written(connection, files)` is told the carried
+    migration's files as soon as they are on disk."""
     from django.core.management.sql import emit_post_migrate_signal
     from django.db.migrations.loader import MigrationLoader
 
@@ -481,7 +486,8 @@ def build_new(connection, old, removed_tables, own, carry_enabled=True):
     try:
         migrate_all(connection)
         base = S.describe(connection, content=True)
-        if carry_enabled and old:
+        old = old() if carry_enabled and old else None
+        if old:
             carry = to_carry(old["schema"], base, removed_tables, cache_tables())
             # rows the new history already makes the same (another app's data migration) stay its own
             made = {t: c["digest"] for t, c in base["content"].items()}
@@ -497,6 +503,8 @@ def build_new(connection, old, removed_tables, own, carry_enabled=True):
                 sequences = carried_sequences(old["schema"], tables)
                 written = [(app, f) for f in write_carried(folder, number, carry, rows, sequences,
                                                            [tuple(n) for n in leaves], connection.vendor)]
+                if on_written:
+                    on_written(connection, written)
                 migrate_all(connection)
         else:
             carry = {"pre": [], "post": [], "tables": [], "cache_tables": []}

@@ -830,37 +830,175 @@ def cmd_describe(opts):
     return schema_facts.describe(connection, content=bool(opts.args and opts.args[0] == "content"))
 
 
-def cmd_history_old(opts):
-    """Scratch database A (--db-name): the old history, measured operation by operation.
-    Writes everything (with the rows the history put in) to OUT; answers without the rows."""
-    out, *removed = opts.args
-    setup_django(opts.settings)
+def in_child(out, work, db_name=None, sqlite_scratch=None, migrations_from=None):
+    """Start work() in a child process of this one, on the database and migrations the overrides
+    name, with connections of its own (none is open here when it starts: an inherited one would
+    be closed under its owner). Its JSON result or its error goes to the file OUT. Returns a
+    function that waits for it and gives the result, raising ProbeError for its error."""
+    global DB_NAME_OVERRIDE, SQLITE_SCRATCH, MIGRATIONS_FROM
+    Path(out).unlink(missing_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            DB_NAME_OVERRIDE, SQLITE_SCRATCH, MIGRATIONS_FROM = db_name, sqlite_scratch, migrations_from
+            fresh_connections()
+            started = time.monotonic()
+            answer = {"result": work(), "seconds": time.monotonic() - started}
+            code = 0
+        except ProbeError as exc:
+            answer = {"error": str(exc)}
+        except BaseException as exc:  # noqa: BLE001  (told to the parent, which says it)
+            import traceback
+
+            traceback.print_exc()
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        try:
+            Path(out + ".part").write_text(json.dumps(answer, default=str), encoding="utf-8")
+            os.replace(out + ".part", out)
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+
+    def wait():
+        _, status = os.waitpid(pid, 0)
+        try:
+            answer = json.loads(Path(out).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise ProbeError(f"a scratch build ended without an answer (exit status {os.waitstatus_to_exitcode(status)})")
+        if "error" in answer:
+            raise ProbeError(answer["error"])
+        return answer
+    return wait
+
+
+def old_history(settings, removed):
+    """Scratch database A: the old history, measured operation by operation (in_child's work)."""
+    setup_django(settings)
     from django.db import connection
 
     try:
         own = [a["label"] for a in project_apps() if a["in_project"] and a["migrations_dir"]]
-        result = history.build_old(connection, set(removed), own)
+        return history.build_old(connection, removed, own)
     except history.HistoryError as exc:
-        raise ProbeError(f"the old migration history does not apply to an empty database ({exc}); "
+        raise ProbeError(f"the old migration history does not apply to an empty database on {connection.vendor} ({exc}); "
                          "a fresh install from it fails today, so it cannot be compared")
-    Path(out).write_text(json.dumps(result, default=str), encoding="utf-8")
-    return {"inventory": result["inventory"], "schema": result["schema"],
-            "rows": {t["table"]: len(t["rows"]) for t in result["rows"]}}
 
 
-def cmd_history_new(opts):
-    """Scratch database B (--db-name): the numbered migrations in the --migrations-from copies
-    are deleted, makemigrations writes the new history there, the old history's effects (from
-    OLD, the file history-old wrote; "-" for none) are carried into a generated migration, and
-    all of it is migrated, then post_migrate runs once."""
-    old_path, *removed = opts.args
-    setup_django(opts.settings)
+def cmd_history(opts):
+    """The builds of the proof, overlapping (run with --db-name B and --migrations-from):
+
+    - A: the old history on a scratch database (SPEC "old": its database), in a child process;
+    - S: the old history on a SQLite file as well (SPEC "sqlite", beside a PostgreSQL reset), in
+      another child;
+    - B, here: the numbered migrations in the --migrations-from copies are deleted,
+      makemigrations writes the new history there and it is migrated; once A is done, what the
+      old history made beyond the models is carried into a generated migration, migrated too,
+      then post_migrate runs once;
+    - E: once the carried migration is written and S is done, the new history with it on SQLite
+      (so it installs on a SQLite laptop or CI like the old one did), in a third child.
+
+    SPEC is a JSON file: {"removed": [tables], "old": {"db", "out"} or null, "sqlite": {"old",
+    "new", "out"} or null}; the "out" files get the full results (with the rows)."""
+    spec = json.loads(Path(opts.args[0]).read_text(encoding="utf-8"))
+    removed = set(spec["removed"])
+    old_spec, sqlite_spec = spec.get("old"), spec.get("sqlite")
+    folder = MIGRATIONS_FROM
+    waits = []  # every child is waited for, whatever happens here
+    old_wait = sqlite_wait = engine_wait = None
+    if old_spec:
+        old_wait = in_child(old_spec["out"] + ".answer", lambda: old_history(opts.settings, removed), db_name=old_spec["db"])
+        waits.append(old_wait)
+    if sqlite_spec:
+        sqlite_wait = in_child(sqlite_spec["out"] + ".answer", lambda: old_history(opts.settings, removed),
+                               sqlite_scratch=sqlite_spec["old"])
+        waits.append(sqlite_wait)
+    answer = {"seconds": {}, "old": None}
+    memo = {}
+
+    def waited(wait):
+        if wait not in memo:
+            try:
+                memo[wait] = (wait(), None)
+            except ProbeError as exc:
+                memo[wait] = (None, exc)
+        return memo[wait]
+
+    def old():
+        if not old_wait:
+            return None
+        done, error = waited(old_wait)
+        if error:
+            raise error
+        answer["seconds"]["old history"] = done["seconds"]
+        return done["result"]
+
+    def sqlite_old():
+        done, error = waited(sqlite_wait)
+        if error:
+            answer["sqlite"] = {"skipped": str(error)}
+            return None
+        answer["seconds"]["SQLite histories"] = done["seconds"]
+        return done["result"]
+
+    def written(connection, files):
+        """The carried migration is on disk: its SQLite install starts beside B's."""
+        nonlocal engine_wait
+        if not sqlite_spec or not files or sqlite_old() is None:
+            return
+        old_sqlite = sqlite_old()
+        app, name = files[0][0], next(f for _, f in files if f.endswith(".py"))
+        connection.close()  # reopened when next used: the child must not inherit it
+
+        def engine():
+            setup_django(opts.settings)
+            from django.db import connection as sqlite
+
+            try:
+                built = history.add_engine(Path(folder) / f"rmg_{app}", [(app, name)], sqlite, old_sqlite, removed)
+            except history.HistoryError as exc:
+                raise ProbeError(f"the new history does not install on {sqlite.vendor} ({exc})")
+            return {**built, "old": old_sqlite["schema"]}
+        engine_wait = in_child(sqlite_spec["out"] + ".engine", engine, sqlite_scratch=sqlite_spec["new"],
+                               migrations_from=folder)
+        waits.append(engine_wait)
+
+    try:
+        started = time.monotonic()
+        answer["new"] = new_history(opts.settings, old if old_spec else None, removed, written)
+        answer["seconds"]["new history"] = time.monotonic() - started
+        full = old()
+        if full is not None:
+            answer["old"] = {"inventory": full["inventory"], "schema": full["schema"],
+                             "rows": {t["table"]: len(t["rows"]) for t in full["rows"]}}
+        if sqlite_spec:
+            sqlite_old()
+        if engine_wait:
+            done, error = waited(engine_wait)
+            if error:
+                raise error
+            answer["sqlite"] = done["result"]
+            answer["seconds"]["SQLite histories"] += done["seconds"]
+    finally:
+        for wait in waits:
+            waited(wait)
+    answer["seconds"] = {k: round(answer["seconds"][k], 1) for k in ("old history", "new history", "SQLite histories")
+                         if k in answer["seconds"]}
+    return answer
+
+
+def new_history(settings, old, removed, written):
+    """Scratch database B: the new history made (when `old`, a function that waits for A's result,
+    is given; else it is the one in the folders already) and migrated, then the carried
+    migration (`written` is told its files)."""
+    setup_django(settings)
     from django.core.management import call_command
     from django.db import connection
     from django.db.migrations.loader import MigrationLoader
 
     own = [a for a in project_apps() if a["in_project"] and a["migrations_dir"]]
-    old = json.loads(Path(old_path).read_text(encoding="utf-8")) if old_path != "-" else None
     if old is not None:
         loader = MigrationLoader(None, ignore_no_migrations=True)
         for app in own:
@@ -875,30 +1013,13 @@ def cmd_history_new(opts):
         out = io.StringIO()
         call_command("makemigrations", *[a["label"] for a in own], "--noinput", stdout=out, stderr=out)
     try:
-        result = history.build_new(connection, old, set(removed), own)
+        result = history.build_new(connection, old, removed, own, on_written=written)
     except history.HistoryError as exc:
         raise ProbeError(f"the new migration history does not apply to an empty database ({exc})")
     result["files"] = {a["label"]: sorted(p.name for p in Path(a["migrations_dir"]).iterdir()
                                           if p.is_file() and p.name != "__init__.py" and p.suffix in (".py", ".json")
                                           and p.name[:4].isdigit()) for a in own}
     return result
-
-
-def cmd_history_engine(opts):
-    """One more engine for the carried migration (run with --sqlite-scratch and
-    --migrations-from): OLD is what history-old measured on that engine; APP/FILE the carried
-    migration history-new wrote."""
-    old_path, written, *removed = opts.args
-    setup_django(opts.settings)
-    from django.db import connection
-
-    old = json.loads(Path(old_path).read_text(encoding="utf-8"))
-    app, name = written.split("/", 1)
-    folder = Path(MIGRATIONS_FROM) / f"rmg_{app}"
-    try:
-        return history.add_engine(folder, [(app, name + ".py")], connection, old, set(removed))
-    except history.HistoryError as exc:
-        raise ProbeError(f"the new history does not install on {connection.vendor} ({exc})")
 
 
 def cmd_sqlite_load(opts):
@@ -1357,11 +1478,9 @@ COMMANDS = {
     "manage": cmd_manage,
     "sqlite-load": cmd_sqlite_load,
     "content-types": cmd_content_types,
-    "history-old": cmd_history_old,
+    "history": cmd_history,
     "describe": cmd_describe,
     "check-url": cmd_check_url,
-    "history-new": cmd_history_new,
-    "history-engine": cmd_history_engine,
     "sqlite-swap": cmd_sqlite_swap,
     "sqlite-unkeep": cmd_sqlite_unkeep,
     "sqlite-restore-tables": cmd_sqlite_restore_tables,

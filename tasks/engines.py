@@ -9,6 +9,8 @@ import hashlib
 import json
 import posixpath
 import re
+import secrets
+import threading
 import time
 
 from psycopg import sql
@@ -459,6 +461,7 @@ class Postgres(Engine):
         super().__init__(project)
         self._pgpass = None
         self._lock = None  # the session holding the server lock, while a run holds it
+        self._lock_use = threading.Lock()  # one statement at a time in it
         self.versions = {}
         self.missing = False  # the database does not exist (found by preflight)
 
@@ -478,21 +481,25 @@ class Postgres(Engine):
             raise RemigrateError(explain_pg_error(result.stderr, self.db))
         return result.stdout.strip()
 
-    def tool_version(self, tool):
-        result = self.target.run([tool, "--version"], check=False)
-        version = parse_tool_version(result.stdout) if result.exited == 0 else None
-        if not version:
-            raise RemigrateError(f"{tool} not found on {self.target.name}; install the PostgreSQL client programs "
-                                 "(Debian/Ubuntu: apt-get install postgresql-client) or put them on PATH")
-        return version
+    def tool_versions(self, tools=PG_TOOLS):
+        """(major, minor) of each client program, asked in one command on the target."""
+        script = 'for t in "$@"; do printf "%s: " "$t"; "$t" --version 2>/dev/null || echo; done'
+        lines = self.target.run(["sh", "-c", script, "sh", *tools], check=False).stdout.splitlines()
+        answers = dict(line.split(": ", 1) for line in lines if ": " in line)
+        versions = {}
+        for tool in tools:
+            versions[tool] = parse_tool_version(answers.get(tool))
+            if not versions[tool]:
+                raise RemigrateError(f"{tool} not found on {self.target.name}; install the PostgreSQL client programs "
+                                     "(Debian/Ubuntu: apt-get install postgresql-client) or put them on PATH")
+        return versions
 
     def preflight(self, archive_version=None, digest=None):
         """Client programs present and new enough, server reachable with these credentials
         (checked once per task; a later call only compares the archive's version, and whether
         the server can make a bundle's `digest` to check the rows against)."""
         if "server" not in self.versions:
-            for tool in PG_TOOLS:
-                self.versions[tool] = self.tool_version(tool)
+            self.versions.update(self.tool_versions())
             try:
                 server = int(self.psql("SHOW server_version_num", what="connecting to PostgreSQL"))
             except RemigrateError as exc:
@@ -565,7 +572,7 @@ class Postgres(Engine):
                 raise CommandFailed("pg_dump", dumped)
         finally:
             holder.release()
-        return {"tool": "pg_dump", "tool_version": list(self.versions.get("pg_dump") or self.tool_version("pg_dump")),
+        return {"tool": "pg_dump", "tool_version": list(self.versions.get("pg_dump") or self.tool_versions(["pg_dump"])["pg_dump"]),
                 "compress": compress, "xids": xids,
                 "write_counters": json.loads(counters) if counters.startswith("{") else None, "stats": stats}
 
@@ -646,8 +653,33 @@ class Postgres(Engine):
 
     def maintenance(self, statement, what):
         """One statement on the maintenance database (DROP/CREATE DATABASE cannot run in a transaction
-        or on the database itself)."""
-        return self.psql(statement, dbname="postgres", what=what)
+        or on the database itself): in the session holding the run's lock while there is one (a
+        reset makes some 20 of these; each psql started for one costs a connection), else in a
+        psql of its own."""
+        if self._lock is None or self.versions.get("psql", (0,)) < (11,):  # psql 11: the ERROR variable
+            return self.psql(statement, dbname="postgres", what=what)
+        with self._lock_use:
+            return self._in_lock_session(statement, what)
+
+    def _in_lock_session(self, statement, what):
+        """Feed one statement to the lock's psql (reading its standard input), then lines that
+        tell how it went and where its output ends. An error leaves the session (and the lock)
+        as it was; a session that ended stops the run, as check_lock would."""
+        self.check_lock()
+        end = f"REMIGRATE-END-{secrets.token_hex(8)}"
+        self._lock.stdin.write(f"\\set ON_ERROR_STOP off\n{statement.strip().rstrip(';')};\n"
+                               f"\\if :ERROR\n\\echo {end}-failed :LAST_ERROR_MESSAGE\n\\endif\n\\echo {end}\n")
+        lines = []
+        while (line := self._lock.next_line()) != end:
+            if line is None:
+                raise RemigrateError(f"{what}: the session holding this run's lock on the server ended meanwhile; "
+                                     "stopped before changing the database any further")
+            lines.append(line)
+        failed = next((i for i, line in enumerate(lines) if line.startswith(f"{end}-failed ")), None)
+        if failed is not None:
+            message = "\n".join([lines[failed][len(end) + 8:], *lines[failed + 1:]])
+            raise RemigrateError(explain_pg_error(f"ERROR:  {message}", self.db))
+        return "\n".join(lines).strip()
 
     @property
     def beside(self):

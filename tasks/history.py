@@ -11,7 +11,7 @@ import secrets
 import sys
 from dataclasses import dataclass, field
 
-from tasks.console import RemigrateError, Timer, say, table
+from tasks.console import say, table
 from tasks.project import SCRIPTS
 from tasks.target import group
 
@@ -51,46 +51,31 @@ def scratch_name(project, engine, kind):
 def prove(project, engine, apps, removed, mode, accept=()):
     """Build A (old history) and B (new history plus carry-over) and compare them, and B with
     the live schema. Returns a History; raises only when a build fails."""
-    folder = posixpath.join(project.workdir, "history")
+    work = project.workdir
+    folder = posixpath.join(work, "history")
     project.target.run(["mkdir", "-p", "-m", "700", folder])
     project.target.shell(group(*[["cp", "-a", app["migrations_dir"], posixpath.join(folder, f"rmg_{app['label']}")]
                                  for app in apps]), what="copying the migrations to a scratch folder")
-    seconds, old = {}, None
-    old_file = "-"
-    sqlite_old = None
-    if mode == "regenerate" and engine.name != "sqlite":  # measured on SQLite too, meanwhile, in a process of its own
-        sqlite_old = project.probe_beside("history-old", posixpath.join(project.workdir, "history-old-sqlite.json"),
-                                          *sorted(removed), sqlite_scratch=posixpath.join(project.workdir, "a.sqlite3"),
-                                          what="building a SQLite scratch database from the old history")
-    try:
-        if mode == "regenerate":
-            t = Timer()
-            old_file = posixpath.join(project.workdir, "history-old.json")
-            old = project.probe("history-old", old_file, *sorted(removed), db_name=scratch_name(project, engine, "a"),
-                                what="building a scratch database from the old history")
-            seconds["old history"] = round(t.seconds, 1)
-        t = Timer()
-        new = project.probe("history-new", old_file, *sorted(removed), db_name=scratch_name(project, engine, "b"),
-                            migrations_from=folder, what="building a scratch database from the new history")
-        seconds["new history"] = round(t.seconds, 1)
-    except BaseException:
-        if sqlite_old:  # never leave it writing into a folder that is about to be removed
-            try:
-                sqlite_old()
-            except RemigrateError:
-                pass
-        raise
-    if sqlite_old:
-        also_sqlite(project, removed, folder, new, seconds, sqlite_old)
+    spec = {"removed": sorted(removed), "old": None, "sqlite": None}
+    if mode == "regenerate":
+        spec["old"] = {"db": scratch_name(project, engine, "a"), "out": posixpath.join(work, "history-old.json")}
+        if engine.name != "sqlite":  # measured on SQLite too, so that the new history installs there as well
+            spec["sqlite"] = {"old": posixpath.join(work, "a.sqlite3"), "new": posixpath.join(work, "b.sqlite3"),
+                              "out": posixpath.join(work, "history-sqlite.json")}
+    spec_path = posixpath.join(work, "history-spec.json")
+    project.target.write_private(spec_path, json.dumps(spec), replace=True)
+    built = project.probe("history", spec_path, db_name=scratch_name(project, engine, "b"), migrations_from=folder,
+                          what="building scratch databases from the old and the new history")
+    old, new = built["old"], built["new"]
     live = project.probe("describe", what="reading the live schema")
     history = History(folder=folder, files=new["files"], written=new["written"], carried=new["carried"],
                       rows=(old or {}).get("rows", {}), inventory=(old or {}).get("inventory", []),
                       new_schema=new["installed"], live_schema=live, old_schema=(old or {}).get("schema") or {},
                       post_migrate_error=new["post_migrate_error"],
-                      seconds=seconds)
+                      seconds=built["seconds"])
     if old:
         diffs = S.differences(old["schema"], new["schema"], skip=removed, names=("old history", "new history"))
-        other = new.get("sqlite") or {}
+        other = built.get("sqlite") or {}
         if "schema" in other:
             diffs += [(f"{key} (on SQLite)", text) for key, text in
                       S.differences(other["old"], other["schema"], skip=removed, names=("old history", "new history"))]
@@ -102,28 +87,6 @@ def prove(project, engine, apps, removed, mode, accept=()):
                           names=("live database", "new history"))
     history.live = [d for d in drift if not S.accepted(d, accept)]
     return history
-
-
-def also_sqlite(project, removed, folder, new, seconds, sqlite_old):
-    """What the old history made on SQLite too (a file, always at hand), so the new history
-    installs on a SQLite laptop or CI like the old one did (`sqlite_old`: the build of the old
-    history on SQLite, started beside the others). Needed only when something is carried;
-    skipped, and said so, when the old history does not install on SQLite at all."""
-    t = Timer()
-    old_file = posixpath.join(project.workdir, "history-old-sqlite.json")
-    try:
-        sqlite_old()
-    except RemigrateError as exc:
-        new["sqlite"] = {"skipped": str(exc)}
-        return
-    if not new["written"]:
-        return
-    app, name = new["written"][0][0], next(f for _, f in new["written"] if f.endswith(".py"))
-    new["sqlite"] = project.probe("history-engine", old_file, f"{app}/{name[:-3]}", *sorted(removed),
-                                  sqlite_scratch=posixpath.join(project.workdir, "b.sqlite3"), migrations_from=folder,
-                                  what="building a SQLite scratch database from the new history")
-    new["sqlite"]["old"] = json.loads(project.target.read_text(old_file))["schema"]
-    seconds["SQLite histories"] = round(t.seconds, 1)
 
 
 def verdict(entry, history):

@@ -249,3 +249,50 @@ def test_a_bundle_whose_digests_the_server_cannot_make_is_refused_before_the_res
     assert engine.preflight(archive_version=[13, 9], digest="md5-text") == {"server_version_num": 130004}
     engine.versions.update(server=(14, 0), pg_dump=(14, 1), pg_restore=(14, 1))
     assert engine.preflight(digest="hash-bytes") == {"server_version_num": 140000}
+
+
+def lock_holding_engine(pg_db, tmp_path):
+    from types import SimpleNamespace
+
+    from invoke import Context
+
+    from tasks.engines import Postgres
+    from tasks.target import Target
+
+    db = DbConfig(engine="django.db.backends.postgresql", name=pg_db.name, user=pg_db.role, password=pg_db.password,
+                  host="127.0.0.1", port=str(pg_db.cluster.port), options={})
+    workdir = tmp_path / "work"
+    workdir.mkdir(mode=0o700)
+    project = SimpleNamespace(target=Target(Context()), db=db, workdir=str(workdir), options=SimpleNamespace(compress="auto"))
+    engine = Postgres(project)
+    engine.preflight()
+    return engine
+
+
+def test_maintenance_statements_run_in_the_session_holding_the_lock_and_an_error_leaves_it_held(pg_db, tmp_path):
+    """A reset makes some 20 statements on the maintenance database; while the run holds its lock
+    they go through that session (no psql, no connection of their own each). A failing one
+    says its error and leaves the session and the lock as they were; a session that ended
+    stops the run before the next statement."""
+    import time
+
+    from servers import psycopg_admin
+
+    engine = lock_holding_engine(pg_db, tmp_path)
+    holder = "SELECT pg_backend_pid() IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)"
+    assert engine.maintenance(holder, "before the lock") == "f"  # a psql of its own
+    with engine.server_lock():
+        assert engine.maintenance(holder, "asking who runs it") == "t"
+        assert engine.maintenance("SELECT 'a;b'\n  || E'c\\\\d' UNION ALL SELECT 'two';", "two rows") == "a;bc\\d\ntwo"
+        with pytest.raises(RemigrateError, match="division by zero"):
+            engine.maintenance("SELECT 1/0", "dividing")
+        with pytest.raises(RemigrateError, match='relation "no_such_table" does not exist'):
+            engine.maintenance("SELECT * FROM no_such_table", "reading")
+        assert engine.maintenance(holder, "asking again") == "t"  # same session, lock still held
+        assert engine.maintenance("SELECT 42", "after the errors") == "42"
+        with psycopg_admin(pg_db.cluster) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        with pytest.raises(RemigrateError, match="lock on the server (has )?ended"):
+            for _ in range(50):  # the end of the session reaches psql within moments
+                engine.maintenance("SELECT 1", "after the end")
+                time.sleep(0.05)

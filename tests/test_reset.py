@@ -314,6 +314,57 @@ def test_run_sql_view_in_the_old_history_is_carried_into_the_new_one(seeded):
     assert "writer_published" in views  # a PostgreSQL reset measures the old history on SQLite too
 
 
+def add_writer_migration(case, operation, imports=""):
+    """A migration 0003 in the writer app with one operation, applied to the live database."""
+    (case.project / "igny8_core/modules/writer/migrations/0003_extra.py").write_text(
+        f"from django.db import migrations\n{imports}\n\n"
+        "class Migration(migrations.Migration):\n"
+        "    dependencies = [('writer', '0002_content_word_count_and_more')]\n"
+        f"    operations = [{operation}]\n")
+    manage(case.project, case.env, "migrate", "-v0")
+
+
+def scratch_databases(case):
+    if case.engine == "sqlite":
+        return []
+    with psycopg_admin(case.pg_db.cluster) as conn:
+        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_\\_remigrate\\_%'")]
+
+
+def test_an_old_history_that_no_longer_applies_to_an_empty_database_is_refused_and_leaves_no_scratch(seeded):
+    """The scratch builds of the old and the new history run at once: when the old one fails (a
+    data migration that needs rows only the live database has), the plan says so in one line,
+    the builds that ran beside it are waited for and their scratch databases are gone."""
+    add_writer_migration(seeded, "migrations.RunPython(needs_content, migrations.RunPython.noop)",
+                         "\n\ndef needs_content(apps, schema_editor):\n"
+                         "    if not apps.get_model('writer', 'Content').objects.exists():\n"
+                         "        raise RuntimeError('there is no content to number')\n")
+    before = data_rows(seeded)
+    out = reset(seeded, *REMOVE, "--yes")
+    assert out.returncode != 0
+    error = out.stderr.strip().splitlines()[-1]
+    assert "the old migration history does not apply to an empty database" in error, out.stderr
+    assert "there is no content to number" in error and "Traceback" not in out.stderr
+    assert scratch_databases(seeded) == []
+    assert data_rows(seeded) == before and not (seeded.project.parent / "b").exists()
+
+
+def test_an_old_history_that_does_not_apply_on_sqlite_is_said_and_the_postgresql_proof_still_made(pg_case):
+    """Beside a PostgreSQL reset the old history is measured on SQLite too; a migration written
+    for PostgreSQL only (no vendor check) makes that measure fail, which the plan notes; the
+    proof on PostgreSQL is made all the same and the reset goes through."""
+    add_writer_migration(pg_case, "migrations.RunSQL('CREATE INDEX writer_title_lower ON writer_content (lower(title)) "
+                                  "WITH (fillfactor = 80)', 'DROP INDEX writer_title_lower')")
+    out = reset(pg_case, *REMOVE, "--dry-run")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "note       the old history was not measured on SQLite (the old migration history does not apply to an " \
+           "empty database on sqlite" in out.stdout
+    assert "a fresh install from the new history equals one from the old history" in out.stdout
+    assert "carried: made index writer_content btree (lower((title)::text))" in out.stdout
+    assert "schema objects: " in out.stdout and "index writer_title_lower" in out.stdout
+    assert scratch_databases(pg_case) == []
+
+
 def test_a_second_reset_while_one_runs_is_refused(seeded):
     env = {**os.environ, **seeded.env, "REMIGRATE_FAULT": "pause:remove-models"}
     proc = subprocess.Popen([PYTHON, "-m", "invoke", "reset", "--project-dir", str(seeded.project), "--backup-dir",
