@@ -403,6 +403,26 @@ KEEP_SESSION = ("SET idle_in_transaction_session_timeout = 0; DO $$BEGIN PERFORM
                 "'0', false); EXCEPTION WHEN undefined_object THEN NULL; END$$;")
 
 
+def in_session(held, statement, db, ended):
+    """Feed one statement to a held psql reading its standard input (no ON_ERROR_STOP), then lines
+    that tell how it went and where its output ends; returns its output. An error is raised
+    and leaves the session as it was; a session that ended raises `ended` (a text, or a
+    function of nothing that makes the text)."""
+    end = f"REMIGRATE-END-{secrets.token_hex(8)}"
+    held.stdin.write(f"\\set ON_ERROR_STOP off\n{statement.strip().rstrip(';')};\n"
+                     f"\\if :ERROR\n\\echo {end}-failed :LAST_ERROR_MESSAGE\n\\endif\n\\echo {end}\n")
+    lines = []
+    while (line := held.next_line()) != end:
+        if line is None:
+            raise RemigrateError(ended() if callable(ended) else ended)
+        lines.append(line)
+    failed = next((i for i, line in enumerate(lines) if line.startswith(f"{end}-failed ")), None)
+    if failed is not None:
+        message = "\n".join([lines[failed][len(end) + 8:], *lines[failed + 1:]])
+        raise RemigrateError(explain_pg_error(f"ERROR:  {message}", db))
+    return "\n".join(lines).strip()
+
+
 def advisory_key(name):
     """The server-side lock key of a database: 60 bits of a hash of its name (the lock lives on
     its server, so however a client spells the host, one database has one key)."""
@@ -662,24 +682,26 @@ class Postgres(Engine):
             return self._in_lock_session(statement, what)
 
     def _in_lock_session(self, statement, what):
-        """Feed one statement to the lock's psql (reading its standard input), then lines that
-        tell how it went and where its output ends. An error leaves the session (and the lock)
-        as it was; a session that ended stops the run, as check_lock would."""
         self.check_lock()
-        end = f"REMIGRATE-END-{secrets.token_hex(8)}"
-        self._lock.stdin.write(f"\\set ON_ERROR_STOP off\n{statement.strip().rstrip(';')};\n"
-                               f"\\if :ERROR\n\\echo {end}-failed :LAST_ERROR_MESSAGE\n\\endif\n\\echo {end}\n")
-        lines = []
-        while (line := self._lock.next_line()) != end:
-            if line is None:
-                raise RemigrateError(f"{what}: the session holding this run's lock on the server ended meanwhile; "
-                                     "stopped before changing the database any further")
-            lines.append(line)
-        failed = next((i for i, line in enumerate(lines) if line.startswith(f"{end}-failed ")), None)
-        if failed is not None:
-            message = "\n".join([lines[failed][len(end) + 8:], *lines[failed + 1:]])
-            raise RemigrateError(explain_pg_error(f"ERROR:  {message}", self.db))
-        return "\n".join(lines).strip()
+        return in_session(self._lock, statement, self.db, ended=f"{what}: the session holding this run's lock on the "
+                          "server ended meanwhile; stopped before changing the database any further")
+
+    @contextlib.contextmanager
+    def session(self, dbname):
+        """A function that runs one statement in a psql kept open on `dbname` for the length of
+        the block (statements in a row, not one psql and connection each); a psql of its own
+        per statement when the client cannot say how a statement went (before psql 11)."""
+        if self.versions.get("psql", (0,)) < (11,):
+            yield lambda statement, what: self.psql(statement, dbname=dbname, what=what)
+            return
+        held = self.target.hold(["psql", "-X", "-q", "-At", *pg_conn_args(self.db, dbname), "-f", "-"], env=self.env())
+        try:
+            def ask(statement, what):
+                return in_session(held, statement, self.db, ended=lambda: f"{what}: the session on {dbname} ended: "
+                                  + explain_pg_error(held.release().stderr, self.db))
+            yield ask
+        finally:
+            held.release()
 
     @property
     def beside(self):
@@ -868,10 +890,9 @@ class Postgres(Engine):
     def remove_kept(self, name):
         self.drop(name)
 
-    def new_tables(self):
-        out = self.psql("SELECT coalesce(json_agg(json_build_array(schemaname, tablename)), '[]') FROM pg_tables "
-                        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')", dbname=self.beside,
-                        what="listing the new tables")
+    def new_tables(self, ask):
+        out = ask("SELECT coalesce(json_agg(json_build_array(schemaname, tablename)), '[]') FROM pg_tables "
+                  "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')", "listing the new tables")
         return {tuple(x) for x in json.loads(out)}
 
     def load(self, dump, manifest, skip):
@@ -881,18 +902,21 @@ class Postgres(Engine):
         foreign key is added back and checked with one query (not one check per row). Nothing of
         this is visible: the database is built beside the live one, and a failure drops it.
         django_migrations and the removed tables are not loaded."""
+        with self.session(self.beside) as ask:  # its reads, in one session
+            self._load(dump, manifest, skip, ask)
+
+    def _load(self, dump, manifest, skip, ask):
         owners = {(r["schema"], r["name"]): r.get("owner", "") for r in manifest["database"]["relations"]}
-        keep = [(s, n, owners[(s, n)]) for (s, n) in sorted(self.new_tables())
+        keep = [(s, n, owners[(s, n)]) for (s, n) in sorted(self.new_tables(ask))
                 if (s, n) in owners and n != "django_migrations" and (n if s == "public" else f"{s}.{n}") not in skip]
         listing = self.target.run(["pg_restore", "--list", dump], what="reading the backup's table of contents").stdout
-        parts = json.loads(self.psql(keys_query([(s, n) for s, n, _ in keep]), dbname=self.beside,
-                                     what="reading the new schema's keys and indexes"))
+        parts = json.loads(ask(keys_query([(s, n) for s, n, _ in keep]), "reading the new schema's keys and indexes"))
         out_of_the_way = [entry[2] for kind in ("foreign_keys", "keys", "indexes") for entry in parts[kind]]
         self.run_sql([[LOAD_PRE_SQL, *out_of_the_way]], "load-pre", "preparing the new schema")
         work = self.project.workdir
         toc = filter_toc(listing, keep)
         self.target.write_private(posixpath.join(work, "load-toc"), toc)
-        jobs = self.jobs()
+        jobs = self.jobs(ask)
         took, timer = [], Timer()
         restore = ["pg_restore", "--data-only", "--verbose", f"--jobs={jobs}", f"--use-list={posixpath.join(work, 'load-toc')}",
                    *pg_conn_args(self.db, self.beside), dump]
@@ -901,7 +925,7 @@ class Postgres(Engine):
                                             lambda line: "processing data for table" in line))
         took.append(f"rows {timer}")
         timer = Timer()
-        tables = json.loads(self.psql(table_sizes_query(), dbname=self.beside, what="measuring the loaded tables"))
+        tables = json.loads(ask(table_sizes_query(), "measuring the loaded tables"))
         sizes = tables["sizes"]
         keys = parts["keys"] + parts["indexes"]
         self.run_sql(share_out(keys, sizes, jobs), "load-keys", "building keys and indexes",
@@ -926,23 +950,22 @@ class Postgres(Engine):
                          "analyzing the partitioned tables")
         took.append(f"{len(fks)} foreign keys checked and statistics {timer}")
         say(f"    loaded by {jobs} sessions: {', '.join(took)}")
-        again = json.loads(self.psql(keys_query([(s, n) for s, n, _ in keep]), dbname=self.beside,
-                                     what="reading the new schema's keys and indexes"))
+        again = json.loads(ask(keys_query([(s, n) for s, n, _ in keep]), "reading the new schema's keys and indexes"))
         if again != parts:
             raise RemigrateError("the keys, indexes and foreign keys of the new schema are not all back after the load")
 
-    def jobs(self):
+    def jobs(self, ask):
         """Sessions that load at once: --jobs, else the cores of the machine that runs the tools (at
         most 8); never more than the server and the role have connections free for."""
         wanted = self.project.options.jobs
         if not wanted:
             found = self.target.run(["nproc"], check=False).stdout.strip()
             wanted = min(int(found), 8) if found.isdigit() else 2
-        free = self.psql("SELECT least(current_setting('max_connections')::int - current_setting("
-                         "'superuser_reserved_connections')::int - (SELECT count(*) FROM pg_stat_activity), "
-                         "CASE WHEN r.rolconnlimit < 0 THEN 1000 ELSE r.rolconnlimit - (SELECT count(*) FROM "
-                         "pg_stat_activity WHERE usename = current_user) END) FROM pg_roles r WHERE r.rolname = current_user",
-                         dbname=self.beside, what="counting the free connections")
+        free = ask("SELECT least(current_setting('max_connections')::int - current_setting("
+                   "'superuser_reserved_connections')::int - (SELECT count(*) FROM pg_stat_activity), "
+                   "CASE WHEN r.rolconnlimit < 0 THEN 1000 ELSE r.rolconnlimit - (SELECT count(*) FROM "
+                   "pg_stat_activity WHERE usename = current_user) END) FROM pg_roles r WHERE r.rolname = current_user",
+                   "counting the free connections")
         return max(1, min(int(wanted), int(free) - 1 if free.lstrip("-").isdigit() else 1))
 
     def run_sql(self, groups, name, what, progress=None):
