@@ -405,6 +405,10 @@ def open_ro(path):
 
 
 def integrity(conn):
+    """PRAGMA integrity_check of an open connection, or of a file (on a connection of its own)."""
+    if isinstance(conn, str):
+        with contextlib.closing(open_ro(conn)) as own:
+            return integrity(own)
     rows = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
     if rows != ["ok"]:
         raise ProbeError("SQLite integrity_check failed: " + "; ".join(rows[:3]))
@@ -414,29 +418,107 @@ def integrity(conn):
 PARALLEL_FROM = int(os.environ.get("REMIGRATE_SQLITE_PARALLEL_FROM") or 32 * 1024 * 1024)
 
 
-def file_stats(path, check=False, content=False, upto=None, fk=True, alone=False):
-    """Stats of a SQLite file; with check, its integrity_check must pass first; with content,
-    a digest of every table's rows, by several processes when the file is `alone` (no one else
-    writes to it: a backup copy, a file built beside) and big."""
+def file_stats(path, check=False, content=False, upto=None, fk=True, alone=False, reference=None):
+    """Stats of a SQLite file; with check, its integrity_check must pass; with content, a digest
+    of every table's rows, by several processes when the file is `alone` (no one else writes to
+    it: a backup copy, a file built beside) and big. With a `reference` (a file built beside
+    from a backup copy: {"path", "sha256", "content"} of that copy), a table whose rows are
+    proven equal to the copy's, value by value, has the copy's digest (the copy unchanged since
+    its digests were made: its sha256 is checked meanwhile); the others are digested."""
     conn = open_ro(path)
     try:
-        if check:
-            integrity(conn)
-        stats = sqlite_stats(conn, fk=fk, count=not content)
-        stats["applied_migrations"] = applied_migrations(conn.cursor(), sqlite_quote)
+        proven = {}
+        with concurrently() as beside:  # (threads only: the digests below may fork)
+            if check:
+                beside(lambda: integrity(path))
+            if reference:
+                beside(lambda: unchanged_copy(reference))
+            stats = sqlite_stats(conn, fk=fk, count=not content)
+            stats["applied_migrations"] = applied_migrations(conn.cursor(), sqlite_quote)
+            if content and reference:
+                proven = compared_with_copy(conn, reference, upto)
         if content:
+            rest = [t for t in schema_facts.sqlite_chosen(conn)[1] if t not in proven]
             jobs = min(4, os.cpu_count() or 1)
-            if alone and jobs > 1 and os.path.getsize(path) >= PARALLEL_FROM:
-                stats["content"] = schema_facts.sqlite_content_parallel(
-                    conn, str(Path(path).resolve()), jobs, upto=upto, progress=reading("reading every row", "pieces"))
+            if not rest:
+                digested = {}
+            elif alone and jobs > 1 and os.path.getsize(path) >= PARALLEL_FROM:
+                digested = schema_facts.sqlite_content_parallel(
+                    conn, str(Path(path).resolve()), jobs, upto=upto, progress=reading("reading every row", "pieces"),
+                    tables=rest)
             else:
-                stats["content"] = schema_facts.sqlite_content(conn, upto=upto, progress=reading("reading every row", "tables"))
+                digested = schema_facts.sqlite_content(conn, tables=rest, upto=upto,
+                                                       progress=reading("reading every row", "tables"))
+            stats["content"] = {**proven, **digested}
             stats["content_digest"] = schema_facts.MD5_REPR
             stats["quoted"] = {t: sqlite_quote(t) for t in stats["tables"]}
             counts_from_content(stats, upto, lambda q: conn.execute(f"SELECT count(*) FROM {q}").fetchone()[0])
         return stats
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def concurrently():
+    """A function that starts work in a thread (SQLite and hashlib let go of the interpreter while
+    they read, so a second core helps); every one is waited for at the end of the block, and the
+    first failure raised."""
+    import threading
+
+    threads, failures = [], []
+
+    def start(work):
+        def run():
+            try:
+                work()
+            except BaseException as exc:  # noqa: BLE001  (raised in the caller's thread below)
+                failures.append(exc)
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        threads.append(thread)
+    try:
+        yield start
+    finally:
+        for thread in threads:
+            thread.join()
+    if failures:
+        raise failures[0]
+
+
+def unchanged_copy(reference):
+    if sha256_of(reference["path"]) != reference["sha256"]:
+        raise ProbeError(f"the backup copy {reference['path']} changed since the backup was made (its sha256 differs); "
+                         "the new database cannot be checked against it")
+
+
+def compared_with_copy(conn, reference, upto):
+    """{table: content entry} of the tables whose rows equal the reference copy's, value by value
+    (ATTACHed read-only); a table that differs gets a digest that says so. Tables left out: no
+    key to pair rows by, only in one file, or digested up to a key (`upto`)."""
+    expected = reference["content"]
+    virtual, chosen = schema_facts.sqlite_chosen(conn)
+    conn.execute("ATTACH DATABASE ? AS ref", (f"file:{Path(reference['path']).resolve()}?mode=ro",))
+    out = {}
+    try:
+        candidates = [t for t in chosen if t in expected and t not in (upto or {})]
+        for n, table in enumerate(candidates, 1):
+            report_progress("comparing every row with the backup copy", n, len(candidates), "tables")
+            key = schema_facts.sqlite_match_key(conn, table, table in virtual, schemas=("main", "ref"))
+            if key is None:
+                continue
+            try:
+                mine, theirs, equal = schema_facts.sqlite_equal(conn, table, key)
+            except sqlite3.Error:  # not the same columns: the digests will tell
+                continue
+            same = mine == theirs == equal
+            out[table] = {"rows": mine, "pk": expected[table].get("pk"),
+                          "max_pk": schema_facts.sqlite_top(conn, table, expected[table].get("pk") or []),
+                          "digest": expected[table]["digest"] if same else
+                          f"differs from the backup copy ({mine} rows here, {theirs} there, {equal} the same)",
+                          "proof": "compared with the backup copy, value by value"}
+    finally:
+        conn.execute("DETACH DATABASE ref")
+    return out
 
 
 ROLLBACK_MODES = ("delete", "truncate", "persist")
@@ -458,6 +540,17 @@ def live_mark(path, conn):
     if header[18:20] != b"\x01\x01":  # 2 is WAL, as the file itself says (whatever a connection thinks)
         return None
     return {"counter": int.from_bytes(header[24:28], "big"), "inode": os.stat(path).st_ino}
+
+
+def cmd_file_stats(opts):
+    """PATH [content UPTO-JSON] [no-fk-check] [alone] [check] [reference FILE]: file_stats of a
+    SQLite file (FILE: the JSON of its `reference`)."""
+    path, *args = opts.args
+    reference = take_option(args, "reference")
+    flags = ("no-fk-check", "alone", "check")
+    content, upto = content_options([a for a in args if a not in flags])
+    return file_stats(path, "check" in args, content, upto, fk="no-fk-check" not in args, alone="alone" in args,
+                      reference=json.loads(Path(reference).read_text(encoding="utf-8")) if reference else None)
 
 
 def cmd_sqlite_backup(opts):
@@ -1068,10 +1161,9 @@ def cmd_sqlite_load(opts):
             raise ProbeError(f"the loaded data has {len(bad)} broken references, e.g. {bad[0]}; nothing was loaded")
         conn.execute("COMMIT")
         conn.execute("DETACH DATABASE old")
-        integrity(conn)
     finally:
         conn.close()
-    return {"loaded": loaded}
+    return {"loaded": loaded}  # its integrity_check: with the verification's comparison, at the same time
 
 
 WRITES = "writes during the reset: "  # the controller tells this failure from others: nothing was replaced
@@ -1469,8 +1561,7 @@ COMMANDS = {
     "prepare-dir": cmd_prepare_dir,
     "free-space": cmd_free_space,
     "archive-migrations": cmd_archive_migrations,
-    "file-stats": lambda opts: file_stats(opts.args[0], False, *content_options([a for a in opts.args[1:] if a not in ("no-fk-check", "alone")]),
-                                          fk="no-fk-check" not in opts.args, alone="alone" in opts.args),
+    "file-stats": cmd_file_stats,
     "list-bundles": cmd_list_bundles,
     "plan": cmd_plan,
     "lock": cmd_lock,

@@ -118,6 +118,38 @@ def sqlite_chosen(conn, tables=None, schema="main"):
     return virtual, [t for t in names if t not in shadows and (tables is None or t in tables)]
 
 
+def sqlite_match_key(conn, table, virtual=False, schemas=("main",)):
+    """The columns that pair each row of a table with the same row in a copy of it (its primary
+    key, unique and never NULL; a virtual table's rowid), or None when there are none (the
+    table is digested instead). `schemas`: where the NULL check looks."""
+    if virtual:
+        return ["rowid"]
+    pk = [r[1] for r in sorted(conn.execute(f"PRAGMA main.table_info({qident(table)})"), key=lambda r: r[5]) if r[5]]
+    if not pk:
+        return None
+    # a rowid table's primary key may hold NULLs (an old SQLite quirk), which pair with nothing
+    nulls = " OR ".join(f"{qident(c)} IS NULL" for c in pk)
+    if any(conn.execute(f"SELECT 1 FROM {schema}.{qident(table)} WHERE {nulls} LIMIT 1").fetchone() for schema in schemas):
+        return None
+    return pk
+
+
+def sqlite_equal(conn, table, key, schema="ref"):
+    """(rows in main, rows in `schema`, rows of main with a row of `schema` under the same key
+    that is equal column by column): the table holds the same rows in both when all three are
+    equal. Values are compared as stored (BINARY, whatever a column's collation; 1 and 1.0 and
+    '1' are all different), columns by name, those of main."""
+    cols = sqlite_columns(conn, table)
+    if key == ["rowid"]:
+        cols = ["rowid", *cols]
+    pair = " AND ".join(f"o.{qident(c)} = n.{qident(c)}" for c in key)
+    same = " AND ".join(f"n.{qident(c)} IS o.{qident(c)} COLLATE BINARY AND typeof(n.{qident(c)}) = typeof(o.{qident(c)})"
+                        for c in cols) or "1"
+    t = qident(table)
+    return conn.execute(f"SELECT (SELECT count(*) FROM main.{t}), (SELECT count(*) FROM {schema}.{t}), "
+                        f"(SELECT count(*) FROM main.{t} n JOIN {schema}.{t} o ON {pair} WHERE {same})").fetchone()
+
+
 CHUNK_ROWIDS = 50000  # rowids per piece of a table read in parallel...
 MAX_PIECES = 256  # ...but never more pieces than this, however far apart the rowids are
 
@@ -153,14 +185,14 @@ def _sum_piece(args):
     return (table, *sqlite_sum(_OPEN[path], select, params))
 
 
-def sqlite_content_parallel(conn, path, jobs, upto=None, progress=None):
+def sqlite_content_parallel(conn, path, jobs, upto=None, progress=None, tables=None):
     """sqlite_content of a file no one writes to, read by `jobs` processes at once: each table's
     digest is a sum over its rows, so a big table is cut into rowid ranges read apart and the
     sums added up. The same digests as sqlite_content's."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    virtual, chosen = sqlite_chosen(conn)
+    virtual, chosen = sqlite_chosen(conn, tables)
     upto = upto or {}
     out, pieces = {}, []
     for t in chosen:

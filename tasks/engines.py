@@ -553,11 +553,11 @@ class Postgres(Engine):
                                  "unchecked); nothing was changed")
         return {"server_version_num": major * 10000 + minor}
 
-    def stats(self, content=False, upto=None, db_name=None, fk_check=True, digest=None):
+    def stats(self, content=False, upto=None, db_name=None, fk_check=True, digest=None, against=None):
         """Row counts, sequences, objects; with content, a digest of every table's rows (`upto`:
         table -> highest key to include; `digest`: a bundle's way of making them); of the database
         built beside when `db_name` names it. (The server enforces foreign keys: there is nothing
-        for `fk_check` to count.)"""
+        for `fk_check` to count; `against` is SQLite's.)"""
         return self.project.probe("stats", *content_args(content, upto, digest), what="counting rows", db_name=db_name)
 
     def size_estimate(self, stats):
@@ -1021,11 +1021,23 @@ class Sqlite(Engine):
             raise RemigrateError(f"SQLite database {self.db.name} does not exist on {self.target.name}; check DB_PATH or DATABASE_URL")
         return {}
 
-    def stats(self, content=False, upto=None, db_name=None, fk_check=True, digest=None):
+    def stats(self, content=False, upto=None, db_name=None, fk_check=True, digest=None, against=None):
         """As PostgreSQL's; `fk_check` counts broken references (a read of every referencing
-        table, skipped where a step just proved there are none). SQLite has one `digest`."""
+        table, skipped where a step just proved there are none). SQLite has one `digest`.
+        `against`: (bundle folder, manifest) of the backup copy a file built beside was loaded
+        from: its integrity is checked, and its tables compared with the copy's row by row (much
+        less work than digesting them) while the copy's sha256 is checked."""
+        extra = []
+        if against:
+            folder, manifest = against
+            name = manifest["dump"]["file"]
+            reference = posixpath.join(self.project.workdir, "reference.json")
+            self.target.write_private(reference, json.dumps({
+                "path": posixpath.join(folder, name), "sha256": manifest["files"][name]["sha256"],
+                "content": manifest["database"].get("content") or {}}), replace=True)
+            extra = ["check", "reference", reference]
         return self.project.probe("file-stats", db_name or self.db.name, *content_args(content, upto),
-                                  *([] if fk_check else ["no-fk-check"]), *(["alone"] if db_name else []),
+                                  *([] if fk_check else ["no-fk-check"]), *(["alone"] if db_name else []), *extra,
                                   what="reading the SQLite database")
 
     def size_estimate(self, stats):
@@ -1040,8 +1052,13 @@ class Sqlite(Engine):
                 "stats": copy}
 
     def verify_dump(self, path, meanwhile=lambda: None):
-        meanwhile()  # one probe at a time
-        stats = self.project.probe("sqlite-verify", path, what="checking the SQLite backup")
+        """The copy's integrity_check (a full read) in a process of its own while `meanwhile` runs
+        (the checksums): two reads of the file just written, on two cores."""
+        checked = self.project.probe_beside("sqlite-verify", path, what="checking the SQLite backup")
+        try:
+            meanwhile()
+        finally:
+            stats = checked()
         return {"integrity_check": "ok", "tables": len(stats["tables"])}
 
     def restore(self, path, manifest, current):

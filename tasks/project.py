@@ -211,6 +211,12 @@ class Project:
         argv = self._probe_argv(command, args, db_name, migrations_from, sqlite_scratch)
         return self._answer(self._run_probe(argv, command), command, what)
 
+    def probe_beside(self, command, *args, what=None):
+        """Start a probe command in a process of its own, beside the long-lived probe, for work that
+        can overlap; returns a function that waits for it and gives its JSON answer."""
+        held = self.target.hold(self._probe_argv(command, args, None, None, None), cwd=self.dir)
+        return lambda: self._answer(held.release(), command, what)
+
     def _probe_argv(self, command, args, db_name, migrations_from, sqlite_scratch):
         argv = [self.python, self.probe_path, "--env-json", self.env_json]
         if sqlite_scratch:

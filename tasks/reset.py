@@ -274,15 +274,16 @@ def regenerate(project, plan):
     return after
 
 
-def verify(project, engine, manifest, plan, db_name=None):
+def verify(project, engine, manifest, plan, db_name=None, bundle_path=None):
     """Every table's rows against the backup (content, not only counts), only the expected
     differences, objects kept, sequences ahead, clean history; of the database built beside
-    the live one when `db_name` names it."""
+    the live one when `db_name` names it (loaded from the bundle at `bundle_path`)."""
     saved = manifest["database"]
     # the database built beside was just loaded with its references checked (SQLite's
     # foreign_key_check, PostgreSQL's foreign keys added back): no second count there
     after = engine.stats(content=True, upto=B.grown_limits(saved.get("content", {}), MAY_GROW), db_name=db_name,
-                         fk_check=db_name is None, digest=B.content_digest(manifest))
+                         fk_check=db_name is None, digest=B.content_digest(manifest),
+                         against=(bundle_path, manifest) if db_name and bundle_path else None)
     before = {t: n for t, n in saved["tables"].items() if t != "django_migrations"}
     now = {t: n for t, n in after["tables"].items() if t != "django_migrations"}
     rows, clean = B.compare_counts(before, now, expected_missing=plan.skip, expected_new=set(now) - set(before),
@@ -544,7 +545,8 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
             phases["rebuild and load"] = str(t)
             in_place = engine.swapped([p["phase"] for p in journal.data["phases"]])  # a run resumed after its swap
             journal("verify")
-            rows, problems, after = verify(project, engine, manifest, plan, db_name=None if in_place else engine.beside)
+            rows, problems, after = verify(project, engine, manifest, plan, db_name=None if in_place else engine.beside,
+                                           bundle_path=bundle_path)
         if not problems:
             if not in_place:
                 swap(engine, manifest, plan, journal, phases)

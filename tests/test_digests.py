@@ -213,3 +213,65 @@ def test_sqlite_digests_read_by_several_processes_equal_those_read_by_one(tmp_pa
     conn.execute("UPDATE big SET body = body || '!' WHERE id = 3000")
     conn.commit()
     assert S.sqlite_content_parallel(conn, str(path), 2, upto=upto)["big"]["digest"] != one["big"]["digest"]
+
+
+def test_a_sqlite_file_built_beside_is_compared_with_the_backup_copy_value_by_value(tmp_path):
+    """The verification of a SQLite file built from a backup copy pairs each table's rows with the
+    copy's by key and compares every value as stored: a table proven equal gets the copy's
+    digest; one change of any kind (a letter's case under NOCASE, 1 made 1.0 or '1', a NULL, a
+    row gone) gives its table a digest of its own; tables with nothing to pair rows by are
+    digested; a copy changed since its digests were made is refused."""
+    import shutil
+    import sqlite3
+
+    from tasks.project import probe_module
+
+    probe = probe_module()
+    ref = tmp_path / "copy.sqlite3"
+    with sqlite3.connect(ref) as conn:
+        conn.executescript("""
+            CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT COLLATE NOCASE, qty, price REAL, data BLOB);
+            CREATE TABLE tags (code TEXT PRIMARY KEY COLLATE NOCASE, label TEXT);
+            CREATE TABLE pairs (a INT, b INT, note TEXT, PRIMARY KEY (a, b)) WITHOUT ROWID;
+            CREATE TABLE loose (x, y);
+            CREATE TABLE nullkey (k TEXT PRIMARY KEY, v);
+            CREATE VIRTUAL TABLE docs USING fts5(body);
+            INSERT INTO items VALUES (1, 'Apple', 1, 0.5, x'00ff'), (2, 'pear', '7', NULL, NULL), (5, 'fig', 2.5, -1e300, x'');
+            INSERT INTO tags VALUES ('a', 'first'), ('B', 'second');
+            INSERT INTO pairs VALUES (1, 2, 'x'), (2, 1, 'y');
+            INSERT INTO loose VALUES (1, 'one'), (1, 'one'), (NULL, 2);
+            INSERT INTO nullkey VALUES (NULL, 'no key'), ('k', 'keyed');
+            INSERT INTO docs (rowid, body) VALUES (3, 'hello world'), (9, 'good bye');
+        """)
+    expected = probe.file_stats(str(ref), content=True)["content"]
+    reference = {"path": str(ref), "sha256": probe.sha256_of(str(ref)), "content": expected}
+
+    def compared(*changes):
+        new = tmp_path / "new.sqlite3"
+        shutil.copy(ref, new)
+        with sqlite3.connect(new) as conn:
+            for change in changes:
+                conn.execute(change)
+        got = probe.file_stats(str(new), check=True, content=True, alone=True, reference=reference)["content"]
+        return {t: e["digest"] == expected[t]["digest"] for t, e in got.items()}, got
+
+    same, got = compared()
+    assert all(same.values()) and set(got) == set(expected)
+    assert {t for t, e in got.items() if e.get("proof")} == {"items", "tags", "pairs", "docs"}  # loose, nullkey: digested
+    for change, table in [("UPDATE items SET name = 'apple' WHERE id = 1", "items"),
+                          ("UPDATE items SET qty = 1.0 WHERE id = 1", "items"),
+                          ("UPDATE items SET qty = '1' WHERE id = 1", "items"),
+                          ("UPDATE items SET price = NULL WHERE id = 1", "items"),
+                          ("UPDATE items SET data = x'00fe' WHERE id = 1", "items"),
+                          ("DELETE FROM items WHERE id = 5", "items"),
+                          ("UPDATE tags SET code = 'b' WHERE code = 'B'", "tags"),
+                          ("UPDATE pairs SET note = 'z' WHERE a = 2", "pairs"),
+                          ("UPDATE loose SET y = 'uno' WHERE rowid = 2", "loose"),
+                          ("UPDATE nullkey SET v = 'none' WHERE k IS NULL", "nullkey"),
+                          ("UPDATE docs SET body = 'hello there' WHERE rowid = 3", "docs")]:
+        same, _ = compared(change)
+        assert [t for t, ok in same.items() if not ok] == [table], change
+    with sqlite3.connect(ref) as conn:  # the copy itself changed after its digests were made
+        conn.execute("UPDATE tags SET label = 'changed' WHERE code = 'a'")
+    with pytest.raises(probe.ProbeError, match="backup copy .* changed since the backup was made"):
+        compared()
