@@ -401,7 +401,7 @@ def cmd_stats(opts):
 def open_ro(path):
     if not Path(path).is_file():
         raise ProbeError(f"SQLite file {path} does not exist")
-    return sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    return sqlite3.connect(schema_facts.read_only_uri(path), uri=True)
 
 
 def integrity(conn):
@@ -497,18 +497,18 @@ def compared_with_copy(conn, reference, upto):
     key to pair rows by, only in one file, or digested up to a key (`upto`)."""
     expected = reference["content"]
     virtual, chosen = schema_facts.sqlite_chosen(conn)
-    conn.execute("ATTACH DATABASE ? AS ref", (f"file:{Path(reference['path']).resolve()}?mode=ro",))
+    conn.execute("ATTACH DATABASE ? AS ref", (schema_facts.read_only_uri(reference["path"]),))
     out = {}
     try:
         candidates = [t for t in chosen if t in expected and t not in (upto or {})]
         for n, table in enumerate(candidates, 1):
             report_progress("comparing every row with the backup copy", n, len(candidates), "tables")
-            key = schema_facts.sqlite_match_key(conn, table, table in virtual, schemas=("main", "ref"))
-            if key is None:
-                continue
             try:
+                key = schema_facts.sqlite_match_key(conn, table, virtual.get(table), schemas=("main", "ref"))
+                if key is None:
+                    continue
                 mine, theirs, equal = schema_facts.sqlite_equal(conn, table, key)
-            except sqlite3.Error:  # not the same columns: the digests will tell
+            except sqlite3.Error:  # the digests will tell
                 continue
             same = mine == theirs == equal
             out[table] = {"rows": mine, "pk": expected[table].get("pk"),
@@ -923,12 +923,28 @@ def cmd_describe(opts):
     return schema_facts.describe(connection, content=bool(opts.args and opts.args[0] == "content"))
 
 
-def in_child(out, work, db_name=None, sqlite_scratch=None, migrations_from=None):
+def in_child(what, out, work, db_name=None, sqlite_scratch=None, migrations_from=None, fork=True):
     """Start work() in a child process of this one, on the database and migrations the overrides
     name, with connections of its own (none is open here when it starts: an inherited one would
     be closed under its owner). Its JSON result or its error goes to the file OUT. Returns a
-    function that waits for it and gives the result, raising ProbeError for its error."""
+    function that waits for it and gives the result, raising ProbeError for its error. Without
+    `fork` (threads run here: a fork could copy a lock one of them holds), the work is done by
+    that function, here, once nothing else uses the database."""
     global DB_NAME_OVERRIDE, SQLITE_SCRATCH, MIGRATIONS_FROM
+    if not fork:
+        def here():
+            global DB_NAME_OVERRIDE, SQLITE_SCRATCH, MIGRATIONS_FROM
+            from django.db import connections
+
+            connections.close_all()
+            DB_NAME_OVERRIDE, SQLITE_SCRATCH, MIGRATIONS_FROM = db_name, sqlite_scratch, migrations_from
+            fresh_connections()
+            started = time.monotonic()
+            try:
+                return {"result": work(), "seconds": time.monotonic() - started}
+            finally:
+                connections.close_all()
+        return here
     Path(out).unlink(missing_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -960,7 +976,7 @@ def in_child(out, work, db_name=None, sqlite_scratch=None, migrations_from=None)
         try:
             answer = json.loads(Path(out).read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise ProbeError(f"a scratch build ended without an answer (exit status {os.waitstatus_to_exitcode(status)})")
+            raise ProbeError(f"{what} ended without an answer (exit status {os.waitstatus_to_exitcode(status)})")
         if "error" in answer:
             raise ProbeError(answer["error"])
         return answer
@@ -1002,10 +1018,12 @@ def cmd_history(opts):
     waits = []  # every child is waited for, whatever happens here
     old_wait = sqlite_wait = engine_wait = None
     if old_spec:
-        old_wait = in_child(old_spec["out"] + ".answer", lambda: old_history(opts.settings, removed), db_name=old_spec["db"])
+        old_wait = in_child("the scratch build of the old history", old_spec["out"] + ".answer",
+                            lambda: old_history(opts.settings, removed), db_name=old_spec["db"])
         waits.append(old_wait)
     if sqlite_spec:
-        sqlite_wait = in_child(sqlite_spec["out"] + ".answer", lambda: old_history(opts.settings, removed),
+        sqlite_wait = in_child("the SQLite scratch build of the old history", sqlite_spec["out"] + ".answer",
+                               lambda: old_history(opts.settings, removed),
                                sqlite_scratch=sqlite_spec["old"])
         waits.append(sqlite_wait)
     answer = {"seconds": {}, "old": None}
@@ -1042,8 +1060,12 @@ def cmd_history(opts):
         if not sqlite_spec or not files or sqlite_old() is None:
             return
         old_sqlite = sqlite_old()
+        import threading
+
+        from django.db import connections
+
         app, name = files[0][0], next(f for _, f in files if f.endswith(".py"))
-        connection.close()  # reopened when next used: the child must not inherit it
+        connections.close_all()  # reopened when next used: the child must not inherit them
 
         def engine():
             setup_django(opts.settings)
@@ -1054,9 +1076,11 @@ def cmd_history(opts):
             except history.HistoryError as exc:
                 raise ProbeError(f"the new history does not install on {sqlite.vendor} ({exc})")
             return {**built, "old": old_sqlite["schema"]}
-        engine_wait = in_child(sqlite_spec["out"] + ".engine", engine, sqlite_scratch=sqlite_spec["new"],
-                               migrations_from=folder)
-        waits.append(engine_wait)
+        alone = threading.active_count() == 1
+        engine_wait = in_child("the SQLite scratch build of the new history", sqlite_spec["out"] + ".engine", engine,
+                               sqlite_scratch=sqlite_spec["new"], migrations_from=folder, fork=alone)
+        if alone:
+            waits.append(engine_wait)
 
     try:
         started = time.monotonic()
@@ -1075,8 +1099,13 @@ def cmd_history(opts):
             answer["sqlite"] = done["result"]
             answer["seconds"]["SQLite histories"] += done["seconds"]
     finally:
-        for wait in waits:
-            waited(wait)
+        for wait in waits:  # no child is left running, whatever happened here
+            while True:
+                try:
+                    waited(wait)
+                    break
+                except KeyboardInterrupt:
+                    continue
     answer["seconds"] = {k: round(answer["seconds"][k], 1) for k in ("old history", "new history", "SQLite histories")
                          if k in answer["seconds"]}
     return answer
@@ -1127,7 +1156,7 @@ def cmd_sqlite_load(opts):
     conn = sqlite3.connect(new, isolation_level=None)
     try:
         conn.execute("PRAGMA foreign_keys = OFF")  # must be set outside a transaction
-        conn.execute("ATTACH DATABASE ? AS old", (f"file:{Path(old).resolve()}?mode=ro",))
+        conn.execute("ATTACH DATABASE ? AS old", (schema_facts.read_only_uri(old),))
         conn.execute("BEGIN IMMEDIATE")
         virtual, shadows = schema_facts.sqlite_virtual_tables(conn)
         new_tables = [r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")

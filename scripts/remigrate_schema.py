@@ -7,6 +7,8 @@ the live database, a backup file and the scratch databases are described by the 
 """
 import hashlib
 import re
+import urllib.parse
+from pathlib import Path
 
 # Shadow tables SQLite makes for a virtual table; they belong to it, never loaded on their own.
 SHADOW_SUFFIXES = {
@@ -118,14 +120,28 @@ def sqlite_chosen(conn, tables=None, schema="main"):
     return virtual, [t for t in names if t not in shadows and (tables is None or t in tables)]
 
 
-def sqlite_match_key(conn, table, virtual=False, schemas=("main",)):
-    """The columns that pair each row of a table with the same row in a copy of it (its primary
-    key, unique and never NULL; a virtual table's rowid), or None when there are none (the
-    table is digested instead). `schemas`: where the NULL check looks."""
-    if virtual:
-        return ["rowid"]
-    pk = [r[1] for r in sorted(conn.execute(f"PRAGMA main.table_info({qident(table)})"), key=lambda r: r[5]) if r[5]]
-    if not pk:
+def read_only_uri(path):
+    """A SQLite URI that opens `path` read-only, whatever characters its name has."""
+    return f"file:{urllib.parse.quote(str(Path(path).resolve()))}?mode=ro"
+
+
+UNIQUE_ROWIDS = ("fts3", "fts4", "fts5", "rtree")  # virtual tables whose rowid is a key
+
+
+def sqlite_match_key(conn, table, module=None, schemas=("main",)):
+    """The columns that pair each row of a table with the same row in a copy of it, or None when
+    there are none (the table is digested instead): its primary key, the same in every schema
+    of `schemas` (each enforces it there) and never NULL, or the rowid of a virtual table
+    (`module`) that keeps it unique; and only if the table has the same columns in all."""
+    columns = [sorted(sqlite_columns(conn, table, schema)) for schema in schemas]
+    if any(c != columns[0] for c in columns):  # a column only one of them has: no row is the same
+        return None
+    if module is not None:
+        return ["rowid"] if module in UNIQUE_ROWIDS else None
+    keys = [[r[1] for r in sorted(conn.execute(f"PRAGMA {schema}.table_info({qident(table)})"), key=lambda r: r[5]) if r[5]]
+            for schema in schemas]
+    pk = keys[0]
+    if not pk or any(k != pk for k in keys):
         return None
     # a rowid table's primary key may hold NULLs (an old SQLite quirk), which pair with nothing
     nulls = " OR ".join(f"{qident(c)} IS NULL" for c in pk)
@@ -181,7 +197,7 @@ def _sum_piece(args):
     if path not in _OPEN:
         import sqlite3
 
-        _OPEN[path] = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        _OPEN[path] = sqlite3.connect(read_only_uri(path), uri=True)
     return (table, *sqlite_sum(_OPEN[path], select, params))
 
 

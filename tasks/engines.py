@@ -403,19 +403,25 @@ KEEP_SESSION = ("SET idle_in_transaction_session_timeout = 0; DO $$BEGIN PERFORM
                 "'0', false); EXCEPTION WHEN undefined_object THEN NULL; END$$;")
 
 
+SESSION_END = "REMIGRATE-END-"  # then 16 hex digits: where a statement's output in a held psql ends
+
+
 def in_session(held, statement, db, ended):
     """Feed one statement to a held psql reading its standard input (no ON_ERROR_STOP), then lines
     that tell how it went and where its output ends; returns its output. An error is raised
     and leaves the session as it was; a session that ended raises `ended` (a text, or a
     function of nothing that makes the text)."""
-    end = f"REMIGRATE-END-{secrets.token_hex(8)}"
-    held.stdin.write(f"\\set ON_ERROR_STOP off\n{statement.strip().rstrip(';')};\n"
+    end = f"{SESSION_END}{secrets.token_hex(8)}"
+    # the ";" on a line of its own: a statement may end in a -- comment
+    held.stdin.write(f"\\set ON_ERROR_STOP off\n{statement.strip().rstrip(';')}\n;\n"
                      f"\\if :ERROR\n\\echo {end}-failed :LAST_ERROR_MESSAGE\n\\endif\n\\echo {end}\n")
     lines = []
     while (line := held.next_line()) != end:
         if line is None:
             raise RemigrateError(ended() if callable(ended) else ended)
         lines.append(line)
+        if re.fullmatch(f"{SESSION_END}[0-9a-f]{{16}}", line):  # the end of an earlier statement whose
+            lines = []  # reader was interrupted (Ctrl-C): its output is not this one's
     failed = next((i for i, line in enumerate(lines) if line.startswith(f"{end}-failed ")), None)
     if failed is not None:
         message = "\n".join([lines[failed][len(end) + 8:], *lines[failed + 1:]])
@@ -675,16 +681,17 @@ class Postgres(Engine):
         """One statement on the maintenance database (DROP/CREATE DATABASE cannot run in a transaction
         or on the database itself): in the session holding the run's lock while there is one (a
         reset makes some 20 of these; each psql started for one costs a connection), else in a
-        psql of its own."""
-        if self._lock is None or self.versions.get("psql", (0,)) < (11,):  # psql 11: the ERROR variable
+        psql of its own: after the lock's session ended too (a server restart, a cut connection,
+        Ctrl-C, which psql takes for itself), so that a rollback still works; the steps that
+        cannot be undone stop on check_lock first."""
+        if self._lock is None or self._lock.finished or self.versions.get("psql", (0,)) < (11,):  # psql 11: ERROR
             return self.psql(statement, dbname="postgres", what=what)
         with self._lock_use:
             return self._in_lock_session(statement, what)
 
     def _in_lock_session(self, statement, what):
-        self.check_lock()
         return in_session(self._lock, statement, self.db, ended=f"{what}: the session holding this run's lock on the "
-                          "server ended meanwhile; stopped before changing the database any further")
+                          "server ended while it ran (whether it took effect is not known)")
 
     @contextlib.contextmanager
     def session(self, dbname):
@@ -1057,8 +1064,11 @@ class Sqlite(Engine):
         checked = self.project.probe_beside("sqlite-verify", path, what="checking the SQLite backup")
         try:
             meanwhile()
-        finally:
-            stats = checked()
+        except BaseException:
+            with contextlib.suppress(RemigrateError):
+                checked()  # waited for, its own failure second to this one
+            raise
+        stats = checked()
         return {"integrity_check": "ok", "tables": len(stats["tables"])}
 
     def restore(self, path, manifest, current):

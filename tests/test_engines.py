@@ -272,8 +272,10 @@ def lock_holding_engine(pg_db, tmp_path):
 def test_maintenance_statements_run_in_the_session_holding_the_lock_and_an_error_leaves_it_held(pg_db, tmp_path):
     """A reset makes some 20 statements on the maintenance database; while the run holds its lock
     they go through that session (no psql, no connection of their own each). A failing one
-    says its error and leaves the session and the lock as they were; a session that ended
-    stops the run before the next statement."""
+    says its error and leaves the session and the lock as they were; the output of one whose
+    reader was interrupted is not taken for the next one's; once the session has ended the
+    statements go to a psql of their own (a rollback must run) and check_lock stops the steps
+    that cannot be undone."""
     import time
 
     from servers import psycopg_admin
@@ -289,10 +291,18 @@ def test_maintenance_statements_run_in_the_session_holding_the_lock_and_an_error
         with pytest.raises(RemigrateError, match='relation "no_such_table" does not exist'):
             engine.maintenance("SELECT * FROM no_such_table", "reading")
         assert engine.maintenance(holder, "asking again") == "t"  # same session, lock still held
-        assert engine.maintenance("SELECT 42", "after the errors") == "42"
+        assert engine.maintenance("SELECT 42 -- a comment at the end", "after the errors") == "42"
+        engine._lock.stdin.write("SELECT 16384;\n\\echo REMIGRATE-END-0123456789abcdef\n")  # a reader cut short
+        assert engine.maintenance("SELECT 1", "after an interrupted one") == "1"
         with psycopg_admin(pg_db.cluster) as admin:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
-        with pytest.raises(RemigrateError, match="lock on the server (has )?ended"):
-            for _ in range(50):  # the end of the session reaches psql within moments
-                engine.maintenance("SELECT 1", "after the end")
-                time.sleep(0.05)
+        with pytest.raises(RemigrateError, match="lock on the server ended while it ran"):
+            engine.maintenance("SELECT 1", "as the session ends")  # psql finds out when it sends it
+        for _ in range(100):
+            if engine._lock.finished:
+                break
+            time.sleep(0.05)
+        # the rest of the run (a rollback) still has its statements, each in a psql of its own...
+        assert engine.maintenance(holder, "after the end") == "f"
+        with pytest.raises(RemigrateError, match="lock on the server has ended"):
+            engine.check_lock()  # ...and a step that cannot be undone stops

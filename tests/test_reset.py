@@ -365,6 +365,25 @@ def test_an_old_history_that_does_not_apply_on_sqlite_is_said_and_the_postgresql
     assert scratch_databases(pg_case) == []
 
 
+def test_a_project_whose_start_up_leaves_threads_running_is_proven_all_the_same(pg_case):
+    """A project that starts a thread in its settings cannot be forked after its start-up: each
+    step then runs in a process of its own, and the SQLite install of the carried migration,
+    which the new history's build would fork, runs in that process once the build is done."""
+    settings = pg_case.project / "igny8_core/settings.py"
+    settings.write_text(settings.read_text() + "\nimport threading, time\n"
+                        "threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n")
+    before = data_rows(pg_case)
+    out = reset(pg_case, *REMOVE, "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "a fresh install from the new history equals one from the old history" in out.stdout
+    assert "SQLite histories built in" in out.stdout and "note       the old history was not measured" not in out.stdout
+    assert scratch_databases(pg_case) == [] and data_rows(pg_case) == before
+    fresh = pg_case.project.parent / "fresh.sqlite3"  # the carried migration knows what to make on SQLite too
+    manage(pg_case.project, {"DB_PATH": str(fresh)}, "migrate", "-v0")
+    with sqlite3.connect(fresh) as conn:
+        assert conn.execute("SELECT count(*) FROM system_setting_keys").fetchone()[0] > 0
+
+
 def test_a_second_reset_while_one_runs_is_refused(seeded):
     env = {**os.environ, **seeded.env, "REMIGRATE_FAULT": "pause:remove-models"}
     proc = subprocess.Popen([PYTHON, "-m", "invoke", "reset", "--project-dir", str(seeded.project), "--backup-dir",
