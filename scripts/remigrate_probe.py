@@ -19,6 +19,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import sys
 import tarfile
@@ -1645,6 +1646,10 @@ def serve(argv):
     opts, _ = parser.parse_known_args(argv)
     reply = os.fdopen(os.dup(1), "w", encoding="ascii")  # answers only: whatever else prints goes to stderr
     os.dup2(2, 1)
+    # Ctrl-C in a terminal reaches every process of the group: the controller decides what a stop
+    # means (a step under way is waited for, then the rollback asks for more steps); this process
+    # and its children end when their input does
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     apply_env_json(opts.env_json)
     try:  # warm up; a failure here is met again, and reported, by each request
         setup_django(opts.settings)

@@ -406,6 +406,10 @@ KEEP_SESSION = ("SET idle_in_transaction_session_timeout = 0; DO $$BEGIN PERFORM
 SESSION_END = "REMIGRATE-END-"  # then 16 hex digits: where a statement's output in a held psql ends
 
 
+class SessionEnded(RemigrateError):
+    """A held psql ended while it was given a statement."""
+
+
 def in_session(held, statement, db, ended):
     """Feed one statement to a held psql reading its standard input (no ON_ERROR_STOP), then lines
     that tell how it went and where its output ends; returns its output. An error is raised
@@ -418,7 +422,7 @@ def in_session(held, statement, db, ended):
     lines = []
     while (line := held.next_line()) != end:
         if line is None:
-            raise RemigrateError(ended() if callable(ended) else ended)
+            raise SessionEnded(ended() if callable(ended) else ended)
         lines.append(line)
         if re.fullmatch(f"{SESSION_END}[0-9a-f]{{16}}", line):  # the end of an earlier statement whose
             lines = []  # reader was interrupted (Ctrl-C): its output is not this one's
@@ -684,10 +688,13 @@ class Postgres(Engine):
         psql of its own: after the lock's session ended too (a server restart, a cut connection,
         Ctrl-C, which psql takes for itself), so that a rollback still works; the steps that
         cannot be undone stop on check_lock first."""
-        if self._lock is None or self._lock.finished or self.versions.get("psql", (0,)) < (11,):  # psql 11: ERROR
-            return self.psql(statement, dbname="postgres", what=what)
-        with self._lock_use:
-            return self._in_lock_session(statement, what)
+        if self._lock is not None and not self._lock.finished and self.versions.get("psql", (0,)) >= (11,):  # psql 11: ERROR
+            with self._lock_use:
+                try:
+                    return self._in_lock_session(statement, what)
+                except SessionEnded:  # Ctrl-C reaches psql too, which then ends as it reads the next statement
+                    pass
+        return self.psql(statement, dbname="postgres", what=what)
 
     def _in_lock_session(self, statement, what):
         return in_session(self._lock, statement, self.db, ended=f"{what}: the session holding this run's lock on the "

@@ -161,6 +161,9 @@ class Project:
         start-up), or run on its own if that cannot start (the error is then the command's own)."""
         if self._server is None:
             self._server = self._start_server()
+        if self._server is not False and self._server.finished:  # it ended between two steps: each on its own now
+            self._server.release()
+            self._server = False
         if self._server is False:
             return self.target.run(argv, cwd=self.dir, check=False)
         self._requests += 1

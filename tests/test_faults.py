@@ -133,6 +133,25 @@ def test_sigterm_during_the_load_rolls_back_like_ctrl_c(seeded):
     assert seeded.rows() == before and tree_digest(seeded.project) == files
 
 
+def test_ctrl_c_in_a_terminal_reaches_every_child_and_the_reset_still_rolls_back(pg_case):
+    """Ctrl-C in a terminal interrupts the whole process group: the tool, its long-lived probe
+    and the psql that holds the run's lock on the server (which ends as it reads its next
+    statement). The rollback's statements then go through psqls of their own: the database is
+    back, open, and no lock is left behind."""
+    before, files = pg_case.rows(), tree_digest(pg_case.project)
+    proc = start_reset(pg_case, "pause:load:60")
+    wait_for(journal_phase(pg_case, "load"), "phase load", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "Rolling back" in out and "so did the rollback" not in out + err, out + err
+    assert pg_case.rows() == before and tree_digest(pg_case.project) == files
+    assert query(pg_case, "SELECT datallowconn FROM pg_database WHERE datname = current_database()") == [(True,)]
+    with psycopg_admin(pg_case.pg_db.cluster) as admin:
+        assert admin.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_\\_remigrate\\_%'").fetchall() == []
+    assert held_locks(pg_case.pg_db) == 0
+
+
 def test_no_clear_text_password_outlives_a_killed_run(seeded):
     if seeded.engine != "postgresql":
         pytest.skip("only PostgreSQL runs write a pgpass file")
