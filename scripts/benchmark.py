@@ -794,9 +794,13 @@ def bench_engine(bench, sizes, opts, workdir):
     """Prepare, then the fixed-overhead reset, then every size (grown in place, smallest first)."""
     print(f"\n== {bench.name}: migrate and seed_sample --scale {SEED_SCALE}", flush=True)
     bench.prepare(Step("prepare"))
-    small = measure(bench, "inv reset (seeded database)", workdir / "seeded-reset", lambda s, d: reset_step(bench, s, d, True),
-                    opts.keep)
-    results = {"seeded_reset": small.as_json(), "sizes": {}}
+    # three runs, the median judged: one run of a few seconds moves by half a second on a busy machine
+    runs = [measure(bench, f"inv reset (seeded database, run {n})", workdir / f"seeded-reset-{n}",
+                    lambda s, d: reset_step(bench, s, d, True), opts.keep) for n in (1, 2, 3)]
+    failed_run = next((r for r in runs if r.error is not None), None)  # a failure is never hidden by a median
+    small = failed_run or sorted(runs, key=lambda r: r.seconds)[1]
+    small.name = "inv reset (seeded database, median of 3)"
+    results = {"seeded_reset": small.as_json(), "seeded_reset_runs": [r.seconds for r in runs], "sizes": {}}
     for target in sizes:
         print(f"== {bench.name}: growing to {target} MiB", flush=True)
         started = time.monotonic()

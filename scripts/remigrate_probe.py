@@ -46,6 +46,7 @@ class ProbeError(Exception):
     """A failure with a message meant for the user."""
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PROGRESS = "REMIGRATE-PROGRESS: "
 REPLY = "REMIGRATE-REPLY: "  # the long-lived probe's lines: ready, progress, answers
 
@@ -938,13 +939,15 @@ def in_child(what, out, work, db_name=None, sqlite_scratch=None, migrations_from
             from django.db import connections
 
             connections.close_all()
-            DB_NAME_OVERRIDE, SQLITE_SCRATCH, MIGRATIONS_FROM = db_name, sqlite_scratch, migrations_from
+            saved = DB_NAME_OVERRIDE, SQLITE_SCRATCH, MIGRATIONS_FROM  # (the settings it changes stay so: the
+            DB_NAME_OVERRIDE, SQLITE_SCRATCH, MIGRATIONS_FROM = db_name, sqlite_scratch, migrations_from  # last step)
             fresh_connections()
             started = time.monotonic()
             try:
                 return {"result": work(), "seconds": time.monotonic() - started}
             finally:
                 connections.close_all()
+                DB_NAME_OVERRIDE, SQLITE_SCRATCH, MIGRATIONS_FROM = saved
         return here
     Path(out).unlink(missing_ok=True)
     sys.stdout.flush()
@@ -1646,10 +1649,12 @@ def serve(argv):
     opts, _ = parser.parse_known_args(argv)
     reply = os.fdopen(os.dup(1), "w", encoding="ascii")  # answers only: whatever else prints goes to stderr
     os.dup2(2, 1)
-    # Ctrl-C in a terminal reaches every process of the group: the controller decides what a stop
-    # means (a step under way is waited for, then the rollback asks for more steps); this process
-    # and its children end when their input does
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C in a terminal (and a SIGTERM or SIGHUP sent to the whole process group) reaches every
+    # process of the group: the step under way stops in its child, as before; this process lives
+    # on to answer the rollback's steps, and ends when its input does. (A handler, not SIG_IGN:
+    # the programs a step starts get the default back.)
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, lambda *_: None)
     apply_env_json(opts.env_json)
     try:  # warm up; a failure here is met again, and reported, by each request
         setup_django(opts.settings)
@@ -1676,6 +1681,8 @@ def serve(argv):
             if pid == 0:  # the child: its own output files, no input, the request's arguments
                 code = 1
                 try:
+                    for stop in STOP_SIGNALS:  # a stop ends the step, its own clean-up run (as Ctrl-C does)
+                        signal.signal(stop, signal.default_int_handler)
                     devnull = os.open(os.devnull, os.O_RDONLY)
                     os.dup2(devnull, 0)
                     os.dup2(out.fileno(), 1)

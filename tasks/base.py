@@ -58,11 +58,14 @@ def _interrupt(signum, _frame):
 @contextlib.contextmanager
 def stop_signals_interrupt():
     """SIGTERM (systemd, docker stop, CI) and SIGHUP (a closed terminal) stop a task the way
-    Ctrl-C does, so a reset under way rolls back instead of dying half-way."""
+    Ctrl-C does, so a reset under way rolls back instead of dying half-way. Ctrl-C (SIGINT) is
+    remembered the same way: Invoke takes the KeyboardInterrupt for itself while a command runs
+    (it passes it on to the command), and a command that ends well anyway must not let the stop
+    be lost."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

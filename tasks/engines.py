@@ -648,12 +648,9 @@ class Postgres(Engine):
             raise RemigrateError(f"database {self.db.name} is owned by {props['owner']}, not {props['connected_as']}; "
                                  "connect as its owner to reset it")
 
-    @contextlib.contextmanager
-    def server_lock(self):
-        """An advisory lock on the server for the length of a run, held by a session on the
-        maintenance database (the rebuild drops the database itself): no second run, from this
-        machine or another, works on the same database meanwhile. The session ends with this
-        process, however it ends, so a killed run never leaves the lock behind."""
+    def _locked_session(self):
+        """A psql held on the maintenance database that has taken this database's advisory lock
+        (it holds it for as long as it lives); raises if another session holds it."""
         key = advisory_key(self.db.name)
         argv = ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", *pg_conn_args(self.db, "postgres"),
                 "-c", KEEP_SESSION, "-c", f"SELECT pg_try_advisory_lock({key})", "-f", "-"]
@@ -663,42 +660,56 @@ class Postgres(Engine):
         if answer != "t":
             result = held.release()
             if answer == "f":
-                who = self.maintenance(lock_holder_sql(key), "finding who holds the lock") or "that has just ended"
+                who = self.psql(lock_holder_sql(key), dbname="postgres", what="finding who holds the lock")
                 raise RemigrateError(f"another remigrate run is working on database {self.db.name}: it holds its lock on "
-                                     f"the server (session {who}); wait for it to finish")
+                                     f"the server (session {who or 'that has just ended'}); wait for it to finish")
             raise RemigrateError("could not take the lock on the server: " + explain_pg_error(result.stderr, self.db))
-        self._lock = held
+        return held
+
+    @contextlib.contextmanager
+    def server_lock(self):
+        """An advisory lock on the server for the length of a run, held by a session on the
+        maintenance database (the rebuild drops the database itself): no second run, from this
+        machine or another, works on the same database meanwhile. The session ends with this
+        process, however it ends, so a killed run never leaves the lock behind."""
+        self._lock = self._locked_session()
         try:
             yield
         finally:
-            self._lock = None
-            held.release()
+            lock, self._lock = self._lock, None
+            lock.release()
 
     def check_lock(self):
-        """Stop before a step that cannot be undone if the session holding the lock has ended
-        (a server restart, a proxy that cut it): another run could start meanwhile."""
+        """Before a step that cannot be undone: the lock is still this run's. If the session that
+        held it has ended (a server restart, a proxy that cut it, Ctrl-C, which psql takes too),
+        it is taken again in a new one; if another run has it by then, the run stops."""
         if self._lock is not None and self._lock.finished:
-            raise RemigrateError("the session holding this run's lock on the server has ended; stopped before changing "
-                                 "the database any further")
+            self._relock()
+
+    def _relock(self):
+        self._lock.release()
+        try:
+            self._lock = self._locked_session()
+        except RemigrateError as exc:
+            raise RemigrateError(f"the session holding this run's lock on the server has ended and the lock could not be "
+                                 f"taken again ({exc}); stopped before changing the database any further")
 
     def maintenance(self, statement, what):
         """One statement on the maintenance database (DROP/CREATE DATABASE cannot run in a transaction
         or on the database itself): in the session holding the run's lock while there is one (a
         reset makes some 20 of these; each psql started for one costs a connection), else in a
-        psql of its own: after the lock's session ended too (a server restart, a cut connection,
-        Ctrl-C, which psql takes for itself), so that a rollback still works; the steps that
-        cannot be undone stop on check_lock first."""
-        if self._lock is not None and not self._lock.finished and self.versions.get("psql", (0,)) >= (11,):  # psql 11: ERROR
-            with self._lock_use:
-                try:
-                    return self._in_lock_session(statement, what)
-                except SessionEnded:  # Ctrl-C reaches psql too, which then ends as it reads the next statement
-                    pass
-        return self.psql(statement, dbname="postgres", what=what)
-
-    def _in_lock_session(self, statement, what):
-        return in_session(self._lock, statement, self.db, ended=f"{what}: the session holding this run's lock on the "
-                          "server ended while it ran (whether it took effect is not known)")
+        psql of its own. A lock's session that has ended is replaced first (check_lock), so every
+        statement of a run, its rollback's too, runs while the run holds the lock."""
+        if self._lock is None or self.versions.get("psql", (0,)) < (11,):  # psql 11: the ERROR variable
+            return self.psql(statement, dbname="postgres", what=what)
+        with self._lock_use:
+            self.check_lock()
+            try:
+                return in_session(self._lock, statement, self.db, ended=f"{what}: the lock's session ended")
+            except SessionEnded:  # as it was given the statement (Ctrl-C, a cut connection), before answering
+                self._relock()
+                return in_session(self._lock, statement, self.db, ended=f"{what}: the lock's session ended while "
+                                  "it ran (whether it took effect is not known)")
 
     @contextlib.contextmanager
     def session(self, dbname):

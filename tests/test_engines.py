@@ -273,12 +273,12 @@ def test_maintenance_statements_run_in_the_session_holding_the_lock_and_an_error
     """A reset makes some 20 statements on the maintenance database; while the run holds its lock
     they go through that session (no psql, no connection of their own each). A failing one
     says its error and leaves the session and the lock as they were; the output of one whose
-    reader was interrupted is not taken for the next one's; once the session has ended the
-    statements go to a psql of their own (a rollback must run) and check_lock stops the steps
-    that cannot be undone."""
-    import time
-
+    reader was interrupted is not taken for the next one's; once the session has ended the lock
+    is taken again in a new session (a rollback must run, under the lock), and if another run
+    has taken it meanwhile the run stops."""
     from servers import psycopg_admin
+
+    from tasks.engines import advisory_key
 
     engine = lock_holding_engine(pg_db, tmp_path)
     holder = "SELECT pg_backend_pid() IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)"
@@ -294,15 +294,18 @@ def test_maintenance_statements_run_in_the_session_holding_the_lock_and_an_error
         assert engine.maintenance("SELECT 42 -- a comment at the end", "after the errors") == "42"
         engine._lock.stdin.write("SELECT 16384;\n\\echo REMIGRATE-END-0123456789abcdef\n")  # a reader cut short
         assert engine.maintenance("SELECT 1", "after an interrupted one") == "1"
+        end_the_lock_session = "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
         with psycopg_admin(pg_db.cluster) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
-        # psql finds out when it sends the next statement, which then goes to a psql of its own, as
-        # does the rest of the run (a rollback must run)...
-        assert engine.maintenance(holder, "as the session ends") == "f"
-        for _ in range(100):
-            if engine._lock.finished:
-                break
-            time.sleep(0.05)
-        assert engine.maintenance(holder, "after the end") == "f"
-        with pytest.raises(RemigrateError, match="lock on the server has ended"):
-            engine.check_lock()  # ...and a step that cannot be undone stops
+            admin.execute(end_the_lock_session)
+        # psql finds out when it is given the next statement: the lock is taken again in a new
+        # session, which runs it (a rollback must run, and under the lock)
+        assert engine.maintenance(holder, "as the session ends") == "t"
+        engine.check_lock()
+        assert engine.maintenance(holder, "after the end") == "t"
+        with psycopg_admin(pg_db.cluster) as admin:  # another run takes the lock while ours has no session: ours stops
+            admin.execute(end_the_lock_session)
+            admin.execute(f"SELECT pg_advisory_lock({advisory_key(pg_db.name)})")
+            with pytest.raises(RemigrateError, match="could not be taken again .*another remigrate run"):
+                engine.maintenance("SELECT 1", "with the lock taken by another")
+            with pytest.raises(RemigrateError, match="could not be taken again"):
+                engine.check_lock()  # a step that cannot be undone stops too

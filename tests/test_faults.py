@@ -135,9 +135,9 @@ def test_sigterm_during_the_load_rolls_back_like_ctrl_c(seeded):
 
 def test_ctrl_c_in_a_terminal_reaches_every_child_and_the_reset_still_rolls_back(pg_case):
     """Ctrl-C in a terminal interrupts the whole process group: the tool, its long-lived probe
-    and the psql that holds the run's lock on the server (which ends as it reads its next
-    statement). The rollback's statements then go through psqls of their own: the database is
-    back, open, and no lock is left behind."""
+    (which lives on for the rollback's steps) and the psql that holds the run's lock on the
+    server (which ends; the lock is taken again in a new session for the rollback): the database
+    is back, open, and no lock is left behind."""
     before, files = pg_case.rows(), tree_digest(pg_case.project)
     proc = start_reset(pg_case, "pause:load:60")
     wait_for(journal_phase(pg_case, "load"), "phase load", proc)
@@ -145,6 +145,7 @@ def test_ctrl_c_in_a_terminal_reaches_every_child_and_the_reset_still_rolls_back
     out, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
     assert "Rolling back" in out and "so did the rollback" not in out + err, out + err
+    assert "ended without answering" not in out + err
     assert pg_case.rows() == before and tree_digest(pg_case.project) == files
     assert query(pg_case, "SELECT datallowconn FROM pg_database WHERE datname = current_database()") == [(True,)]
     with psycopg_admin(pg_case.pg_db.cluster) as admin:
@@ -317,19 +318,43 @@ def test_a_second_machine_cannot_reset_the_same_postgresql_database_meanwhile(pg
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def stop_while_the_close_waits(case, wait_sessions, stop):
+    """A reset whose close waits (up to `wait_sessions` seconds) for an application's session, in
+    the long-lived probe's child, stopped by `stop(pid)` meanwhile: (process, out, err, seconds
+    from the stop to the end)."""
+    with case.pg_db.connect() as idle:
+        idle.execute("SELECT 1")
+        proc = start_reset(case, "none", extra=["--wait-sessions", str(wait_sessions)])
+        wait_for(journal_phase(case, "close"), "phase close", proc)
+        time.sleep(1.5)  # pg-close is waiting in the probe's child
+        stopped = time.monotonic()
+        stop(proc.pid)
+        out, err = proc.communicate(timeout=120)
+    return proc, out, err, time.monotonic() - stopped
+
+
 def test_sigterm_while_a_probe_step_runs_waits_for_it_and_rolls_back_in_order(pg_case):
     """The step goes on in the long-lived probe's child when the task is stopped: its answer is
     awaited, so the rollback's own steps get their own answers (not one behind)."""
     files = tree_digest(pg_case.project)
-    with pg_case.pg_db.connect() as idle:  # an application session: the close waits for it
-        idle.execute("SELECT 1")
-        proc = start_reset(pg_case, "none", extra=["--wait-sessions", "8"])
-        wait_for(journal_phase(pg_case, "close"), "phase close", proc)
-        time.sleep(1.5)  # pg-close is waiting in the probe's child
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
+    proc, out, err, _took = stop_while_the_close_waits(pg_case, 8, lambda pid: os.kill(pid, signal.SIGTERM))
     assert proc.returncode != 0 and "Rolling back" in out, out + err
     assert "rollback failed" not in err and "database was never changed" in err, err
+    assert tree_digest(pg_case.project) == files
+    assert query(pg_case, "SELECT datallowconn FROM pg_database WHERE datname = current_database()") == [(True,)]
+    assert reset(pg_case, *REMOVE, "--dry-run").returncode == 0  # no lock left behind
+
+
+def test_a_ctrl_c_sent_to_the_process_group_while_a_probe_step_waits_stops_that_step_and_rolls_back(pg_case):
+    """A Ctrl-C in a terminal reaches the step under way in the long-lived probe's child too (a
+    SIGTERM to the whole group, systemd's default, is handled the same way): the close that
+    waits (up to a minute here) for an application's session stops at once, cleaning up after
+    itself, and the probe lives on to answer the rollback's steps."""
+    files = tree_digest(pg_case.project)
+    proc, out, err, took = stop_while_the_close_waits(pg_case, 60, lambda pid: os.killpg(pid, signal.SIGINT))
+    assert proc.returncode != 0 and "Rolling back" in out, out + err
+    assert took < 40, f"the waiting close was not stopped: {took:.0f} s"
+    assert "rollback failed" not in err and "ended without answering" not in out + err, out + err
     assert tree_digest(pg_case.project) == files
     assert query(pg_case, "SELECT datallowconn FROM pg_database WHERE datname = current_database()") == [(True,)]
     assert reset(pg_case, *REMOVE, "--dry-run").returncode == 0  # no lock left behind
