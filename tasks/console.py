@@ -1,6 +1,9 @@
 """What the user sees: colored lines, tables, confirmation, and secret scrubbing.
 Plain module (no invoke import)."""
+import contextlib
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -48,6 +51,22 @@ STOP = []  # signals received (SIGTERM, SIGHUP): the task stops at the next phas
 def check_stop():
     if STOP:
         raise KeyboardInterrupt(f"stopped by {STOP[0]}")
+
+
+@contextlib.contextmanager
+def stops_only_noted():
+    """While a step must be waited for (its answer read whole): Ctrl-C, SIGTERM and SIGHUP are
+    noted for check_stop(), never raised in the middle of reading."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda signum, _frame: STOP.append(signal.Signals(signum).name)) for sig in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def say(text=""):

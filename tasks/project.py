@@ -17,7 +17,7 @@ import dj_database_url
 from dotenv import dotenv_values
 
 from tasks.bundle import database_identity
-from tasks.console import PROGRESS, RemigrateError, Secrets, check_stop
+from tasks.console import PROGRESS, RemigrateError, Secrets, check_stop, stops_only_noted
 from tasks.engines import engine_name
 from tasks.target import CommandFailed, Target
 
@@ -168,21 +168,12 @@ class Project:
             return self.target.run(argv, cwd=self.dir, check=False)
         self._requests += 1
         self._server.stdin.write(json.dumps({"id": self._requests, "argv": argv[2:]}) + "\n")
-        interrupted = None
-        try:
-            while True:  # the step runs on in its child: its answer is awaited even when stopped
-                try:
-                    message = server_message(self._server)
-                except KeyboardInterrupt as exc:
-                    interrupted = exc
-                    continue
-                if message is None or "progress" not in message:
-                    break
-                PROGRESS(**message["progress"])
+        try:  # the step runs on in its child: its answer is awaited even when stopped (check_stop after)
+            with stops_only_noted():
+                while (message := server_message(self._server)) is not None and "progress" in message:
+                    PROGRESS(**message["progress"])
         finally:
             PROGRESS.close()
-        if interrupted is not None:
-            raise interrupted
         if message is None or message.get("id") != self._requests:
             result = self._server.release()
             self._server = False
