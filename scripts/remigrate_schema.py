@@ -138,12 +138,15 @@ def sqlite_match_key(conn, table, module=None, schemas=("main",)):
         return None
     if module is not None:
         return ["rowid"] if module in UNIQUE_ROWIDS else None
-    keys = [[r[1] for r in sorted(conn.execute(f"PRAGMA {schema}.table_info({qident(table)})"), key=lambda r: r[5]) if r[5]]
-            for schema in schemas]
+    infos = [sorted((r for r in conn.execute(f"PRAGMA {schema}.table_info({qident(table)})") if r[5]), key=lambda r: r[5])
+             for schema in schemas]
+    keys = [[r[1] for r in info] for info in infos]
     pk = keys[0]
     if not pk or any(k != pk for k in keys):
         return None
-    # a rowid table's primary key may hold NULLs (an old SQLite quirk), which pair with nothing
+    if len(pk) == 1 and all(info[0][2].upper() == "INTEGER" for info in infos):
+        return pk  # the rowid itself (or a WITHOUT ROWID table's key): never NULL, no table read to know it
+    # a rowid table's other primary keys may hold NULLs (an old SQLite quirk), which pair with nothing
     nulls = " OR ".join(f"{qident(c)} IS NULL" for c in pk)
     if any(conn.execute(f"SELECT 1 FROM {schema}.{qident(table)} WHERE {nulls} LIMIT 1").fetchone() for schema in schemas):
         return None
