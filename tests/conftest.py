@@ -23,6 +23,20 @@ NASTY_PASSWORD = "p@ss:w/o#r%d $HOME `x` \\ 'q' \"dq\" end"
 HIDDEN_PREFIXES = ("DATABASE_URL", "DB_", "PG", "INVOKE_", "FABRIC_", "DJANGO_SETTINGS_MODULE")
 
 
+# Modules whose tests run for 10-60 s each (whole resets, over SSH or killed midway) go first: the
+# workers then finish together on the many short tests instead of one waiting for a long test
+# picked up last. Everything else keeps its collection order.
+SLOW_FIRST = ("test_remote", "test_strategies", "test_atelier_strategies", "test_faults", "test_reset")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        module = item.module.__name__ if item.module else ""
+        return SLOW_FIRST.index(module) if module in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch, tmp_path):
     """Tests see only what they set: no developer DATABASE_URL, DB_*, PG*, INVOKE_*, FABRIC_*."""

@@ -98,20 +98,15 @@ def test_remote_reset_keeps_every_row_and_copies_the_backup_here(ssh, host_case,
     assert NASTY_PASSWORD not in out.stdout + out.stderr
 
 
+@pytest.mark.parametrize("host_case", ["postgresql"], indirect=True)  # SQLite: the pushed bundle's test below
 def test_remote_backup_then_restore_round_trip(ssh, host_case, tmp_path):
     engine, project, rows, db = host_case
     before = rows()
     out = fab(ssh, "backup", "--project-dir", str(project), "--fetch-dir", str(tmp_path / "f"))
     assert out.returncode == 0, out.stderr
     assert "copied to this machine and checked" in out.stdout
-    if engine == "sqlite":
-        import sqlite3
-
-        with sqlite3.connect(tmp_path / "srv" / "host.sqlite3") as conn:
-            conn.execute("DELETE FROM planner_keyword")
-    else:
-        with db.connect() as conn:
-            conn.execute("DELETE FROM planner_keyword")
+    with db.connect() as conn:
+        conn.execute("DELETE FROM planner_keyword")
     assert rows() != before
     out = fab(ssh, "restore", "--project-dir", str(project), "--yes", "--no-safety-backup")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -172,7 +167,9 @@ def test_two_hosts_the_second_failing_preflight_leaves_it_untouched(ssh, tmp_pat
     assert f"{HOST}    reset  ok" in summary and f"{HOST}-2  reset  FAILED: remigrate: error: project folder" in summary
 
 
-@pytest.mark.parametrize("finish", ["rollback", "resume"])
+# Rollback and resume after a kill are each proven on both engines locally (test_reset.py); here
+# what is remote: the SSH connection dying with the client mid-load, on one engine each.
+@pytest.mark.parametrize("host_case, finish", [("postgresql", "rollback"), ("sqlite", "resume")], indirect=["host_case"])
 def test_connection_dropped_during_the_load_then_the_host_is_recovered(ssh, host_case, finish):
     engine, project, rows, db = host_case
     before, files = rows(), tree_digest(project)
@@ -200,6 +197,8 @@ def test_connection_dropped_during_the_load_then_the_host_is_recovered(ssh, host
         assert data(rows()) == data(before) and "reset done" in out.stdout
 
 
+# The carried migration matters most where production runs PostgreSQL; the same task code runs on SQLite.
+@pytest.mark.parametrize("host_case", ["postgresql"], indirect=True)
 def test_deployed_new_history_resets_only_the_database(ssh, host_case, tmp_path):
     engine, project, rows, db = host_case
     before = data(rows())
@@ -207,12 +206,9 @@ def test_deployed_new_history_resets_only_the_database(ssh, host_case, tmp_path)
     # on the engine production runs (what the old history made there is carried over).
     laptop = tmp_path / "laptop" / "igny8"
     shutil.copytree(SAMPLE, laptop, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", ".env", ".remigrate"))
-    if engine == "sqlite":
-        local_env = {"DB_PATH": str(tmp_path / "laptop" / "db.sqlite3")}
-    else:
-        local = PgDb(db.cluster, db.name + "_laptop", db.role + "_laptop", NASTY_PASSWORD)
-        db.cluster.create_app_database(local.name, local.role, local.password, createdb=True)
-        local_env = local.env()
+    local = PgDb(db.cluster, db.name + "_laptop", db.role + "_laptop", NASTY_PASSWORD)
+    db.cluster.create_app_database(local.name, local.role, local.password, createdb=True)
+    local_env = local.env()
     seed(laptop, local_env)
 
     out = run_inv("reset", "--project-dir", str(laptop), *REMOVE, "--yes", env=local_env)
@@ -232,11 +228,14 @@ def test_deployed_new_history_resets_only_the_database(ssh, host_case, tmp_path)
 
 
 
-def test_swap_and_fake_work_on_a_host_and_the_swap_rolls_back_by_rename(ssh, host_case, tmp_path):
+# The strategies are proven on both engines locally (test_strategies.py, test_atelier_strategies.py);
+# here that they work through fab -H: the swap (a rename of databases) and its rollback by rename on
+# PostgreSQL, the fake on SQLite.
+@pytest.mark.parametrize("host_case", ["postgresql"], indirect=True)
+def test_a_swap_on_a_host_keeps_every_row_and_rolls_back_by_rename(ssh, host_case, tmp_path):
     engine, project, rows, db = host_case
     before_all, before = rows(), data(rows())
-    common = ["--project-dir", str(project), "--fetch-dir", str(tmp_path / "f")]
-    out = fab(ssh, "reset", *common, *REMOVE, "--yes", "--strategy", "swap")
+    out = fab(ssh, "reset", "--project-dir", str(project), "--fetch-dir", str(tmp_path / "f"), *REMOVE, "--yes", "--strategy", "swap")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "the application could not write for" in out.stdout and data(rows()) == before
     out = fab(ssh, "rollback", "--project-dir", str(project), "--yes")
@@ -244,7 +243,14 @@ def test_swap_and_fake_work_on_a_host_and_the_swap_rolls_back_by_rename(ssh, hos
     assert "kept aside by the swap is back" in out.stdout and rows() == before_all
     out = fab(ssh, "cleanup", "--project-dir", str(project), "--yes")  # the new database the rollback set aside
     assert out.returncode == 0 and "removed" in out.stdout, out.stdout + out.stderr
-    out = fab(ssh, "reset", *common, *REMOVE, "--yes", "--strategy", "fake")
+
+
+@pytest.mark.parametrize("host_case", ["sqlite"], indirect=True)
+def test_a_fake_on_a_host_rewrites_the_history_only(ssh, host_case, tmp_path):
+    engine, project, rows, db = host_case
+    before = data(rows())
+    out = fab(ssh, "reset", "--project-dir", str(project), "--fetch-dir", str(tmp_path / "f"), *REMOVE, "--yes", "--strategy", "fake")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "no row was moved" in out.stdout and data(rows()) == before
     assert sorted(p.name for p in (project / "igny8_core/business/site_building/migrations").glob("0*.py")) == ["0001_initial.py"]
+    assert (tmp_path / "f" / HOST).is_dir()  # its backup came here too
