@@ -420,25 +420,31 @@ def integrity(conn):
 PARALLEL_FROM = int(os.environ.get("REMIGRATE_SQLITE_PARALLEL_FROM") or 32 * 1024 * 1024)
 
 
-def file_stats(path, check=False, content=False, upto=None, fk=True, alone=False, reference=None):
-    """Stats of a SQLite file; with check, its integrity_check must pass; with content, a digest
-    of every table's rows, by several processes when the file is `alone` (no one else writes to
-    it: a backup copy, a file built beside) and big. With a `reference` (a file built beside
-    from a backup copy: {"path", "sha256", "content"} of that copy), a table whose rows are
-    proven equal to the copy's, value by value, has the copy's digest (the copy unchanged since
-    its digests were made: its sha256 is checked meanwhile); the others are digested."""
+def file_stats(path, check=False, content=False, upto=None, fk=True, alone=False, reference=None, by_copy=False):
+    """Stats of a SQLite file; with check, its integrity_check must pass; with content, every
+    table's content entry (rows, digest, key), the digests read by several processes when the
+    file is `alone` (no one else writes to it: a backup copy, a file built beside) and big.
+    `by_copy` (a backup copy): a table that a later copy of it can be compared with row by row
+    is not digested (schema_facts.BY_COPY). With a `reference` ({"path", "sha256", "content"} of
+    a backup copy and the entries its manifest holds): each table is compared with the copy's,
+    value by value, where a key pairs their rows, and has the copy's entry when they are equal
+    (the copy proven unchanged since the backup meanwhile, by its sha256); the others are
+    digested."""
     conn = open_ro(path)
     try:
         proven = {}
         with concurrently() as beside:  # (threads only: the digests below may fork)
             if check:
                 beside(lambda: integrity(path))
-            if reference:
+            if content and reference:
                 beside(lambda: unchanged_copy(reference))
             stats = sqlite_stats(conn, fk=fk, count=not content)
             stats["applied_migrations"] = applied_migrations(conn.cursor(), sqlite_quote)
             if content and reference:
-                proven = compared_with_copy(conn, reference, upto)
+                with attached(conn, reference["path"]):
+                    proven = compared_with_copy(conn, reference["content"], upto)
+            elif content and by_copy:
+                proven = schema_facts.sqlite_by_copy(conn, schema_facts.sqlite_chosen(conn)[1])
         if content:
             rest = [t for t in schema_facts.sqlite_chosen(conn)[1] if t not in proven]
             jobs = min(4, os.cpu_count() or 1)
@@ -493,33 +499,52 @@ def unchanged_copy(reference):
                          "the new database cannot be checked against it")
 
 
-def compared_with_copy(conn, reference, upto):
-    """{table: content entry} of the tables whose rows equal the reference copy's, value by value
-    (ATTACHed read-only); a table that differs gets a digest that says so. Tables left out: no
-    key to pair rows by, only in one file, or digested up to a key (`upto`)."""
-    expected = reference["content"]
-    virtual, chosen = schema_facts.sqlite_chosen(conn)
-    conn.execute("ATTACH DATABASE ? AS ref", (schema_facts.read_only_uri(reference["path"]),))
-    out = {}
+@contextlib.contextmanager
+def attached(conn, path):
+    """The SQLite file at `path` ATTACHed read-only to `conn` as `ref` for the block (outside a
+    transaction: SQLite cannot attach inside one)."""
+    conn.execute("ATTACH DATABASE ? AS ref", (schema_facts.read_only_uri(path),))
     try:
-        candidates = [t for t in chosen if t in expected and t not in (upto or {})]
-        for n, table in enumerate(candidates, 1):
-            report_progress("comparing every row with the backup copy", n, len(candidates), "tables")
-            try:
-                key = schema_facts.sqlite_match_key(conn, table, virtual.get(table), schemas=("main", "ref"))
-                if key is None:
-                    continue
-                mine, theirs, equal = schema_facts.sqlite_equal(conn, table, key)
-            except sqlite3.Error:  # the digests will tell
-                continue
-            same = mine == theirs == equal
-            out[table] = {"rows": mine, "pk": expected[table].get("pk"),
-                          "max_pk": schema_facts.sqlite_top(conn, table, expected[table].get("pk") or []),
-                          "digest": expected[table]["digest"] if same else
-                          f"differs from the backup copy ({mine} rows here, {theirs} there, {equal} the same)",
-                          "proof": "compared with the backup copy, value by value"}
+        yield
     finally:
         conn.execute("DETACH DATABASE ref")
+
+
+def compared_with_copy(conn, expected, upto=None):
+    """{table: content entry} of the tables of `conn` that have an entry in `expected` (a
+    manifest's, for the copy ATTACHed as `ref`), proven equal to the copy's or not: paired by
+    key and compared value by value (rows up to a key where `upto` says); a table whose entry
+    has no digest (BY_COPY) and that cannot be paired is digested in both files. Equal, it gets
+    the expected entry's digest; else a digest that says how it differs. Left out: tables with
+    no key to pair rows by that the backup digested (the caller digests them)."""
+    virtual, chosen = schema_facts.sqlite_chosen(conn)
+    upto = upto or {}
+    out = {}
+    candidates = [t for t in chosen if t in expected]
+    for n, table in enumerate(candidates, 1):
+        report_progress("comparing every row with the backup copy", n, len(candidates), "tables")
+        want, limit = expected[table], upto.get(table)
+        try:
+            key = schema_facts.sqlite_match_key(conn, table, virtual.get(table), schemas=("main", "ref"))
+            if key is not None and (limit is None or len(key) == 1):
+                mine, theirs, equal = schema_facts.sqlite_equal(conn, table, key, upto=limit)
+                same, proof = mine == theirs == equal, "compared with the backup copy, value by value"
+                detail = f"{mine} rows here, {theirs} there, {equal} the same"
+            elif want.get("digest") == schema_facts.BY_COPY:
+                here = schema_facts.sqlite_digest(conn, table, "main", limit, table in virtual)
+                there = schema_facts.sqlite_digest(conn, table, "ref", limit, table in virtual)
+                mine, same, proof = here["rows"], here["digest"] == there["digest"], "digested in both files"
+                detail = f"{here['rows']} rows here, {there['rows']} there, digests {here['digest']} and {there['digest']}"
+            else:
+                continue
+        except sqlite3.Error as exc:
+            if want.get("digest") != schema_facts.BY_COPY:
+                continue  # the digest will tell
+            mine = conn.execute(f"SELECT count(*) FROM main.{sqlite_quote(table)}").fetchone()[0]
+            same, proof, detail = False, "not comparable", f"could not be compared: {exc}"
+        pk = want.get("pk") or []
+        out[table] = {"rows": mine, "pk": want.get("pk"), "max_pk": schema_facts.sqlite_top(conn, table, pk),
+                      "digest": want["digest"] if same else f"differs from the backup copy ({detail})", "proof": proof}
     return out
 
 
@@ -573,7 +598,9 @@ def cmd_sqlite_backup(opts):
     finally:
         os.umask(old)
         source.close()
-    return {**file_stats(dst, content=True, alone=True), "live_mark": mark}  # read back in full afterwards (sqlite-verify)
+    # tables a key pairs are compared with this copy when needed, the others digested now; the
+    # whole file is read back afterwards (sqlite-verify)
+    return {**file_stats(dst, content=True, alone=True, by_copy=True), "live_mark": mark}
 
 
 def cmd_sqlite_restore(opts):
@@ -1210,16 +1237,16 @@ def content_changes(expected, now):
 
 def cmd_sqlite_swap(opts):
     """Replace the live SQLite file by the new one atomically, with no stale -wal/-shm beside it,
-    provided nothing was written to it since the backup (EXPECTED: the backup's content digests;
-    "unchecked" as the last argument: a rollback's replace, nothing to prove): writers are locked
-    out from the check to the replace. KEEP: a name the live file keeps (a hard link made under
-    the lock), for an instant rollback."""
-    new, live, expected_path, *rest = opts.args
+    provided nothing was written to it since the backup (REFERENCE: the JSON of the backup copy
+    and its manifest's entries, as file_stats takes it; "unchecked" as the last argument: a
+    rollback's replace, nothing to prove): writers are locked out from the check to the replace.
+    KEEP: a name the live file keeps (a hard link made under the lock), for an instant rollback."""
+    new, live, reference_path, *rest = opts.args
     mark = json.loads(rest[0]) if rest and rest[0] else None
     keep = rest[1] if len(rest) > 1 and rest[1] else None
     unchecked = rest[2:3] == ["unchecked"]
     restore_mode = rest[3] if unchecked and len(rest) > 3 else None
-    expected = None if unchecked else json.loads(Path(expected_path).read_text(encoding="utf-8"))
+    reference = None if unchecked else json.loads(Path(reference_path).read_text(encoding="utf-8"))
     conn = None
     checked = "nothing to check (a rollback)" if unchecked else "every table's content"
     started = time.monotonic()
@@ -1231,21 +1258,30 @@ def cmd_sqlite_swap(opts):
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode=DELETE")  # removes the live file's -wal and -shm
+        if reference:
+            conn.execute("ATTACH DATABASE ? AS ref", (schema_facts.read_only_uri(reference["path"]),))
         conn.execute("BEGIN EXCLUSIVE")  # no one commits from here until the file is replaced
-        if unchecked:
-            changed = []
-        elif mark and mode.lower() in ROLLBACK_MODES and live_mark(live, conn) == mark:  # mode: before the switch above
-            changed, checked = [], "no commit since the backup (file change counter)"
-        else:
-            changed = content_changes(expected, schema_facts.sqlite_content(
-                conn, progress=reading("checking nothing was written", "tables")))
-        if changed:
+        try:
+            if unchecked:
+                changed = []
+            elif mark and mode.lower() in ROLLBACK_MODES and live_mark(live, conn) == mark:  # mode: before the switch
+                changed, checked = [], "no commit since the backup (file change counter)"
+            else:  # each table compared with the backup copy (the copy proven unchanged meanwhile), else digested
+                with concurrently() as beside:
+                    beside(lambda: unchanged_copy(reference))
+                    proven = compared_with_copy(conn, reference["content"])
+                rest_tables = [t for t in schema_facts.sqlite_chosen(conn)[1] if t not in proven]
+                changed = content_changes(reference["content"], {**proven, **schema_facts.sqlite_content(
+                    conn, tables=rest_tables, progress=reading("checking nothing was written", "tables"))})
+            if changed:
+                raise ProbeError(f"{WRITES}the application changed {', '.join(changed[:5])} in {live} after the backup; "
+                                 "nothing was replaced, the database keeps those rows; stop the application's writers "
+                                 "and run the reset again")
+        except BaseException:
             conn.execute("ROLLBACK")
-            conn.execute(f"PRAGMA journal_mode={mode}")  # the live file stays as the application had it
+            conn.execute(f"PRAGMA main.journal_mode={mode}")  # the live file stays as the application had it
             conn.close()
-            raise ProbeError(f"{WRITES}the application changed {', '.join(changed[:5])} in {live} after the backup; "
-                             "nothing was replaced, the database keeps those rows; stop the application's writers and "
-                             "run the reset again")
+            raise
     try:
         for suffix in ("-wal", "-shm", "-journal"):
             if Path(live + suffix).exists() and not (suffix == "-journal" and conn is not None):

@@ -153,20 +153,49 @@ def sqlite_match_key(conn, table, module=None, schemas=("main",)):
     return pk
 
 
-def sqlite_equal(conn, table, key, schema="ref"):
+def sqlite_equal(conn, table, key, schema="ref", upto=None):
     """(rows in main, rows in `schema`, rows of main with a row of `schema` under the same key
     that is equal column by column): the table holds the same rows in both when all three are
     equal. Values are compared as stored (BINARY, whatever a column's collation; 1 and 1.0 and
-    '1' are all different), columns by name, those of main."""
+    '1' are all different), columns by name, those of main. `upto`: only the rows whose key (one
+    column) is at most that value, on both sides."""
     cols = sqlite_columns(conn, table)
     if key == ["rowid"]:
         cols = ["rowid", *cols]
     pair = " AND ".join(f"o.{qident(c)} = n.{qident(c)}" for c in key)
     same = " AND ".join(f"n.{qident(c)} IS o.{qident(c)} COLLATE BINARY AND typeof(n.{qident(c)}) = typeof(o.{qident(c)})"
                         for c in cols) or "1"
+    if upto is not None:
+        if len(key) != 1:
+            raise ValueError(f"{table}: rows up to a key need a key of one column")
+        limit = f" WHERE {qident(key[0])} <= {int(upto)}"
+        same += f" AND n.{qident(key[0])} <= {int(upto)}"
+    else:
+        limit = ""
     t = qident(table)
-    return conn.execute(f"SELECT (SELECT count(*) FROM main.{t}), (SELECT count(*) FROM {schema}.{t}), "
+    return conn.execute(f"SELECT (SELECT count(*) FROM main.{t}{limit}), (SELECT count(*) FROM {schema}.{t}{limit}), "
                         f"(SELECT count(*) FROM main.{t} n JOIN {schema}.{t} o ON {pair} WHERE {same})").fetchone()
+
+
+# The digest a SQLite backup records for a table it can be compared with row by row (a key that
+# pairs the rows): none is computed; whatever is checked against the backup later is compared
+# with the bundle's copy of the file, value by value, instead.
+BY_COPY = "none: compared with the backup copy, value by value"
+
+
+def sqlite_by_copy(conn, tables):
+    """{table: content entry} of the `tables` that a copy of this file can be compared with row
+    by row (sqlite_match_key on this file alone): row count, key and highest key, and BY_COPY
+    for a digest."""
+    virtual, _shadows = sqlite_virtual_tables(conn)
+    out = {}
+    for table in tables:
+        if sqlite_match_key(conn, table, virtual.get(table)) is None:
+            continue
+        _select, pk = sqlite_plan(conn, table, virtual=table in virtual)
+        rows = conn.execute(f"SELECT count(*) FROM main.{qident(table)}").fetchone()[0]
+        out[table] = {"rows": rows, "digest": BY_COPY, "pk": pk, "max_pk": sqlite_top(conn, table, pk)}
+    return out
 
 
 CHUNK_ROWIDS = 50000  # rowids per piece of a table read in parallel...

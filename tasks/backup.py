@@ -211,7 +211,7 @@ def restore_bundle(project, engine, manifest, path, yes, safety_backup_dir=None)
         current = engine.stats()
     step(f"Restoring {db.name} from {manifest['name']}")
     engine.restore(dump, manifest, current)
-    after = engine.stats(content=True, digest=B.content_digest(manifest))
+    after = engine.stats(content=True, digest=B.content_digest(manifest), against=(path, manifest))
     rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
     if not clean:
         say(table(("table", "in bundle", "now", "status"), [r for r in rows if r[3] != "ok"]))

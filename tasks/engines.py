@@ -829,8 +829,8 @@ class Postgres(Engine):
         return self.maintenance(f"SELECT oid FROM pg_database WHERE datname = "
                                 f"{sql.Literal(name or self.db.name).as_string(None)}", "looking for the database")
 
-    def swap_in(self, manifest, keep=None):
-        """The verified new database takes the live name; with `keep` (a swap), the live database,
+    def swap_in(self, manifest, keep=None, bundle_path=None):
+        """The verified new database takes the live name (`bundle_path`: SQLite's); with `keep` (a swap), the live database,
         closed and proven unchanged since the backup, is renamed to `keep` first and stays."""
         self.check_lock()
         live = sql.Identifier(self.db.name).as_string(None)
@@ -1049,21 +1049,26 @@ class Sqlite(Engine):
     def stats(self, content=False, upto=None, db_name=None, fk_check=True, digest=None, against=None):
         """As PostgreSQL's; `fk_check` counts broken references (a read of every referencing
         table, skipped where a step just proved there are none). SQLite has one `digest`.
-        `against`: (bundle folder, manifest) of the backup copy a file built beside was loaded
-        from: its integrity is checked, and its tables compared with the copy's row by row (much
-        less work than digesting them) while the copy's sha256 is checked."""
+        `against`: (bundle folder, manifest) of the backup the content is checked against: each
+        table is compared with the bundle's copy row by row (much less work than digesting it;
+        a backup digests only the tables that cannot be compared so) while the copy's sha256 is
+        checked; a file built beside (`db_name`) has its integrity checked meanwhile too."""
         extra = []
-        if against:
-            folder, manifest = against
-            name = manifest["dump"]["file"]
-            reference = posixpath.join(self.project.workdir, "reference.json")
-            self.target.write_private(reference, json.dumps({
-                "path": posixpath.join(folder, name), "sha256": manifest["files"][name]["sha256"],
-                "content": manifest["database"].get("content") or {}}), replace=True)
-            extra = ["check", "reference", reference]
+        if content and against:
+            extra = ["reference", self.reference(*against), *(["check"] if db_name else [])]
         return self.project.probe("file-stats", db_name or self.db.name, *content_args(content, upto),
                                   *([] if fk_check else ["no-fk-check"]), *(["alone"] if db_name else []), *extra,
                                   what="reading the SQLite database")
+
+    def reference(self, folder, manifest):
+        """A private file with what the probe compares a database with: the bundle's copy of the
+        file, its sha256, and the manifest's content entries."""
+        name = manifest["dump"]["file"]
+        path = posixpath.join(self.project.workdir, "reference.json")
+        self.target.write_private(path, json.dumps({
+            "path": posixpath.join(folder, name), "sha256": manifest["files"][name]["sha256"],
+            "content": manifest["database"].get("content") or {}}), replace=True)
+        return path
 
     def size_estimate(self, stats):
         props = stats["properties"]
@@ -1128,12 +1133,11 @@ class Sqlite(Engine):
         journal("content-types")
         self.project.probe("content-types", what="adding content types of new models", db_name=self.beside)
 
-    def swap_in(self, manifest, keep=None):
+    def swap_in(self, manifest, keep=None, bundle_path=None):
         """The verified new file replaces the live one, under an exclusive lock that first proves
-        the live file unchanged since the backup; with `keep` (a swap), the live file stays
-        under that name."""
-        expected = posixpath.join(self.project.workdir, "expected-content.json")
-        self.target.write_private(expected, json.dumps(manifest["database"]["content"]), replace=True)
+        the live file unchanged since the backup (at `bundle_path`); with `keep` (a swap), the
+        live file stays under that name."""
+        expected = self.reference(bundle_path, manifest)
         swapped = keep_live(lambda: self.project.probe("sqlite-swap", self.beside, self.db.name, expected,
                                                        json.dumps(manifest["dump"].get("live_mark")), keep or "",
                                                        what="swapping in the new database"))

@@ -275,15 +275,15 @@ def regenerate(project, plan):
 
 
 def verify(project, engine, manifest, plan, db_name=None, bundle_path=None):
-    """Every table's rows against the backup (content, not only counts), only the expected
-    differences, objects kept, sequences ahead, clean history; of the database built beside
-    the live one when `db_name` names it (loaded from the bundle at `bundle_path`)."""
+    """Every table's rows against the backup at `bundle_path` (content, not only counts), only
+    the expected differences, objects kept, sequences ahead, clean history; of the database
+    built beside the live one when `db_name` names it."""
     saved = manifest["database"]
     # the database built beside was just loaded with its references checked (SQLite's
     # foreign_key_check, PostgreSQL's foreign keys added back): no second count there
     after = engine.stats(content=True, upto=B.grown_limits(saved.get("content", {}), MAY_GROW), db_name=db_name,
                          fk_check=db_name is None, digest=B.content_digest(manifest),
-                         against=(bundle_path, manifest) if db_name and bundle_path else None)
+                         against=(bundle_path, manifest) if bundle_path else None)
     before = {t: n for t, n in saved["tables"].items() if t != "django_migrations"}
     now = {t: n for t, n in after["tables"].items() if t != "django_migrations"}
     rows, clean = B.compare_counts(before, now, expected_missing=plan.skip, expected_new=set(now) - set(before),
@@ -377,7 +377,7 @@ def rollback(project, engine, manifest, bundle_path, database=True, journal=None
             say(f"    the new one, with whatever the application wrote to it since the swap, is kept as "
                 f"{journal['rejected']} (`inv cleanup` removes it)")
         return
-    after = engine.stats(content=True, digest=B.content_digest(manifest))
+    after = engine.stats(content=True, digest=B.content_digest(manifest), against=(bundle_path, manifest))
     rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
     if not clean or B.compare_content(manifest["database"].get("content", {}), after["content"]):
         raise RemigrateError(f"after the rollback the rows differ from bundle {manifest['name']}; "
@@ -475,7 +475,7 @@ AFTER_MIGRATIONS = {"drop", "migrate", "load", "content-types", "migrate-again",
                     "fake"}
 
 
-def swap(engine, manifest, plan, journal, phases):
+def swap(engine, manifest, bundle_path, plan, journal, phases):
     """The verified new database takes the live name. A swap closes the live database only now
     (its writes since the backup are looked for first) and keeps it aside. The downtime, the
     time the application could not write, is measured from the close to the rename."""
@@ -484,7 +484,7 @@ def swap(engine, manifest, plan, journal, phases):
         journal("close")
         engine.close(manifest, plan.sessions)
     journal("swap")
-    done = engine.swap_in(manifest, keep=journal.data.get("kept")) or {}
+    done = engine.swap_in(manifest, keep=journal.data.get("kept"), bundle_path=bundle_path) or {}
     if done.get("mode"):  # SQLite: the journal mode the kept file had (the swap leaves it in DELETE mode)
         journal.data["kept_mode"] = done["mode"]
         journal.save()  # at once: a rollback after a kill here must give it back
@@ -549,7 +549,7 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
                                            bundle_path=bundle_path)
         if not problems:
             if not in_place:
-                swap(engine, manifest, plan, journal, phases)
+                swap(engine, manifest, bundle_path, plan, journal, phases)
             journal("check-application")
             check_application(project, plan.checks)
     except BaseException as exc:
@@ -815,7 +815,8 @@ def verify_task(c, backup=None, project_dir=None, python=None, settings=None, en
         engine = engine_for(project)
         folder = project.default_backup_dir()
         manifest, path = reset_bundle(project, folder, backup, "nothing to verify against")
-        rows, problems, after = verify(project, engine, manifest, plan_from_journal(read_journal(project, path)))
+        rows, problems, after = verify(project, engine, manifest, plan_from_journal(read_journal(project, path)),
+                                       bundle_path=path)
         say(table(("table", "rows before", "rows now", "status"), rows))
         if problems:
             for p in problems:

@@ -215,12 +215,14 @@ def test_sqlite_digests_read_by_several_processes_equal_those_read_by_one(tmp_pa
     assert S.sqlite_content_parallel(conn, str(path), 2, upto=upto)["big"]["digest"] != one["big"]["digest"]
 
 
-def test_a_sqlite_file_built_beside_is_compared_with_the_backup_copy_value_by_value(tmp_path):
+@pytest.mark.parametrize("backup", ["every table digested", "keyed tables left to the copy"])
+def test_a_sqlite_file_built_beside_is_compared_with_the_backup_copy_value_by_value(tmp_path, backup):
     """The verification of a SQLite file built from a backup copy pairs each table's rows with the
     copy's by key and compares every value as stored: a table proven equal gets the copy's
     digest; one change of any kind (a letter's case under NOCASE, 1 made 1.0 or '1', a NULL, a
     row gone) gives its table a digest of its own; tables with nothing to pair rows by are
-    digested; a copy changed since its digests were made is refused."""
+    digested; a copy changed since its digests were made is refused. The same whether the
+    backup digested every table (earlier versions) or only those no key pairs (this one's)."""
     import shutil
     import sqlite3
 
@@ -249,21 +251,33 @@ def test_a_sqlite_file_built_beside_is_compared_with_the_backup_copy_value_by_va
             INSERT INTO twice VALUES ('a', 1), ('a', 1);
             INSERT INTO docs (rowid, body) VALUES (3, 'hello world'), (9, 'good bye');
         """)
-    expected = probe.file_stats(str(ref), content=True)["content"]
+    by_copy = backup != "every table digested"
+    expected = probe.file_stats(str(ref), content=True, by_copy=by_copy)["content"]
+    keyed = {"items", "tags", "pairs", "docs", "wider"}
+    if by_copy:  # what a key pairs is not digested at backup; the rest is
+        assert {t for t, e in expected.items() if e["digest"] == S.BY_COPY} == keyed
+        assert expected["items"] == {"rows": 3, "digest": S.BY_COPY, "pk": ["id"], "max_pk": 5}
     reference = {"path": str(ref), "sha256": probe.sha256_of(str(ref)), "content": expected}
 
-    def compared(*changes):
+    def compared(*changes, upto=None):
         new = tmp_path / "new.sqlite3"
         shutil.copy(ref, new)
         with sqlite3.connect(new) as conn:
             for change in changes:
                 conn.executescript(change)
-        got = probe.file_stats(str(new), check=True, content=True, alone=True, reference=reference)["content"]
+        got = probe.file_stats(str(new), check=True, content=True, upto=upto, alone=True, reference=reference)["content"]
         return {t: e["digest"] == expected[t]["digest"] for t, e in got.items()}, got
 
     same, got = compared()
     assert all(same.values()) and set(got) == set(expected)
-    assert {t for t, e in got.items() if e.get("proof")} == {"items", "tags", "pairs", "docs", "wider"}  # the rest digested
+    assert {t for t, e in got.items() if e.get("proof")} == keyed  # the rest digested
+    # Rows up to the copy's highest key (content types of new models come after): new rows beyond
+    # it are not compared, a changed old one is.
+    same, got = compared("INSERT INTO items VALUES (6, 'new', 1, 1.0, NULL)", upto={"items": 5})
+    assert all(same.values()) and got["items"]["proof"], got["items"]
+    same, _ = compared("INSERT INTO items VALUES (6, 'new', 1, 1.0, NULL)", "UPDATE items SET qty = 3 WHERE id = 2",
+                       upto={"items": 5})
+    assert [t for t, ok in same.items() if not ok] == ["items"]
     for change, table in [("UPDATE items SET name = 'apple' WHERE id = 1", "items"),
                           ("UPDATE items SET qty = 1.0 WHERE id = 1", "items"),
                           ("UPDATE items SET qty = '1' WHERE id = 1", "items"),
@@ -285,3 +299,60 @@ def test_a_sqlite_file_built_beside_is_compared_with_the_backup_copy_value_by_va
         conn.execute("UPDATE tags SET label = 'changed' WHERE code = 'a'")
     with pytest.raises(probe.ProbeError, match="backup copy .* changed since the backup was made"):
         compared()
+
+
+def test_a_write_to_a_wal_mode_sqlite_file_is_found_by_the_swap_by_comparing_with_the_backup_copy(tmp_path):
+    """In WAL mode no file counter tells a commit: under the swap's exclusive lock the live file is
+    compared with the backup copy (tables a key pairs) and digested against the manifest (the
+    others). A write that keeps every count, in either kind of table, is found: nothing is
+    replaced and the live file keeps its rows and its WAL mode; unchanged, the new file goes in."""
+    import shutil
+    import sqlite3
+    from contextlib import closing
+    from types import SimpleNamespace
+
+    from tasks.project import probe_module
+
+    probe = probe_module()
+    live = tmp_path / "live.sqlite3"
+    with closing(sqlite3.connect(live, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript("""
+            CREATE TABLE keyed (id INTEGER PRIMARY KEY, name TEXT);
+            CREATE TABLE loose (x, y);
+            INSERT INTO keyed VALUES (1, 'one'), (2, 'two');
+            INSERT INTO loose VALUES (1, 'a'), (1, 'a');
+        """)
+    copy = tmp_path / "bundle" / "db.sqlite3"
+    copy.parent.mkdir()
+    taken = probe.cmd_sqlite_backup(SimpleNamespace(args=[str(live), str(copy)]))
+    assert taken["live_mark"] is None  # WAL: the content decides
+    assert taken["content"]["keyed"]["digest"] == S.BY_COPY and taken["content"]["loose"]["digest"] != S.BY_COPY
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps({"path": str(copy), "sha256": probe.sha256_of(str(copy)), "content": taken["content"]}))
+
+    def swap():
+        new = tmp_path / "new.sqlite3"
+        shutil.copy(copy, new)
+        return probe.cmd_sqlite_swap(SimpleNamespace(args=[str(new), str(live), str(reference), "null", ""]))
+
+    for write, table in [("UPDATE keyed SET name = 'TWO' WHERE id = 2", "keyed"), ("UPDATE loose SET y = 'b' WHERE rowid = 1", "loose")]:
+        with closing(sqlite3.connect(live, isolation_level=None)) as conn:
+            conn.execute(write)
+            rows = conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+        with pytest.raises(probe.ProbeError, match=f"changed {table} in"):
+            swap()
+        with closing(sqlite3.connect(live, isolation_level=None)) as conn:
+            assert conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall() == rows  # kept, not replaced
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            conn.execute({"keyed": "UPDATE keyed SET name = 'two' WHERE id = 2", "loose": "UPDATE loose SET y = 'a'"}[table])
+    copy.chmod(0o600)
+    with closing(sqlite3.connect(copy, isolation_level=None)) as conn:  # a copy changed since the backup proves nothing
+        conn.execute("UPDATE keyed SET name = 'uno' WHERE id = 1")
+    with pytest.raises(probe.ProbeError, match="changed since the backup was made"):
+        swap()
+    with closing(sqlite3.connect(copy, isolation_level=None)) as conn:
+        conn.execute("UPDATE keyed SET name = 'one' WHERE id = 1")
+    reference.write_text(json.dumps({"path": str(copy), "sha256": probe.sha256_of(str(copy)), "content": taken["content"]}))
+    done = swap()
+    assert done["checked"] == "every table's content" and not (tmp_path / "new.sqlite3").exists()
