@@ -530,13 +530,18 @@ def compared_with_copy(conn, expected, upto=None):
                 mine, theirs, equal = schema_facts.sqlite_equal(conn, table, key, upto=limit)
                 same, proof = mine == theirs == equal, "compared with the backup copy, value by value"
                 detail = f"{mine} rows here, {theirs} there, {equal} the same"
+            elif (columns := [sorted(schema_facts.sqlite_columns(conn, table, side)) for side in ("main", "ref")])[0] != columns[1]:
+                # a digest does not name the columns: a renamed one would keep it
+                mine = conn.execute(f"SELECT count(*) FROM main.{sqlite_quote(table)}").fetchone()[0]
+                same, proof = False, "columns compared with the backup copy's"
+                detail = f"columns {', '.join(columns[0])} here, {', '.join(columns[1])} there"
             elif want.get("digest") == schema_facts.BY_COPY:
                 here = schema_facts.sqlite_digest(conn, table, "main", limit, table in virtual)
                 there = schema_facts.sqlite_digest(conn, table, "ref", limit, table in virtual)
                 mine, same, proof = here["rows"], here["digest"] == there["digest"], "digested in both files"
                 detail = f"{here['rows']} rows here, {there['rows']} there, digests {here['digest']} and {there['digest']}"
             else:
-                continue
+                continue  # digested by the caller, against the manifest's digest
         except sqlite3.Error as exc:
             if want.get("digest") != schema_facts.BY_COPY:
                 continue  # the digest will tell
@@ -1235,6 +1240,37 @@ def content_changes(expected, now):
                   if t != "django_migrations" and (expected.get(t) or {}).get("digest") != (now.get(t) or {}).get("digest"))
 
 
+def unwritten_since_backup(conn, live, mark, mode, reference):
+    """Take the exclusive lock on the live file (no one commits from then until it is replaced)
+    and prove nothing was committed to it since the backup: by the file change counter where
+    the journal mode keeps one (`mode`: the mode before the swap switched it), else by every
+    table's content, compared with the backup copy (proven unchanged by its sha256 meanwhile)
+    or digested; ProbeError (WRITES) names what changed. Returns how it was proven."""
+    if mark and mode.lower() in ROLLBACK_MODES:
+        conn.execute("BEGIN EXCLUSIVE")
+        if live_mark(live, conn) == mark:
+            return "no commit since the backup (file change counter)"
+        conn.execute("ROLLBACK")  # a commit since: the content decides (the copy is attached outside a transaction)
+    if not Path(reference["path"]).is_file():
+        raise ProbeError(f"the backup copy {reference['path']} is gone; nothing was replaced (`inv rollback` puts the "
+                         "migration files back)")
+    conn.execute("ATTACH DATABASE ? AS ref", (schema_facts.read_only_uri(reference["path"]),))
+    conn.execute("BEGIN EXCLUSIVE")
+    with concurrently() as beside:
+        beside(lambda: unchanged_copy(reference))
+        proven = compared_with_copy(conn, reference["content"])
+    rest = [t for t in schema_facts.sqlite_chosen(conn)[1] if t not in proven]
+    changed = content_changes(reference["content"], {**proven, **schema_facts.sqlite_content(
+        conn, tables=rest, progress=reading("checking nothing was written", "tables"))})
+    if not conn.in_transaction:  # an error SQLite answered with a rollback of its own: the lock is gone
+        raise ProbeError(f"the exclusive lock on {live} was lost while it was checked; nothing was replaced, run the reset again")
+    if changed:
+        raise ProbeError(f"{WRITES}the application changed {', '.join(changed[:5])} in {live} after the backup; "
+                         "nothing was replaced, the database keeps those rows; stop the application's writers "
+                         "and run the reset again")
+    return "every table's content"
+
+
 def cmd_sqlite_swap(opts):
     """Replace the live SQLite file by the new one atomically, with no stale -wal/-shm beside it,
     provided nothing was written to it since the backup (REFERENCE: the JSON of the backup copy
@@ -1256,29 +1292,16 @@ def cmd_sqlite_swap(opts):
     if Path(live).exists():
         conn = sqlite3.connect(live, isolation_level=None, timeout=30)
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.execute("PRAGMA journal_mode=DELETE")  # removes the live file's -wal and -shm
-        if reference:
-            conn.execute("ATTACH DATABASE ? AS ref", (schema_facts.read_only_uri(reference["path"]),))
-        conn.execute("BEGIN EXCLUSIVE")  # no one commits from here until the file is replaced
         try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode=DELETE")  # removes the live file's -wal and -shm
             if unchecked:
-                changed = []
-            elif mark and mode.lower() in ROLLBACK_MODES and live_mark(live, conn) == mark:  # mode: before the switch
-                changed, checked = [], "no commit since the backup (file change counter)"
-            else:  # each table compared with the backup copy (the copy proven unchanged meanwhile), else digested
-                with concurrently() as beside:
-                    beside(lambda: unchanged_copy(reference))
-                    proven = compared_with_copy(conn, reference["content"])
-                rest_tables = [t for t in schema_facts.sqlite_chosen(conn)[1] if t not in proven]
-                changed = content_changes(reference["content"], {**proven, **schema_facts.sqlite_content(
-                    conn, tables=rest_tables, progress=reading("checking nothing was written", "tables"))})
-            if changed:
-                raise ProbeError(f"{WRITES}the application changed {', '.join(changed[:5])} in {live} after the backup; "
-                                 "nothing was replaced, the database keeps those rows; stop the application's writers "
-                                 "and run the reset again")
+                conn.execute("BEGIN EXCLUSIVE")  # no one commits from here until the file is replaced
+            else:
+                checked = unwritten_since_backup(conn, live, mark, mode, reference)
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             conn.execute(f"PRAGMA main.journal_mode={mode}")  # the live file stays as the application had it
             conn.close()
             raise

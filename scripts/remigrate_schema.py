@@ -6,6 +6,7 @@ Runs beside the project (standard library only; a DB-API cursor comes from the c
 the live database, a backup file and the scratch databases are described by the same code.
 """
 import hashlib
+import math
 import re
 import urllib.parse
 from pathlib import Path
@@ -144,13 +145,33 @@ def sqlite_match_key(conn, table, module=None, schemas=("main",)):
     pk = keys[0]
     if not pk or any(k != pk for k in keys):
         return None
-    if len(pk) == 1 and all(info[0][2].upper() == "INTEGER" for info in infos):
-        return pk  # the rowid itself (or a WITHOUT ROWID table's key): never NULL, no table read to know it
+    if len(pk) == 1 and all(rowid_alias(conn, table, schema) for schema in schemas):
+        return pk  # the rowid itself: never NULL, no table read to know it
     # a rowid table's other primary keys may hold NULLs (an old SQLite quirk), which pair with nothing
     nulls = " OR ".join(f"{qident(c)} IS NULL" for c in pk)
     if any(conn.execute(f"SELECT 1 FROM {schema}.{qident(table)} WHERE {nulls} LIMIT 1").fetchone() for schema in schemas):
         return None
     return pk
+
+
+def rowid_alias(conn, table, schema="main"):
+    """Whether a rowid table's one-column primary key is its rowid: SQLite then makes no index
+    for the key (any other primary key, `INTEGER PRIMARY KEY DESC` included, has one and may
+    hold NULLs)."""
+    return not any(r[3] == "pk" for r in conn.execute(f"PRAGMA {schema}.index_list({qident(table)})"))
+
+
+def blob_affinity(declared):
+    """Whether a column declared with this type has BLOB affinity (SQLite's rules, in order)."""
+    kind = (declared or "").upper()
+    if "INT" in kind or any(t in kind for t in ("CHAR", "CLOB", "TEXT")):
+        return False
+    return "BLOB" in kind or not kind.strip()
+
+
+def sign_of_zero(value):
+    """-1.0 or 1.0 for a float (the sign -0.0 and 0.0 differ by, which SQL cannot see), else None."""
+    return math.copysign(1.0, value) if isinstance(value, float) else None
 
 
 def sqlite_equal(conn, table, key, schema="ref", upto=None):
@@ -163,8 +184,19 @@ def sqlite_equal(conn, table, key, schema="ref", upto=None):
     if key == ["rowid"]:
         cols = ["rowid", *cols]
     pair = " AND ".join(f"o.{qident(c)} = n.{qident(c)}" for c in key)
-    same = " AND ".join(f"n.{qident(c)} IS o.{qident(c)} COLLATE BINARY AND typeof(n.{qident(c)}) = typeof(o.{qident(c)})"
-                        for c in cols) or "1"
+    # -0.0 IS 0.0 in SQL, though a column of BLOB affinity (no declared type, or BLOB) keeps them
+    # apart (the others store both as 0): there a real zero's sign is compared too, by a function
+    # of the connection's called for real zeros only
+    conn.create_function("remigrate_sign", 1, sign_of_zero, deterministic=True)
+    signed = {r[1] for side in ("main", schema) for r in conn.execute(f"PRAGMA {side}.table_xinfo({qident(table)})")
+              if blob_affinity(r[2])}
+
+    def equal(c):
+        q = qident(c)
+        return (f"n.{q} IS o.{q} COLLATE BINARY AND typeof(n.{q}) = typeof(o.{q})"
+                + (f" AND (typeof(n.{q}) <> 'real' OR n.{q} <> 0 OR remigrate_sign(n.{q}) = remigrate_sign(o.{q}))"
+                   if c in signed else ""))
+    same = " AND ".join(map(equal, cols)) or "1"
     if upto is not None:
         if len(key) != 1:
             raise ValueError(f"{table}: rows up to a key need a key of one column")

@@ -242,6 +242,9 @@ def test_a_sqlite_file_built_beside_is_compared_with_the_backup_copy_value_by_va
             CREATE TABLE wider (id INTEGER PRIMARY KEY, a, legacy);
             CREATE TABLE twice (k, v);
             CREATE VIRTUAL TABLE docs USING fts5(body);
+            CREATE TABLE untyped (id INTEGER PRIMARY KEY, v);
+            CREATE TABLE descending (id INTEGER PRIMARY KEY DESC, v);
+            CREATE TABLE renamed (id INTEGER PRIMARY KEY, v);
             INSERT INTO items VALUES (1, 'Apple', 1, 0.5, x'00ff'), (2, 'pear', '7', NULL, NULL), (5, 'fig', 2.5, -1e300, x'');
             INSERT INTO tags VALUES ('a', 'first'), ('B', 'second');
             INSERT INTO pairs VALUES (1, 2, 'x'), (2, 1, 'y');
@@ -250,10 +253,13 @@ def test_a_sqlite_file_built_beside_is_compared_with_the_backup_copy_value_by_va
             INSERT INTO wider VALUES (1, 'x', 'kept only here'), (2, 'y', NULL);
             INSERT INTO twice VALUES ('a', 1), ('a', 1);
             INSERT INTO docs (rowid, body) VALUES (3, 'hello world'), (9, 'good bye');
+            INSERT INTO untyped VALUES (1, 0.0), (2, 'x');
+            INSERT INTO descending VALUES (NULL, 'not the rowid: a NULL key'), (1, 'b');
+            INSERT INTO renamed VALUES (1, 'a');
         """)
     by_copy = backup != "every table digested"
     expected = probe.file_stats(str(ref), content=True, by_copy=by_copy)["content"]
-    keyed = {"items", "tags", "pairs", "docs", "wider"}
+    keyed = {"items", "tags", "pairs", "docs", "wider", "untyped", "renamed"}
     if by_copy:  # what a key pairs is not digested at backup; the rest is
         assert {t for t, e in expected.items() if e["digest"] == S.BY_COPY} == keyed
         assert expected["items"] == {"rows": 3, "digest": S.BY_COPY, "pk": ["id"], "max_pk": 5}
@@ -290,6 +296,9 @@ def test_a_sqlite_file_built_beside_is_compared_with_the_backup_copy_value_by_va
                           ("UPDATE nullkey SET v = 'none' WHERE k IS NULL", "nullkey"),
                           ("UPDATE docs SET body = 'hello there' WHERE rowid = 3", "docs"),
                           ("ALTER TABLE wider DROP COLUMN legacy", "wider"),  # a column the load could not carry
+                          ("UPDATE untyped SET v = -0.0 WHERE id = 1", "untyped"),  # equal in SQL, not the same value
+                          ("UPDATE descending SET v = 'c' WHERE id IS NULL", "descending"),
+                          ("ALTER TABLE renamed RENAME COLUMN id TO pk", "renamed"),  # same values, another column
                           # the same key twice in the copy, a key of the new file: pairing would count one row twice
                           ("CREATE TABLE twice_new (k PRIMARY KEY, v); INSERT INTO twice_new VALUES ('a', 1), ('b', 2); "
                            "DROP TABLE twice; ALTER TABLE twice_new RENAME TO twice", "twice")]:
@@ -330,10 +339,11 @@ def test_a_write_to_a_wal_mode_sqlite_file_is_found_by_the_swap_by_comparing_wit
     assert taken["content"]["keyed"]["digest"] == S.BY_COPY and taken["content"]["loose"]["digest"] != S.BY_COPY
     reference = tmp_path / "reference.json"
     reference.write_text(json.dumps({"path": str(copy), "sha256": probe.sha256_of(str(copy)), "content": taken["content"]}))
+    moved = copy.with_name("moved.sqlite3")
 
     def swap():
         new = tmp_path / "new.sqlite3"
-        shutil.copy(copy, new)
+        shutil.copy(copy if copy.exists() else moved, new)
         return probe.cmd_sqlite_swap(SimpleNamespace(args=[str(new), str(live), str(reference), "null", ""]))
 
     for write, table in [("UPDATE keyed SET name = 'TWO' WHERE id = 2", "keyed"), ("UPDATE loose SET y = 'b' WHERE rowid = 1", "loose")]:
@@ -354,5 +364,46 @@ def test_a_write_to_a_wal_mode_sqlite_file_is_found_by_the_swap_by_comparing_wit
     with closing(sqlite3.connect(copy, isolation_level=None)) as conn:
         conn.execute("UPDATE keyed SET name = 'one' WHERE id = 1")
     reference.write_text(json.dumps({"path": str(copy), "sha256": probe.sha256_of(str(copy)), "content": taken["content"]}))
+    copy.rename(moved)  # no copy to compare with: refused, and the live file is left as the application had it
+    with pytest.raises(probe.ProbeError, match="backup copy .* is gone"):
+        swap()
+    with closing(sqlite3.connect(live)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    moved.rename(copy)
     done = swap()
     assert done["checked"] == "every table's content" and not (tmp_path / "new.sqlite3").exists()
+    with closing(sqlite3.connect(live)) as conn:
+        assert conn.execute("SELECT * FROM keyed").fetchall() == [(1, "one"), (2, "two")]
+
+
+def test_a_rollback_journal_sqlite_file_unchanged_since_the_backup_is_swapped_on_its_counter_alone(tmp_path):
+    """Where the file change counter proves no commit, the copy is not even opened (a copy moved
+    away does not matter); after a commit, the content decides."""
+    import shutil
+    import sqlite3
+    from contextlib import closing
+    from types import SimpleNamespace
+
+    from tasks.project import probe_module
+
+    probe = probe_module()
+    live = tmp_path / "live.sqlite3"
+    with closing(sqlite3.connect(live, isolation_level=None)) as conn:
+        conn.executescript("CREATE TABLE keyed (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO keyed VALUES (1, 'one');")
+    copy = tmp_path / "db.sqlite3"
+    taken = probe.cmd_sqlite_backup(SimpleNamespace(args=[str(live), str(copy)]))
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps({"path": str(tmp_path / "elsewhere.sqlite3"), "sha256": probe.sha256_of(str(copy)),
+                                     "content": taken["content"]}))
+
+    def swap():
+        shutil.copy(copy, tmp_path / "new.sqlite3")
+        return probe.cmd_sqlite_swap(SimpleNamespace(args=[str(tmp_path / "new.sqlite3"), str(live), str(reference),
+                                                           json.dumps(taken["live_mark"]), ""]))
+
+    with closing(sqlite3.connect(live, isolation_level=None)) as conn:
+        conn.execute("UPDATE keyed SET name = 'ONE'")
+    with pytest.raises(probe.ProbeError, match="backup copy .* is gone"):  # a commit: the content must decide
+        swap()
+    taken = probe.cmd_sqlite_backup(SimpleNamespace(args=[str(live), str(tmp_path / "second.sqlite3")]))
+    assert swap()["checked"] == "no commit since the backup (file change counter)"
