@@ -51,8 +51,21 @@ def pg_env(db, pgpass_path=None):
     return env
 
 
+# TCP keepalives for every connection (libpq has no environment variables for them): a session
+# idle for minutes (the one holding the run's lock during a long load) would otherwise be
+# dropped unseen by a firewall or NAT, and its next statement wait for a connection long dead.
+# The project's own OPTIONS win.
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "6"}
+
+
+def conninfo_value(value):
+    """A libpq connection string value, quoted (backslashes and single quotes escaped)."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def pg_conn_args(db, dbname=None):
-    """Connection flags: -w so a missing password fails at once instead of prompting."""
+    """Connection flags: -w so a missing password fails at once instead of prompting; the database
+    as a connection string (so no name is taken for one) with TCP keepalives."""
     args = ["-w"]
     host = db.host or db.options.get("host")
     if host:
@@ -61,7 +74,9 @@ def pg_conn_args(db, dbname=None):
         args.append(f"--port={db.port}")
     if db.user:
         args.append(f"--username={db.user}")
-    args.append(f"--dbname={dbname or db.name}")
+    params = {"dbname": dbname or db.name,
+              **{k: db.options.get(k) if db.options.get(k) not in (None, "") else v for k, v in KEEPALIVES.items()}}
+    args.append("--dbname=" + " ".join(f"{k}={conninfo_value(v)}" for k, v in params.items()))
     return args
 
 

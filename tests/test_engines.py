@@ -1,4 +1,8 @@
 """Engine facts as data: connection flags, password files, error explanations, versions."""
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from tasks.console import RemigrateError
@@ -12,9 +16,13 @@ DB = DbConfig(engine="django.db.backends.postgresql", name="shop", user="app", p
 def test_connection_flags_never_prompt_and_never_carry_the_password():
     args = pg_conn_args(DB)
     assert args[0] == "-w"
-    assert args[1:] == ["--host=db.internal", "--port=5433", "--username=app", "--dbname=shop"]
+    keepalives = "keepalives='1' keepalives_idle='30' keepalives_interval='10' keepalives_count='6'"
+    assert args[1:] == ["--host=db.internal", "--port=5433", "--username=app", f"--dbname=dbname='shop' {keepalives}"]
     assert "s3cret" not in " ".join(args)
-    assert pg_conn_args(DB, dbname="postgres")[-1] == "--dbname=postgres"
+    assert pg_conn_args(DB, dbname="postgres")[-1] == f"--dbname=dbname='postgres' {keepalives}"
+    # a name is never taken for a connection string of its own; the project's OPTIONS win
+    odd = DbConfig(engine=DB.engine, name="a b='c' \\", user="app", password="", host="", port="", options={"keepalives_idle": 5})
+    assert pg_conn_args(odd)[-1].startswith("--dbname=dbname='a b=\\'c\\' \\\\' keepalives='1' keepalives_idle='5' ")
 
 
 def test_environment_maps_options_and_points_at_the_password_file_only():
@@ -285,6 +293,11 @@ def test_maintenance_statements_run_in_the_session_holding_the_lock_and_an_error
     assert engine.maintenance(holder, "before the lock") == "f"  # a psql of its own
     with engine.server_lock():
         assert engine.maintenance(holder, "asking who runs it") == "t"
+        # the session that idles through a long load keeps its connection alive: its socket, idle
+        # now, has a keepalive timer running (/proc/net/tcp's timer column: 2)
+        port = int(engine.maintenance("SELECT client_port FROM pg_stat_activity WHERE pid = pg_backend_pid()", "port"))
+        sockets = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+        assert [s[5].split(":")[0] for s in sockets if int(s[1].split(":")[1], 16) == port and s[3] == "01"] == ["02"]
         assert engine.maintenance("SELECT 'a;b'\n  || E'c\\\\d' UNION ALL SELECT 'two';", "two rows") == "a;bc\\d\ntwo"
         with pytest.raises(RemigrateError, match="division by zero"):
             engine.maintenance("SELECT 1/0", "dividing")
@@ -309,3 +322,21 @@ def test_maintenance_statements_run_in_the_session_holding_the_lock_and_an_error
                 engine.maintenance("SELECT 1", "with the lock taken by another")
             with pytest.raises(RemigrateError, match="could not be taken again"):
                 engine.check_lock()  # a step that cannot be undone stops too
+
+
+def test_a_database_whose_name_reads_like_a_connection_string_is_reached_by_its_name(pg):
+    """psql, pg_dump and pg_restore take a --dbname with '=' in it for a connection string: the
+    name is always given as one, quoted, so a name with '=', quotes, spaces or backslashes is
+    the database it names."""
+    from tasks.engines import pg_conn_args, pg_env
+
+    name, role = "it's a=b \\c", "odd_name_owner"
+    pg.create_app_database(name, role, "pw-odd")
+    try:
+        db = DbConfig(engine="django.db.backends.postgresql", name=name, user=role, password="pw-odd", host="127.0.0.1",
+                      port=str(pg.port), options={})
+        out = subprocess.run(["psql", "-X", "-At", *pg_conn_args(db), "-c", "SELECT current_database()"],
+                             env={**os.environ, **pg_env(db), "PGPASSWORD": "pw-odd"}, capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.strip() == name, out.stderr
+    finally:
+        pg.drop_app_database(name, role)
