@@ -38,15 +38,20 @@ def _files(project, folder, names):
     return {posixpath.basename(k): v for k, v in sums.items()}
 
 
-def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=None, with_dump=True):
+def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=None, with_dump=True, tables=()):
     """Write a verified bundle and return its manifest and path; nothing half-written is left.
     `before`: the database's stats if just taken (its size says how much room the backup needs).
-    Without `with_dump` (a fake reset's --no-backup) the bundle holds the migration files and
-    the run's journal only: enough to roll the history back, never to restore the database."""
+    Without `with_dump` (a fake reset's --no-backup) the bundle holds the migration files, the
+    run's journal and, of the database, only the `tables` the fake drops (a SQLite file is
+    copied whole): enough to undo the fake, never to restore the database."""
     timer = Timer()
     db = project.db
+    if tables and not with_dump and not engine.dumps_tables:
+        with_dump = True  # SQLite: a copy of the whole file is the backup (seconds per GiB)
+    scoped = not with_dump and bool(tables)
     step(f"Backing up {engine.name} database {db.name} ({project.target.name})" if with_dump else
-         "Archiving the migration files (--no-backup: the database is not dumped)")
+         f"Backing up the tables the fake drops ({', '.join(tables)}) and the migration files (--no-backup)" if scoped
+         else "Archiving the migration files (--no-backup: the database is not dumped)")
     engine.preflight()
     room = project.probe("prepare-dir", backup_dir, what="preparing the backup folder")
     before = before or engine.stats()
@@ -67,14 +72,16 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=
                 say(f"    {why}")
             dump = engine.dump(posixpath.join(partial, engine.dump_file), compress=compress)
             stats = dump.pop("stats")  # the rows of the dump itself (one snapshot), with their digests
+        elif scoped:
+            dump, stats = engine.dump_tables(posixpath.join(partial, engine.dump_file), tables), before
         else:
             dump, stats = {"file": None, "skipped": "--no-backup"}, before
         dirs = [a["migrations_dir"] for a in project.own_apps()]
         archive = project.probe("archive-migrations", posixpath.join(partial, B.MIGRATIONS_ARCHIVE), *dirs,
                                 what="archiving the migration files")
-        names = [engine.dump_file, B.MIGRATIONS_ARCHIVE] if with_dump else [B.MIGRATIONS_ARCHIVE]
+        names = [engine.dump_file, B.MIGRATIONS_ARCHIVE] if with_dump or scoped else [B.MIGRATIONS_ARCHIVE]
         files = {}
-        if with_dump:  # the full read of the dump and the checksums at the same time
+        if with_dump or scoped:  # the full read of the dump and the checksums at the same time
             dump.update(engine.verify_dump(posixpath.join(partial, engine.dump_file),
                                            meanwhile=lambda: files.update(_files(project, partial, names))))
         else:
@@ -82,12 +89,13 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=
         settings = project.settings
         manifest = B.build_manifest(
             name=name, kind=kind, engine=engine.name, db=db, stats=stats,
-            dump={"file": engine.dump_file, **dump} if with_dump else dump,
+            dump={"file": engine.dump_file, **dump} if with_dump or scoped else dump,
             files=files, archive={"file": B.MIGRATIONS_ARCHIVE, "files": archive["files"]},
             project={"dir": project.dir, "settings_module": settings["settings_module"],
                      "django_version": settings["django_version"], "apps": [a["label"] for a in project.own_apps()]},
             verified={"at": B.now().isoformat(timespec="seconds"),
                       "checks": ["full read of the dump", "sha256 and size recorded", "row counts taken"] if with_dump
+                      else ["full read of the dump of the dropped tables", "sha256 and size recorded"] if scoped
                       else ["sha256 and size of the migration files recorded"]},
             target=project.target.name, identity=project.identity(), run_id=run_id or B.new_run_id(),
         )
@@ -100,7 +108,8 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=
     rows = sum(stats["tables"].values())
     size = sum(f["size"] for f in files.values())
     if not with_dump:
-        ok(f"bundle {name}: the migration files only, no database dump ({timer})")
+        ok(f"bundle {name}: the migration files and the tables {', '.join(tables)} only, not the database ({timer})"
+           if scoped else f"bundle {name}: the migration files only, no database dump ({timer})")
         say(f"    {final}")
         return manifest, final
     ok(f"backup {name}: {len(stats['tables'])} tables, {rows} rows, {human_bytes(size)}, verified ({timer})")
@@ -191,6 +200,10 @@ def restore_bundle(project, engine, manifest, path, yes, safety_backup_dir=None)
     if not manifest["dump"].get("file"):
         raise RemigrateError(f"bundle {manifest['name']} holds no database dump (a fake reset run with --no-backup); "
                              "pick another with --backup (`inv backups` lists them)")
+    if manifest["dump"].get("scope"):
+        raise RemigrateError(f"bundle {manifest['name']} holds only the tables a fake reset dropped "
+                             f"({', '.join(manifest['dump']['scope'])}), not the database (--no-backup): `inv rollback` "
+                             "undoes that reset; pick another bundle with --backup (`inv backups` lists them)")
     verify_bundle(project, engine, manifest, path)
     ok(f"bundle {manifest['name']} verified (checksums, full read)")
     engine.preflight(archive_version=manifest["dump"].get("dumped_by"), digest=B.content_digest(manifest))
@@ -301,6 +314,11 @@ def backups(c, check=False, project_dir=None, python=None, settings=None, env_fi
                 reset += f" ({b['strategy']})"
             if b.get("kept"):
                 reset += f"; old database kept as {posixpath.basename(b['kept'])} (inv cleanup)"
+            dump = m.get("dump") or {}
+            if dump.get("scope"):
+                reset += f"; holds only the tables the fake dropped ({', '.join(dump['scope'])}), --no-backup"
+            elif m and not dump.get("file"):
+                reset += "; no database dump (--no-backup)"
             if b.get("rejected"):
                 reset += f"; the rolled-back new database kept as {posixpath.basename(b['rejected'])} (inv cleanup)"
             rows.append((b["name"], m.get("kind", "?"), m.get("engine", "?"), (m.get("database") or {}).get("name", "?"),

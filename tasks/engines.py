@@ -491,6 +491,7 @@ def content_args(content, upto, digest=None):
 class Engine:
     name = ""
     dump_file = ""
+    dumps_tables = False
 
     def __init__(self, project):
         self.project = project
@@ -501,6 +502,7 @@ class Engine:
 class Postgres(Engine):
     name = "postgresql"
     dump_file = "db.dump"
+    dumps_tables = True  # dump_tables: some tables only
 
     def __init__(self, project):
         super().__init__(project)
@@ -620,6 +622,18 @@ class Postgres(Engine):
         return {"tool": "pg_dump", "tool_version": list(self.versions.get("pg_dump") or self.tool_versions(["pg_dump"])["pg_dump"]),
                 "compress": compress, "xids": xids,
                 "write_counters": json.loads(counters) if counters.startswith("{") else None, "stats": stats}
+
+    def dump_tables(self, path, tables):
+        """pg_dump of only `tables` ("schema.name"), whole (definitions, rows, keys, indexes, owned
+        sequences, privileges): what a fake reset run with --no-backup drops, for its rollback."""
+        def pattern(key):  # a schema.name key (public's tables by name alone); quoted: no wildcard, no case folding
+            schema, _, name = key.partition(".") if "." in key else ("public", ".", key)
+            return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
+        self.tool(["pg_dump", "--format=custom", "--compress=0", "--strict-names",
+                   *[f"--table={pattern(t)}" for t in tables], f"--file={path}", *pg_conn_args(self.db)],
+                  what="dumping the tables the fake drops")
+        return {"tool": "pg_dump", "tool_version": list(self.versions.get("pg_dump") or self.tool_versions(["pg_dump"])["pg_dump"]),
+                "compress": "0", "scope": sorted(tables)}
 
     def verify_dump(self, path, meanwhile=lambda: None):
         """A full read of the archive (`pg_restore -l` alone accepts a truncated one), while
@@ -1050,6 +1064,7 @@ class Postgres(Engine):
 class Sqlite(Engine):
     name = "sqlite"
     dump_file = "db.sqlite3"
+    dumps_tables = False  # a backup is a copy of the whole file
 
     def server_lock(self):
         return contextlib.nullcontext()  # the lock file beside the database is the lock

@@ -42,6 +42,7 @@ class Plan:
     sessions: dict = field(default_factory=dict)  # {"end": bool, "wait": seconds}: the application's open sessions
     strategy: str = "rebuild"  # or "swap", "fake"
     fake: dict = None  # the fake strategy's proof: renames, differences, tables dropped
+    no_backup: bool = False  # a fake's --no-backup: the dropped tables and the migration files only
 
 
 
@@ -118,7 +119,14 @@ def show_plan(project, engine, plan, backup_dir):
     step("Plan")
     say(f"database   {engine.name} {db.name}" + (f" at {db.host}:{db.port}" if db.host else "") +
         f" on {project.target.name}, {len(plan.stats['tables'])} tables, {sum(plan.stats['tables'].values())} rows, {human_bytes(size)}")
-    say(f"backup     a new verified bundle in {backup_dir}")
+    if plan.no_backup:
+        dropped = plan.fake["drop"] if engine.dumps_tables else []
+        say(f"backup     --no-backup: a bundle in {backup_dir} with the migration files"
+            + (f" and the tables the fake drops ({', '.join(dropped)}); the rest of the database is not dumped" if dropped
+               else " and a copy of the database file (the fake drops a table)" if plan.fake["drop"]
+               else "; the database is not dumped"))
+    else:
+        say(f"backup     a new verified bundle in {backup_dir}")
     if plan.mode == "deployed":
         say("migrations the files on disk are already a fresh history: only the database is rebuilt with them")
     say("apps reset (numbered migration files deleted, then regenerated):" if plan.mode == "regenerate" else "apps:")
@@ -414,6 +422,7 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
     plan = make_plan(project, engine, remove_model, drop_table, accept, absorb_pending)
     plan.checks = {k: v for k, v in (checks or {}).items() if v}
     plan.strategy = project.options.strategy
+    plan.no_backup = bool(no_backup)
     plan.sessions = dict(sessions or {})
     if plan.strategy == "swap":  # the rename needs the database to itself: the application reconnects to the new one
         plan.sessions["end"] = True
@@ -426,9 +435,6 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
     reason = refusal(plan.history) or (fake.why_not(plan.fake) if plan.strategy == "fake" else None)
     if reason:
         raise RemigrateError(reason)
-    if no_backup and plan.fake["drop"]:
-        raise RemigrateError(f"--no-backup: the fake would drop {', '.join(plan.fake['drop'])}, which no rollback could "
-                             "put back without a backup; leave out --no-backup; nothing was changed")
     if dry_run:
         ok("dry run: nothing was changed")
         return None
@@ -441,7 +447,7 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
         lock = runlock.take(project, run_id, backup_dir)
         try:
             manifest, bundle_path = take_backup(project, engine, backup_dir, kind="reset", before=plan.stats, run_id=run_id,
-                                                with_dump=not no_backup)
+                                                with_dump=not no_backup, tables=plan.fake["drop"] if no_backup else ())
             if fetch:  # an off-host copy before anything is dropped
                 fetch_bundle(project, manifest, bundle_path, fetch_dir)
             journal = Journal(project, bundle_path, run_id, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
@@ -706,8 +712,8 @@ def reset_help():
                         "(default: wait for them to end, then refuse)",
         "wait_sessions": "PostgreSQL: seconds to wait for open sessions to end (default 30)",
         "no_backup": "--strategy fake only: take no database dump (the rows are not moved; the bundle keeps the "
-                     "migration files, and a rollback undoes the fake in place); give the database's name to confirm, "
-                     "for example --no-backup shop; refused when the fake would drop a table",
+                     "migration files and the tables the fake drops, and a rollback undoes the fake in place); give the "
+                     "database's name to confirm, for example --no-backup shop",
         "check_url": "a health URL of the running application, fetched after the data is verified; "
                      "an error or an answer of 400 or above rolls the reset back",
     }

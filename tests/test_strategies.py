@@ -11,7 +11,7 @@ import pytest
 from conftest import manage, run_inv
 from servers import psycopg_admin
 from test_faults import NEW_SETTING, common, start_reset, wait_for
-from test_reset import REMOVE, data_rows, query, reset, tree_digest
+from test_reset import REMOVE, WF_TABLE, data_rows, query, reset, tree_digest
 
 
 def journal_of(case):
@@ -261,9 +261,28 @@ def test_the_strategy_is_checked_before_anything_runs(seeded):
 
 
 def test_fake_without_a_backup_needs_the_database_name_and_rolls_back_in_place(seeded):
+    name = "db.sqlite3" if seeded.engine == "sqlite" else seeded.pg_db.name
+    # A fake that drops a table keeps that table, only, in its bundle (PostgreSQL: the rest of the
+    # database is not dumped; SQLite: the whole file is copied, its backup anyway); its rollback
+    # makes the table again with its rows.
+    original_all, original_files = seeded.rows(), tree_digest(seeded.project)
+    out = reset(seeded, *REMOVE, "--yes", "--strategy", "fake", "--no-backup", name)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "no row was moved" in out.stdout and WF_TABLE not in seeded.rows()
+    (bundle,) = [p.parent for p in (seeded.project.parent / "b").glob("*/journal.json")]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    if seeded.engine == "postgresql":
+        assert manifest["dump"]["scope"] == [WF_TABLE] and "tables the fake drops" in out.stdout
+        out = run_inv("restore", *common(seeded), "--yes", env=seeded.env)
+        assert out.returncode == 1 and "holds only the tables a fake reset dropped (igny8_site" in out.stderr, out.stderr
+    else:
+        assert "scope" not in manifest["dump"] and manifest["dump"]["file"] == "db.sqlite3"
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{WF_TABLE} made again from the backup" in out.stdout
+    assert seeded.rows() == original_all and tree_digest(seeded.project) == original_files
     first = reset(seeded, *REMOVE, "--yes", "--strategy", "fake")  # the history is fresh now: the next drops no table
     assert first.returncode == 0, first.stdout + first.stderr
-    name = "db.sqlite3" if seeded.engine == "sqlite" else seeded.pg_db.name
     history = query(seeded, "SELECT id, app, name, applied FROM django_migrations ORDER BY id")
     before_all, files = seeded.rows(), tree_digest(seeded.project)
     out = reset(seeded, "--yes", "--strategy", "rebuild", "--no-backup", name)
