@@ -361,6 +361,12 @@ def pg_key(schema, name):
     return name if schema == "public" else f"{schema}.{name}"
 
 
+def pg_key_parts(key):
+    """(schema, name) of a pg_key: a schema is never named with a dot, so the first one splits."""
+    schema, _, name = key.partition(".")
+    return (schema, name) if name else ("public", key)
+
+
 def pg_tables(cursor):
     """{key: (quoted name, [columns sorted], primary key columns, [their types, in column order])}
     of the ordinary tables."""

@@ -156,16 +156,24 @@ def push_bundle(project, local, backup_dir):
     return manifest, remote
 
 
-def find_bundle(project, backup_dir, wanted):
-    """(manifest, path) of the named bundle, or of the newest one. Under fab, a bundle folder on
-    this machine (a path) is uploaded to the host first."""
+def find_bundle(project, backup_dir, wanted, whole=False):
+    """(manifest, path) of the named bundle, or of the newest one (`whole`: which must hold the
+    whole database, not be a fake reset's --no-backup bundle; an older one is only named, never
+    taken unasked). Under fab, a bundle folder on this machine (a path) is uploaded first."""
     if wanted and project.target.remote and (Path(wanted).expanduser() / B.MANIFEST).is_file():
         return push_bundle(project, Path(wanted).expanduser().resolve(), backup_dir)
     if wanted and "/" in wanted and project.target.exists(posixpath.join(wanted, B.MANIFEST), "-f"):
         path = wanted.rstrip("/")
         return json.loads(project.target.read_text(posixpath.join(path, B.MANIFEST))), path
     bundles = project.probe("list-bundles", backup_dir)
-    chosen = B.pick_bundle(bundles if wanted else B.of_database(bundles, project.identity()), wanted)
+    ours = B.of_database(bundles, project.identity())
+    newest = None if wanted else B.pick_bundle(ours)
+    if whole and newest and not B.holds_database(newest["manifest"]):  # never an older one unasked
+        full = B.pick_bundle([b for b in ours if B.holds_database(b["manifest"])])
+        raise RemigrateError(f"the newest bundle, {newest['name']}, does not hold the whole database (a fake reset run "
+                             "with --no-backup); " + (f"the newest that does is {full['name']}: name it with --backup"
+                                                      if full else "no bundle here does; take one with `inv backup`"))
+    chosen = B.pick_bundle(bundles if wanted else ours, wanted)
     if chosen is None:
         if wanted:
             raise RemigrateError(f"no bundle named {wanted} in {backup_dir}; `inv backups` lists them")
@@ -264,7 +272,7 @@ def restore(c, backup=None, yes=False, no_safety_backup=False, project_dir=None,
     with open_project(c, opts) as project:
         engine = engine_for(project)
         folder = project.default_backup_dir()
-        manifest, path = find_bundle(project, folder, backup)
+        manifest, path = find_bundle(project, folder, backup, whole=True)
         restore_bundle(project, engine, manifest, path, yes, safety_backup_dir=None if no_safety_backup else folder)
 
 

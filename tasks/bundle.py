@@ -237,6 +237,13 @@ def bundle_state(bundle):
     return "DAMAGED: " + "; ".join(problems) if problems else "ok (sizes match)"
 
 
+def holds_database(manifest):
+    """Whether a bundle can restore the database: a dump of all of it (not none, not only the
+    tables a fake reset dropped)."""
+    dump = (manifest or {}).get("dump") or {}
+    return bool(dump.get("file")) and not dump.get("scope")
+
+
 def pick_bundle(bundles, wanted=None):
     """The bundle named `wanted` (a name or a path ending in it), else the newest verified one."""
     valid = [b for b in bundles if b.get("manifest") and not b["name"].endswith(PARTIAL_SUFFIX)]

@@ -145,8 +145,7 @@ def table_entries(listing, tables):
     table)."""
     prefixes = []
     for key, objects in tables.items():
-        schema, _, name = key.rpartition(".")
-        schema = schema or "public"
+        schema, name = S.pg_key_parts(key)
         for kind in ("TABLE", "TABLE DATA", "DEFAULT", "CONSTRAINT", "FK CONSTRAINT", "TRIGGER"):
             prefixes.append(f"{kind} {schema} {name} ")
         prefixes += [f"ACL {schema} TABLE {name} ", f"COMMENT {schema} TABLE {name} ", f"COMMENT {schema} COLUMN {name}."]
@@ -626,9 +625,8 @@ class Postgres(Engine):
     def dump_tables(self, path, tables):
         """pg_dump of only `tables` ("schema.name"), whole (definitions, rows, keys, indexes, owned
         sequences, privileges): what a fake reset run with --no-backup drops, for its rollback."""
-        def pattern(key):  # a schema.name key (public's tables by name alone); quoted: no wildcard, no case folding
-            schema, _, name = key.partition(".") if "." in key else ("public", ".", key)
-            return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
+        def pattern(key):  # quoted: no wildcard, no case folding
+            return ".".join('"' + part.replace('"', '""') + '"' for part in S.pg_key_parts(key))
         self.tool(["pg_dump", "--format=custom", "--compress=0", "--strict-names",
                    *[f"--table={pattern(t)}" for t in tables], f"--file={path}", *pg_conn_args(self.db)],
                   what="dumping the tables the fake drops")

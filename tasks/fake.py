@@ -27,7 +27,7 @@ def proof(plan):
             # what makes each dropped table again, from the backup, should a rollback need it
             "drop_objects": {t: {"indexes": sorted(i.get("name", n) for n, i in live["indexes"].items() if i["table"] == t),
                                  "sequences": sorted(q["name"] for q in live["sequences"].values()
-                                                     if q.get("name") and q.get("table") == t.rsplit(".", 1)[-1])}
+                                                     if q.get("name") and q.get("table") == S.pg_key_parts(t)[1])}
                              for t in drop},
             "empty": sorted(t for t in plan.empty_orphans if t in live["tables"])}  # checked again in the transaction
 

@@ -369,13 +369,17 @@ def database_touched(engine, phases, strategy="rebuild"):
 def rollback(project, engine, manifest, bundle_path, database=True, journal=None):
     """Database and migration files back as the bundle holds them (`journal`: the run's, which
     says which databases it made or dropped)."""
+    fake_run = (journal or {}).get("plan", {}).get("strategy") == "fake"
+    if database and manifest["dump"].get("scope") and not fake_run:  # a few tables only: never the whole database
+        raise RemigrateError(f"bundle {manifest['name']} holds only the tables a fake reset dropped, and no journal of "
+                             "that reset; nothing was rolled back from it")
     dirs = [a["migrations_dir"] for a in project.own_apps()]
     project.probe("restore-migrations", posixpath.join(bundle_path, B.MIGRATIONS_ARCHIVE), *dirs,
                   what="restoring the migration files")
     if not database:
         engine.reopen()  # a reset stopped between closing the database and dropping it, or before a swap
         return
-    if (journal or {}).get("plan", {}).get("strategy") == "fake":
+    if fake_run:
         undo_fake(project, engine, manifest, bundle_path)
         return
     if engine.recover(bundle_path, manifest, journal) == "renamed":
@@ -778,9 +782,10 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
             ok(f"nothing to roll back: the last reset of {B.describe_identity(project.identity())} ({manifest['name']}) "
                "was rolled back already; name an older bundle with --backup to go further back")
             return
-        if not manifest["dump"].get("file") and (data.get("plan") or {}).get("strategy") != "fake":
-            raise RemigrateError(f"bundle {manifest['name']} holds no database dump and no journal of its fake reset "
-                                 "(--no-backup); nothing to roll back from it; name another with --backup")
+        if (not manifest["dump"].get("file") or manifest["dump"].get("scope")) and (data.get("plan") or {}).get("strategy") != "fake":
+            raise RemigrateError(f"bundle {manifest['name']} holds no database dump (only the tables its fake reset "
+                                 "dropped, or none: --no-backup) and no journal of that fake reset; nothing to roll back "
+                                 "from it; name another with --backup")
         renaming = bool(data.get("kept")) and not data.get("kept_removed") and engine.kept_exists(data["kept"])
         verify_bundle(project, engine, manifest, path, dump=not renaming)  # a rename back needs no dump
         strategy = (data.get("plan") or {}).get("strategy", "rebuild")

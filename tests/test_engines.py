@@ -179,6 +179,9 @@ def test_the_entries_that_make_a_dropped_table_again_are_all_of_its_own_and_no_o
     lines = table_entries(listing, {"shop_flag": {"indexes": ["shop_flag_name_1a2b3c4d"], "sequences": ["shop_flag_id_seq"]}})
     ids = [line.split(";")[0] for line in lines.splitlines()]
     assert ids == ["215", "216", "217", "218", "3401", "3410", "3300", "3301", "3303", "3305", "3306"]
+    # outside public a table is "schema.name", and its name may hold a dot itself
+    dotted = "20; 1259 1 TABLE s x.y owner\n21; 0 1 TABLE DATA s x.y owner\n22; 1259 2 TABLE s y owner\n"
+    assert [ln.split(";")[0] for ln in table_entries(dotted, {"s.x.y": {}}).splitlines()] == ["20", "21"]
 
 
 def test_a_foreign_key_taken_out_comes_back_unchecked_then_validated_with_its_comment(pg_db):

@@ -273,8 +273,17 @@ def test_fake_without_a_backup_needs_the_database_name_and_rolls_back_in_place(s
     manifest = json.loads((bundle / "manifest.json").read_text())
     if seeded.engine == "postgresql":
         assert manifest["dump"]["scope"] == [WF_TABLE] and "tables the fake drops" in out.stdout
-        out = run_inv("restore", *common(seeded), "--yes", env=seeded.env)
+        out = run_inv("restore", *common(seeded), "--yes", env=seeded.env)  # never taken for the newest backup
+        assert out.returncode == 1 and "no bundle here does; take one with `inv backup`" in out.stderr, out.stderr
+        out = run_inv("restore", *common(seeded), "--backup", bundle.name, "--yes", env=seeded.env)
         assert out.returncode == 1 and "holds only the tables a fake reset dropped (igny8_site" in out.stderr, out.stderr
+        # without the journal that says what the fake did, it is never taken for a whole database to put back
+        journal = (bundle / "journal.json").read_bytes()
+        (bundle / "journal.json").unlink()
+        out = run_inv("rollback", *common(seeded), "--backup", bundle.name, "--yes", env=seeded.env)
+        assert out.returncode == 1 and "no journal of that fake reset" in out.stderr, out.stdout + out.stderr
+        assert WF_TABLE not in seeded.rows() and "planner_keyword" in seeded.rows()  # nothing touched
+        (bundle / "journal.json").write_bytes(journal)
     else:
         assert "scope" not in manifest["dump"] and manifest["dump"]["file"] == "db.sqlite3"
     out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
@@ -299,7 +308,7 @@ def test_fake_without_a_backup_needs_the_database_name_and_rolls_back_in_place(s
     assert data_rows(seeded) == {k: v for k, v in before_all.items() if k in data_rows(seeded)}
     assert query(seeded, "SELECT id, app, name, applied FROM django_migrations ORDER BY id") != history
     out = run_inv("restore", *common(seeded), "--yes", env=seeded.env)  # the newest bundle cannot restore a database
-    assert out.returncode == 1 and "holds no database dump" in out.stderr
+    assert out.returncode == 1 and "does not hold the whole database" in out.stderr and "name it with --backup" in out.stderr
     out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "undone in place" in out.stdout
