@@ -110,6 +110,19 @@ def pg_identifier(schema, name):
     return sql.Identifier(schema, name).as_string(None)
 
 
+# Before a restore's --clean script: every foreign key of the project's tables goes (in the same
+# transaction; the script makes the backup's again). The script drops what the backup holds by
+# the backup's names, so a key that a reset has given another name since (a renamed model's)
+# would keep the key it points at from being dropped. One that cannot go on its own (a
+# partition's copy of its parent's) goes with its parent's.
+DROP_FOREIGN_KEYS = (
+    "DO $remigrate$ DECLARE r record; BEGIN FOR r IN SELECT c.conrelid::regclass AS tbl, c.conname FROM pg_constraint c "
+    "JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace WHERE c.contype = 'f' AND "
+    f"{S.USER_SCHEMAS} AND {S.NOT_FROM_EXTENSION.format(oid='t.oid', catalog='pg_class')} LOOP BEGIN "
+    "EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', r.tbl, r.conname); "
+    "EXCEPTION WHEN invalid_table_definition THEN NULL; END; END LOOP; END $remigrate$;\n")
+
+
 def drop_statements(relations):
     """DROP statements for relations that exist now but not in the backup."""
     kinds = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE", "f": "FOREIGN TABLE"}
@@ -654,7 +667,7 @@ class Postgres(Engine):
         known = {(r["schema"], r["name"]) for r in manifest["database"]["relations"]}
         extra = [r for r in current["relations"] if (r["schema"], r["name"]) not in known]
         pre = posixpath.join(self.project.workdir, "pre-restore.sql")
-        self.target.write_private(pre, drop_statements(extra))
+        self.target.write_private(pre, DROP_FOREIGN_KEYS + drop_statements(extra))
         restore_script = ["pg_restore", "--clean", "--if-exists", "--file=-", path]
         apply = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", *pg_conn_args(self.db), "-f", "-"]
         line = pipeline(group(["cat", pre], restore_script), apply, env=self.env())

@@ -343,3 +343,23 @@ def test_a_database_whose_name_reads_like_a_connection_string_is_reached_by_its_
         assert out.returncode == 0 and out.stdout.strip() == name, out.stderr
     finally:
         pg.drop_app_database(name, role)
+
+
+def test_a_restore_first_drops_every_foreign_key_even_those_of_partitions(pg_db):
+    """The statement that clears the way for a restore's --clean script: every foreign key of the
+    project's tables goes, a partitioned table's with its partitions' copies, in the caller's
+    transaction; nothing else."""
+    from tasks.engines import DROP_FOREIGN_KEYS
+
+    with pg_db.connect() as conn:
+        conn.execute("CREATE TABLE site (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY, s int REFERENCES site);"
+                     "CREATE TABLE visit (id int, at date, s int REFERENCES site, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);"
+                     "CREATE TABLE visit_2026 PARTITION OF visit FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');"
+                     'CREATE SCHEMA "Odd ""schema"""; CREATE TABLE "Odd ""schema"""."T x" (s int CONSTRAINT "fk ""q""" REFERENCES site)')
+        keys = "SELECT count(*) FROM pg_constraint WHERE contype = '{}' AND connamespace <> 'pg_catalog'::regnamespace"
+        assert conn.execute(keys.format("f")).fetchone()[0] == 4  # the partition's copy included
+        conn.execute("BEGIN")
+        conn.execute(DROP_FOREIGN_KEYS)
+        assert conn.execute(keys.format("f")).fetchone()[0] == 0 and conn.execute(keys.format("p")).fetchone()[0] == 4
+        conn.execute("ROLLBACK")
+        assert conn.execute(keys.format("f")).fetchone()[0] == 4
