@@ -153,16 +153,20 @@ def filter_toc(listing, keep):
 def table_entries(listing, tables):
     """The archive's table-of-contents lines that make the given tables again, whole: the table,
     its rows, column defaults, constraints (foreign keys included), triggers, indexes, owned
-    sequences with their values, privileges and comments. `tables`: {"name" or "schema.name":
-    {"indexes": [names], "sequences": [names]}} (index and sequence entries do not name their
-    table)."""
-    prefixes = []
+    sequences with their values, privileges (column ones too), row security and its policies,
+    and comments (not extended statistics: a --table dump has none). `tables`: {"name" or
+    "schema.name": {"indexes": [names], "sequences": [names]}} (index and sequence entries do
+    not name their table)."""
+    prefixes, constraint_comments = [], []  # "COMMENT schema CONSTRAINT name ON table owner"
     for key, objects in tables.items():
         schema, name = S.pg_key_parts(key)
         for kind in ("TABLE", "TABLE DATA", "DEFAULT", "CONSTRAINT", "FK CONSTRAINT", "TRIGGER"):
             prefixes.append(f"{kind} {schema} {name} ")
-        prefixes += [f"ACL {schema} TABLE {name} ", f"COMMENT {schema} TABLE {name} ", f"COMMENT {schema} COLUMN {name}."]
-        prefixes += [f"INDEX {schema} {index} " for index in objects.get("indexes", [])]
+        prefixes += [f"ACL {schema} TABLE {name} ", f"COMMENT {schema} TABLE {name} ", f"COMMENT {schema} COLUMN {name}.",
+                     f"ACL {schema} COLUMN {name}.", f"POLICY {schema} {name} ", f"ROW SECURITY {schema} {name} "]
+        constraint_comments.append((f"COMMENT {schema} CONSTRAINT ", f" ON {name} "))
+        for index in objects.get("indexes", []):
+            prefixes += [f"INDEX {schema} {index} ", f"COMMENT {schema} INDEX {index} "]
         for sequence in objects.get("sequences", []):
             prefixes += [f"{kind} {schema} {sequence} " for kind in ("SEQUENCE", "SEQUENCE SET", "SEQUENCE OWNED BY")]
             prefixes.append(f"ACL {schema} SEQUENCE {sequence} ")
@@ -172,7 +176,8 @@ def table_entries(listing, tables):
         parts = entry.split(" ", 2)
         if line.startswith(";") or not sep or len(parts) < 3:
             continue
-        if (parts[2] + " ").startswith(tuple(prefixes)):
+        desc = parts[2] + " "
+        if desc.startswith(tuple(prefixes)) or any(desc.startswith(a) and b in desc for a, b in constraint_comments):
             out.append(line)
     return "\n".join(out) + "\n"
 

@@ -179,6 +179,13 @@ def test_the_entries_that_make_a_dropped_table_again_are_all_of_its_own_and_no_o
     lines = table_entries(listing, {"shop_flag": {"indexes": ["shop_flag_name_1a2b3c4d"], "sequences": ["shop_flag_id_seq"]}})
     ids = [line.split(";")[0] for line in lines.splitlines()]
     assert ids == ["215", "216", "217", "218", "3401", "3410", "3300", "3301", "3303", "3305", "3306"]
+    more = ("30; 0 0 ACL public COLUMN shop_flag.name owner\n31; 3256 1 POLICY public shop_flag own_rows owner\n"
+            "32; 0 1 ROW SECURITY public shop_flag owner\n33; 0 0 COMMENT public INDEX shop_flag_name_1a2b3c4d owner\n"
+            "34; 0 0 COMMENT public CONSTRAINT shop_flag_pkey ON shop_flag owner\n"
+            "35; 0 0 COMMENT public CONSTRAINT shop_flag_extra_pkey ON shop_flag_extra owner\n"
+            "36; 3256 2 POLICY public shop_flag_extra theirs owner\n")
+    lines = table_entries(more, {"shop_flag": {"indexes": ["shop_flag_name_1a2b3c4d"]}})
+    assert [line.split(";")[0] for line in lines.splitlines()] == ["30", "31", "32", "33", "34"]
     # outside public a table is "schema.name", and its name may hold a dot itself
     dotted = "20; 1259 1 TABLE s x.y owner\n21; 0 1 TABLE DATA s x.y owner\n22; 1259 2 TABLE s y owner\n"
     assert [ln.split(";")[0] for ln in table_entries(dotted, {"s.x.y": {}}).splitlines()] == ["20", "21"]
