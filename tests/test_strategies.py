@@ -271,6 +271,9 @@ def test_fake_without_a_backup_needs_the_database_name_and_rolls_back_in_place(s
     assert "no row was moved" in out.stdout and WF_TABLE not in seeded.rows()
     (bundle,) = [p.parent for p in (seeded.project.parent / "b").glob("*/journal.json")]
     manifest = json.loads((bundle / "manifest.json").read_text())
+    later = run_inv("verify", *common(seeded), env=seeded.env)  # later: the fake's proof, or the rows where it has them
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert ("holds no rows to compare" in later.stdout) == (seeded.engine == "postgresql"), later.stdout
     if seeded.engine == "postgresql":
         assert manifest["dump"]["scope"] == [WF_TABLE] and "tables the fake drops" in out.stdout
         out = run_inv("restore", *common(seeded), "--yes", env=seeded.env)  # never taken for the newest backup
