@@ -430,6 +430,8 @@ def file_stats(path, check=False, content=False, upto=None, fk=True, alone=False
     value by value, where a key pairs their rows, and has the copy's entry when they are equal
     (the copy proven unchanged since the backup meanwhile, by its sha256); the others are
     digested."""
+    if content and reference:
+        present_copy(reference)
     conn = open_ro(path)
     try:
         proven = {}
@@ -491,6 +493,11 @@ def concurrently():
             thread.join()
     if failures:
         raise failures[0]
+
+
+def present_copy(reference, consequence="the database cannot be checked against it (`inv backups` lists the bundles)"):
+    if not Path(reference["path"]).is_file():
+        raise ProbeError(f"the backup copy {reference['path']} is gone; {consequence}")
 
 
 def unchanged_copy(reference):
@@ -1251,9 +1258,7 @@ def unwritten_since_backup(conn, live, mark, mode, reference):
         if live_mark(live, conn) == mark:
             return "no commit since the backup (file change counter)"
         conn.execute("ROLLBACK")  # a commit since: the content decides (the copy is attached outside a transaction)
-    if not Path(reference["path"]).is_file():
-        raise ProbeError(f"the backup copy {reference['path']} is gone; nothing was replaced (`inv rollback` puts the "
-                         "migration files back)")
+    present_copy(reference, "nothing was replaced (`inv rollback` puts the migration files back)")
     conn.execute("ATTACH DATABASE ? AS ref", (schema_facts.read_only_uri(reference["path"]),))
     conn.execute("BEGIN EXCLUSIVE")
     with concurrently() as beside:

@@ -308,6 +308,8 @@ def test_a_sqlite_file_built_beside_is_compared_with_the_backup_copy_value_by_va
         conn.execute("UPDATE tags SET label = 'changed' WHERE code = 'a'")
     with pytest.raises(probe.ProbeError, match="backup copy .* changed since the backup was made"):
         compared()
+    with pytest.raises(probe.ProbeError, match="backup copy .* is gone; the database cannot be checked against it"):
+        probe.file_stats(str(ref), content=True, reference={**reference, "path": str(tmp_path / "gone.sqlite3")})
 
 
 def test_a_write_to_a_wal_mode_sqlite_file_is_found_by_the_swap_by_comparing_with_the_backup_copy(tmp_path):
