@@ -528,6 +528,10 @@ def compared_with_copy(conn, expected, upto=None):
     upto = upto or {}
     out = {}
     candidates = [t for t in chosen if t in expected]
+
+    def rows_here(table):
+        return conn.execute(f"SELECT count(*) FROM main.{sqlite_quote(table)}").fetchone()[0]
+
     for n, table in enumerate(candidates, 1):
         report_progress("comparing every row with the backup copy", n, len(candidates), "tables")
         want, limit = expected[table], upto.get(table)
@@ -539,7 +543,7 @@ def compared_with_copy(conn, expected, upto=None):
                 detail = f"{mine} rows here, {theirs} there, {equal} the same"
             elif (columns := [sorted(schema_facts.sqlite_columns(conn, table, side)) for side in ("main", "ref")])[0] != columns[1]:
                 # a digest does not name the columns: a renamed one would keep it
-                mine = conn.execute(f"SELECT count(*) FROM main.{sqlite_quote(table)}").fetchone()[0]
+                mine = rows_here(table)
                 same, proof = False, "columns compared with the backup copy's"
                 detail = f"columns {', '.join(columns[0])} here, {', '.join(columns[1])} there"
             elif want.get("digest") == schema_facts.BY_COPY:
@@ -552,7 +556,7 @@ def compared_with_copy(conn, expected, upto=None):
         except sqlite3.Error as exc:
             if want.get("digest") != schema_facts.BY_COPY:
                 continue  # the digest will tell
-            mine = conn.execute(f"SELECT count(*) FROM main.{sqlite_quote(table)}").fetchone()[0]
+            mine = rows_here(table)
             same, proof, detail = False, "not comparable", f"could not be compared: {exc}"
         pk = want.get("pk") or []
         out[table] = {"rows": mine, "pk": want.get("pk"), "max_pk": schema_facts.sqlite_top(conn, table, pk),
@@ -978,8 +982,9 @@ def in_child(what, out, work, db_name=None, sqlite_scratch=None, migrations_from
             from django.db import connections
 
             connections.close_all()
-            saved = DB_NAME_OVERRIDE, SQLITE_SCRATCH, MIGRATIONS_FROM  # (the settings it changes stay so: the
-            DB_NAME_OVERRIDE, SQLITE_SCRATCH, MIGRATIONS_FROM = db_name, sqlite_scratch, migrations_from  # last step)
+            # the overrides are put back afterwards; the Django settings the work changes stay (it is the last step)
+            saved = DB_NAME_OVERRIDE, SQLITE_SCRATCH, MIGRATIONS_FROM
+            DB_NAME_OVERRIDE, SQLITE_SCRATCH, MIGRATIONS_FROM = db_name, sqlite_scratch, migrations_from
             fresh_connections()
             started = time.monotonic()
             try:

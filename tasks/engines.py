@@ -636,9 +636,12 @@ class Postgres(Engine):
                 raise CommandFailed("pg_dump", dumped)
         finally:
             holder.release()
-        return {"tool": "pg_dump", "tool_version": list(self.versions.get("pg_dump") or self.tool_versions(["pg_dump"])["pg_dump"]),
+        return {"tool": "pg_dump", "tool_version": self.pg_dump_version(),
                 "compress": compress, "xids": xids,
                 "write_counters": json.loads(counters) if counters.startswith("{") else None, "stats": stats}
+
+    def pg_dump_version(self):
+        return list(self.versions.get("pg_dump") or self.tool_versions(["pg_dump"])["pg_dump"])
 
     def dump_tables(self, path, tables):
         """pg_dump of only `tables` ("schema.name"), whole (definitions, rows, keys, indexes, owned
@@ -648,7 +651,7 @@ class Postgres(Engine):
         self.tool(["pg_dump", "--format=custom", "--compress=0", "--strict-names",
                    *[f"--table={pattern(t)}" for t in tables], f"--file={path}", *pg_conn_args(self.db)],
                   what="dumping the tables the fake drops")
-        return {"tool": "pg_dump", "tool_version": list(self.versions.get("pg_dump") or self.tool_versions(["pg_dump"])["pg_dump"]),
+        return {"tool": "pg_dump", "tool_version": self.pg_dump_version(),
                 "compress": "0", "scope": sorted(tables)}
 
     def verify_dump(self, path, meanwhile=lambda: None):
@@ -875,8 +878,9 @@ class Postgres(Engine):
                                 f"{sql.Literal(name or self.db.name).as_string(None)}", "looking for the database")
 
     def swap_in(self, manifest, keep=None, bundle_path=None):
-        """The verified new database takes the live name (`bundle_path`: SQLite's); with `keep` (a swap), the live database,
-        closed and proven unchanged since the backup, is renamed to `keep` first and stays."""
+        """The verified new database takes the live name; with `keep` (a swap), the live database,
+        closed and proven unchanged since the backup, is renamed to `keep` first and stays.
+        (`bundle_path` is SQLite's.)"""
         self.check_lock()
         live = sql.Identifier(self.db.name).as_string(None)
         if keep:
@@ -1183,8 +1187,8 @@ class Sqlite(Engine):
         """The verified new file replaces the live one, under an exclusive lock that first proves
         the live file unchanged since the backup (at `bundle_path`); with `keep` (a swap), the
         live file stays under that name."""
-        expected = self.reference(bundle_path, manifest)
-        swapped = keep_live(lambda: self.project.probe("sqlite-swap", self.beside, self.db.name, expected,
+        reference = self.reference(bundle_path, manifest)
+        swapped = keep_live(lambda: self.project.probe("sqlite-swap", self.beside, self.db.name, reference,
                                                        json.dumps(manifest["dump"].get("live_mark")), keep or "",
                                                        what="swapping in the new database"))
         say(f"    nothing written since the backup: {swapped['checked']}")

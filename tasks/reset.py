@@ -370,9 +370,9 @@ def rollback(project, engine, manifest, bundle_path, database=True, journal=None
     """Database and migration files back as the bundle holds them (`journal`: the run's, which
     says which databases it made or dropped)."""
     fake_run = (journal or {}).get("plan", {}).get("strategy") == "fake"
-    if database and manifest["dump"].get("scope") and not fake_run:  # a few tables only: never the whole database
-        raise RemigrateError(f"bundle {manifest['name']} holds only the tables a fake reset dropped, and no journal of "
-                             "that reset; nothing was rolled back from it")
+    if database and not B.holds_database(manifest) and not fake_run:  # none, or a few tables: never the whole database
+        raise RemigrateError(f"bundle {manifest['name']} holds no whole database (a fake reset's --no-backup) and no "
+                             "journal of that reset; nothing was rolled back from it")
     dirs = [a["migrations_dir"] for a in project.own_apps()]
     project.probe("restore-migrations", posixpath.join(bundle_path, B.MIGRATIONS_ARCHIVE), *dirs,
                   what="restoring the migration files")
@@ -782,7 +782,7 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
             ok(f"nothing to roll back: the last reset of {B.describe_identity(project.identity())} ({manifest['name']}) "
                "was rolled back already; name an older bundle with --backup to go further back")
             return
-        if (not manifest["dump"].get("file") or manifest["dump"].get("scope")) and (data.get("plan") or {}).get("strategy") != "fake":
+        if not B.holds_database(manifest) and (data.get("plan") or {}).get("strategy") != "fake":
             raise RemigrateError(f"bundle {manifest['name']} holds no database dump (only the tables its fake reset "
                                  "dropped, or none: --no-backup) and no journal of that fake reset; nothing to roll back "
                                  "from it; name another with --backup")
@@ -817,9 +817,11 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
 
 @task("project_dir", "python", "settings", "env_file", "backup_dir", "backup", name="verify")
 def verify_task(c, backup=None, project_dir=None, python=None, settings=None, env_file=None, backup_dir=None):
-    """Check the database against the last reset's backup: row counts, sequences, migration state.
+    """Check the database against the last reset's backup: every table's content, objects, sequences, migrations.
 
-    The same checks as the reset's last phase, for a later look (after a deploy, say).
+    The same checks as the reset's last phase, for a later look (after a deploy, say). After a
+    fake reset run with --no-backup (its bundle holds no rows), the fake's proof is checked
+    again: the live schema is the new history's and every migration is applied.
     """
     opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
     with open_project(c, opts) as project:
