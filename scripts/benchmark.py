@@ -635,7 +635,7 @@ class SqliteBench:
 
 # ------------------------------------------------------------------ the tool's steps (both engines)
 
-BACKUP_LINE = re.compile(r"backup \S+: .*verified \(([\d.]+) s\)")
+BACKUP_LINE = re.compile(r"backup \S+: .*, (?:verified|checksummed;[^(]*) \(([\d.]+) s\)")
 
 
 def reset_breakdown(stdout, backups, total):

@@ -38,13 +38,20 @@ def _files(project, folder, names):
     return {posixpath.basename(k): v for k, v in sums.items()}
 
 
-def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=None, with_dump=True, tables=()):
+FULL_CHECKS = ["full read of the dump", "sha256 and size recorded", "row counts taken"]
+
+
+def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=None, with_dump=True, tables=(),
+                defer_check=False):
     """Write a verified bundle and return its manifest and path; nothing half-written is left.
     `before`: the database's stats if just taken (its size says how much room the backup needs).
     Without `with_dump` (a fake reset's --no-backup) the bundle holds the migration files, the
     run's journal and, of the database, only the `tables` the fake drops (a SQLite file is
-    copied whole): enough to undo the fake, never to restore the database."""
+    copied whole): enough to undo the fake, never to restore the database. With `defer_check`
+    (a reset that touches the live database only after its last check), an engine that can
+    (SQLite) reads its dump in full while the reset goes on: record_deferred_check() waits for it."""
     timer = Timer()
+    defer_check = defer_check and with_dump and engine.defers_dump_check
     db = project.db
     if tables and not with_dump and not engine.dumps_tables:
         with_dump = True  # SQLite: a copy of the whole file is the backup (seconds per GiB)
@@ -82,8 +89,11 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=
         names = [engine.dump_file, B.MIGRATIONS_ARCHIVE] if with_dump or scoped else [B.MIGRATIONS_ARCHIVE]
         files = {}
         if with_dump or scoped:  # the full read of the dump and the checksums at the same time
-            dump.update(engine.verify_dump(posixpath.join(partial, engine.dump_file),
-                                           meanwhile=lambda: files.update(_files(project, partial, names))))
+            if defer_check:  # started once the bundle has its final name, below
+                files, dump["integrity_check"] = _files(project, partial, names), B.PENDING_CHECK
+            else:
+                dump.update(engine.verify_dump(posixpath.join(partial, engine.dump_file),
+                                               meanwhile=lambda: files.update(_files(project, partial, names))))
         else:
             files = _files(project, partial, names)
         settings = project.settings
@@ -94,7 +104,8 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=
             project={"dir": project.dir, "settings_module": settings["settings_module"],
                      "django_version": settings["django_version"], "apps": [a["label"] for a in project.own_apps()]},
             verified={"at": B.now().isoformat(timespec="seconds"),
-                      "checks": ["full read of the dump", "sha256 and size recorded", "row counts taken"] if with_dump
+                      "checks": FULL_CHECKS[1:] + [f"full read of the dump: {B.PENDING_CHECK}"] if defer_check
+                      else FULL_CHECKS if with_dump
                       else ["full read of the dump of the dropped tables", "sha256 and size recorded"] if scoped
                       else ["sha256 and size of the migration files recorded"]},
             target=project.target.name, identity=project.identity(), run_id=run_id or B.new_run_id(),
@@ -112,9 +123,29 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=
            if scoped else f"bundle {name}: the migration files only, no database dump ({timer})")
         say(f"    {final}")
         return manifest, final
-    ok(f"backup {name}: {len(stats['tables'])} tables, {rows} rows, {human_bytes(size)}, verified ({timer})")
+    if defer_check:
+        engine.start_deferred_check(posixpath.join(final, engine.dump_file))
+    checked = "checksummed; the copy is checked while the new file is built" if defer_check else "verified"
+    ok(f"backup {name}: {len(stats['tables'])} tables, {rows} rows, {human_bytes(size)}, {checked} ({timer})")
     say(f"    {final}")
     return manifest, final
+
+
+def record_deferred_check(project, engine, manifest, path):
+    """Wait for the full read of the dump that take_backup(defer_check=True) left running (a
+    resumed run: read it now), then record it in the manifest, sealed again; RemigrateError if the
+    dump is damaged. `manifest` is updated in place."""
+    if manifest["dump"].get("integrity_check") != B.PENDING_CHECK:
+        return manifest
+    result = engine.deferred_check(posixpath.join(path, manifest["dump"]["file"]))
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    body["dump"] = {**manifest["dump"], **result}
+    body["verified"] = {**manifest["verified"], "checks": FULL_CHECKS, "dump_read_at": B.now().isoformat(timespec="seconds")}
+    sealed = B.seal(body)
+    project.target.write_private(posixpath.join(path, B.MANIFEST), json.dumps(sealed, indent=2, sort_keys=True), replace=True)
+    manifest.clear()
+    manifest.update(sealed)
+    return manifest
 
 
 def fetch_bundle(project, manifest, path, fetch_dir):

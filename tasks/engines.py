@@ -509,11 +509,28 @@ class Engine:
     name = ""
     dump_file = ""
     dumps_tables = False
+    # whether a reset that does not touch the live database before it is verified may check the
+    # backup's dump while it builds the new one (SQLite: the live file is replaced last)
+    defers_dump_check = False
 
     def __init__(self, project):
         self.project = project
         self.target = project.target
         self.db = project.db
+
+    def start_deferred_check(self, path):
+        """Start the full read of the finished bundle's dump at `path` (engines that defer it)."""
+        raise NotImplementedError
+
+    def deferred_check(self, path):
+        """The full read that start_deferred_check() started (or, in a resumed run, a new one);
+        its result for the manifest."""
+        return self.verify_dump(path)
+
+    def settle(self):
+        """A failed run: a deferred check still running is waited for; what it found wrong (a
+        damaged dump explains the failure it caused), or None."""
+        return None
 
 
 class Postgres(Engine):
@@ -1081,10 +1098,15 @@ class Postgres(Engine):
         return "restored"
 
 
+def checked_copy(stats):
+    return {"integrity_check": "ok", "tables": len(stats["tables"])}
+
+
 class Sqlite(Engine):
     name = "sqlite"
     dump_file = "db.sqlite3"
     dumps_tables = False  # a backup is a copy of the whole file
+    defers_dump_check = True
 
     def server_lock(self):
         return contextlib.nullcontext()  # the lock file beside the database is the lock
@@ -1134,15 +1156,47 @@ class Sqlite(Engine):
     def verify_dump(self, path, meanwhile=lambda: None):
         """The copy's integrity_check (a full read) in a process of its own while `meanwhile` runs
         (the checksums): two reads of the file just written, on two cores."""
-        checked = self.project.probe_beside("sqlite-verify", path, what="checking the SQLite backup")
+        checked = self._check(path)
         try:
             meanwhile()
         except BaseException:
             with contextlib.suppress(RemigrateError):
                 checked()  # waited for, its own failure second to this one
             raise
-        stats = checked()
-        return {"integrity_check": "ok", "tables": len(stats["tables"])}
+        return checked_copy(checked())
+
+    def _check(self, path):
+        return self.project.probe_beside("sqlite-verify", path, what="checking the SQLite backup")
+
+
+    def start_deferred_check(self, path):
+        """A reset replaces the live file only at its end: its copy's check runs while the new
+        file is built, and deferred_check() waits for it."""
+        self._checking = (path, self._check(path))
+
+    def deferred_check(self, path):
+        pending, self._checking = getattr(self, "_checking", None), None
+        try:  # this run's backup (one per run); a resumed run has none running: read it now
+            return checked_copy(pending[1]() if pending else self._check(path)())
+        except RemigrateError as exc:
+            raise RemigrateError(f"the backup copy {path} is damaged ({exc}); the live database was not touched: "
+                                 "check the disk, then run the reset again") from None
+
+    def settle(self):
+        pending = getattr(self, "_checking", None)
+        if pending:
+            try:
+                self.deferred_check(pending[0])
+            except RemigrateError as exc:
+                return str(exc)
+        return None
+
+    def broken_references(self, bundle_path, manifest):
+        """Broken references in the bundle's copy (a backup no longer counts them: the reset's load
+        refuses any; a live file checked later with some is compared with its backup then)."""
+        copy = posixpath.join(bundle_path, manifest["dump"]["file"])
+        return self.project.probe("file-stats", copy, what="counting broken references in the backup copy")[
+            "properties"]["foreign_key_violations"]
 
     def restore(self, path, manifest, current):
         self.project.probe("sqlite-restore", path, self.db.name, what="SQLite restore")

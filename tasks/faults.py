@@ -2,7 +2,8 @@
 (default 120), acts when a run reaches PHASE; problem:verify makes verification find a
 problem. Unset in normal use, it does nothing. Two moments inside a phase: pause:swap-half (a
 PostgreSQL swap between its two renames) and pause:sqlite-linked (the probe's SQLite swap
-between keeping the live file under its second name and the replace)."""
+between keeping the live file under its second name and the replace), pause:sqlite-verify (the
+full read of a SQLite backup copy, before it starts)."""
 import os
 import time
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from tasks import bundle as B
 from tasks import fake, runlock
-from tasks.backup import fetch_bundle, find_bundle, take_backup, verify_bundle
+from tasks.backup import fetch_bundle, find_bundle, record_deferred_check, take_backup, verify_bundle
 from tasks.base import resolve, task
 from tasks.console import STOP, RemigrateError, Secrets, Timer, check_stop, confirm, human_bytes, ok, say, step, table, warn
 from tasks.engines import LiveDatabaseKept, engine_for
@@ -309,8 +309,11 @@ def verify(project, engine, manifest, plan, db_name=None, bundle_path=None):
             problems.append(f"sequence of {s['table']}.{s['column']} is at {s['high_water']}, below the old {want}")
     if injected_problem("verify"):
         problems.append("injected verification problem (REMIGRATE_FAULT)")
-    fk_before = manifest["database"]["properties"].get("foreign_key_violations", 0)
-    if after["properties"].get("foreign_key_violations", 0) > fk_before:
+    fk_now = after["properties"].get("foreign_key_violations", 0)
+    fk_before = saved["properties"].get("foreign_key_violations")
+    if fk_now and fk_before is None and bundle_path:  # (SQLite) counted in the backup only when needed
+        fk_before = engine.broken_references(bundle_path, manifest)
+    if fk_now > (fk_before or 0):
         problems.append("the database has broken foreign keys that the backup did not have")
     problems += history_problems(project, db_name)
     return rows, problems, after
@@ -451,7 +454,8 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
         lock = runlock.take(project, run_id, backup_dir)
         try:
             manifest, bundle_path = take_backup(project, engine, backup_dir, kind="reset", before=plan.stats, run_id=run_id,
-                                                with_dump=not no_backup, tables=plan.fake["drop"] if no_backup else ())
+                                                with_dump=not no_backup, tables=plan.fake["drop"] if no_backup else (),
+                                                defer_check=plan.strategy != "fake" and not (fetch and project.target.remote))
             if fetch:  # an off-host copy before anything is dropped
                 fetch_bundle(project, manifest, bundle_path, fetch_dir)
             journal = Journal(project, bundle_path, run_id, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
@@ -555,6 +559,7 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
             phases["rebuild and load"] = str(t)
             in_place = engine.swapped([p["phase"] for p in journal.data["phases"]])  # a run resumed after its swap
             journal("verify")
+            record_deferred_check(project, engine, manifest, bundle_path)  # (SQLite) the backup copy's own check
             rows, problems, after = verify(project, engine, manifest, plan, db_name=None if in_place else engine.beside,
                                            bundle_path=bundle_path)
         if not problems:
@@ -565,6 +570,9 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
     except BaseException as exc:
         STOP.clear()  # the stop asked for is this rollback: its own commands must run
         reason = Secrets.scrub(str(exc) or type(exc).__name__)
+        damaged = engine.settle()  # (SQLite) a damaged backup copy explains what failed reading it
+        if damaged:
+            reason = Secrets.scrub(f"{damaged} (then: {reason})")
         warn(f"the reset failed at phase {journal.data.get('phase')}: {reason}")
         step("Rolling back (the database and the migration files as before)")
         kept = isinstance(exc, LiveDatabaseKept) or not database_touched(engine, [p["phase"] for p in journal.data["phases"]],

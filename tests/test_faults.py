@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -190,6 +191,47 @@ def test_backups_tells_a_truncated_or_bit_flipped_dump_from_a_good_one(sqlite_pr
     assert "has 4096 bytes" in quick and quick.count("ok (sizes match)") == 2  # a flipped bit keeps the size
     deep = run_inv("backups", *args, "--check", env=env).stdout
     assert deep.count("verified now") == 1 and deep.count("DAMAGED") == 2, deep
+
+
+def test_a_sqlite_backup_copy_found_damaged_while_the_new_file_is_built_stops_the_reset(sqlite_case):
+    """A SQLite reset's backup copy gets its integrity_check while the new file is built, not
+    before: a damaged copy stops the run before the live file is replaced, with nothing changed,
+    and the bundle says its check never passed. The copy's index pages are damaged (the load and
+    the comparison read only its tables), so the failure seen is the check's own."""
+    case = sqlite_case
+    before, files = case.rows(), tree_digest(case.project)
+    proc = start_reset(case, "pause:sqlite-verify:8")
+    folder = case.project.parent / "b"
+    wait_for(lambda: list(folder.glob("*/manifest.json")), "the finished bundle", proc)
+    copy = next(folder.glob("*/db.sqlite3"))
+    with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as conn:
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        roots = [r for (r,) in conn.execute("SELECT rootpage FROM sqlite_master WHERE type = 'index' AND rootpage > 0")]
+    data = bytearray(copy.read_bytes())
+    for root in roots:
+        data[(root - 1) * size:root * size] = bytes(size)
+    copy.write_bytes(bytes(data))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "is damaged" in err and ("integrity_check failed" in err or "malformed" in err), out + err
+    assert "the live database was not touched" in err
+    assert case.rows() == before and tree_digest(case.project) == files
+    manifest = json.loads(next(folder.glob("*/manifest.json")).read_text())
+    assert manifest["dump"]["integrity_check"].startswith("pending") and "full read of the dump" not in manifest["verified"]["checks"]
+    listed = run_inv("backups", *common(case), "--check", env=case.env).stdout
+    assert "DAMAGED" in listed, listed
+    assert reset(case, *REMOVE, "--dry-run").returncode == 0  # the run is over: nothing holds the database
+
+
+def test_a_sqlite_reset_records_the_full_read_of_its_copy_in_the_manifest(sqlite_case):
+    """The deferred check is recorded once it passed: the bundle is as verified as `inv backup`'s."""
+    out = reset(sqlite_case, *REMOVE, "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "the copy is checked while the new file is built" in out.stdout
+    path = next((sqlite_case.project.parent / "b").glob("*/manifest.json"))
+    manifest = json.loads(path.read_text())
+    assert manifest["dump"]["integrity_check"] == "ok" and "full read of the dump" in manifest["verified"]["checks"]
+    listed = run_inv("backups", *common(sqlite_case), env=sqlite_case.env).stdout
+    assert "ok (sizes match)" in listed and "did not finish" not in listed and "DAMAGED" not in listed, listed
 
 
 def test_killed_between_drop_and_create_then_rollback_recreates_the_database(seeded):

@@ -277,7 +277,7 @@ def test_a_dump_that_fails_verification_stops_the_reset_before_anything(seeded, 
         (shims / "pg_restore").chmod(0o755)
         env = {"PATH": f"{shims}:{os.environ['PATH']}"}
         expect = "reading the whole backup failed"
-    else:  # the copy is damaged right after it is written: integrity_check must catch it
+    else:  # the copy is damaged right after it is written: its integrity_check (while the new file is built) must catch it
         real = sys.executable
         (shims / "python").write_text(
             "#!/bin/sh\n"
@@ -286,13 +286,20 @@ def test_a_dump_that_fails_verification_stops_the_reset_before_anything(seeded, 
             "exit $rc\n")
         (shims / "python").chmod(0o755)
         env = {"REMIGRATE_PROBE": "per-step"}  # so the shim sees each step's arguments
-        expect = "SQLite"
+        expect = "is damaged (checking the SQLite backup failed"
     args = ["--python", str(shims / "python")] if seeded.engine == "sqlite" else []
     out = reset(seeded, *REMOVE, *args, "--yes", env=env)
     assert out.returncode == 1, out.stdout
-    assert expect in out.stderr
+    assert expect in out.stderr, out.stderr
     assert seeded.rows() == before_all and tree_digest(seeded.project) == files
-    assert not bundles_in(seeded.project.parent / "b")  # no bundle that looks valid
+    if seeded.engine == "postgresql":
+        assert not bundles_in(seeded.project.parent / "b")  # no bundle that looks valid
+    else:  # the bundle was finished before its copy was read back: it says the check never passed
+        (bundle,) = bundles_in(seeded.project.parent / "b")
+        assert json.loads((bundle / "manifest.json").read_text())["dump"]["integrity_check"].startswith("pending")
+        listed = run_inv("backups", "--project-dir", str(seeded.project), "--backup-dir", str(bundle.parent), "--check",
+                         env=seeded.env, cwd=REPO).stdout
+        assert "DAMAGED" in listed, listed
 
 
 def test_run_sql_view_in_the_old_history_is_carried_into_the_new_one(seeded):
