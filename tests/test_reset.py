@@ -112,6 +112,12 @@ def test_full_reset_keeps_every_row_and_leaves_one_fresh_history(seeded):
     assert out.returncode == 1 and "system_setting: content differs from the backup" in out.stdout, out.stdout
     seeded.damage([f"UPDATE system_setting SET value = '{value if isinstance(value, str) else json.dumps(value)}' WHERE key = '{key}'"])
     assert run_inv("verify", *common, env=seeded.env).returncode == 0
+    if seeded.engine == "sqlite":  # a broken reference (SQLite lets one in with foreign keys off): the backup had none
+        (log_id, user_id), = query(seeded, "SELECT id, user_id FROM django_admin_log ORDER BY id LIMIT 1")
+        seeded.damage([f"UPDATE django_admin_log SET user_id = 987654 WHERE id = {log_id}"])
+        out = run_inv("verify", *common, env=seeded.env)
+        assert out.returncode == 1 and "broken foreign keys that the backup did not have" in out.stdout, out.stdout
+        seeded.damage([f"UPDATE django_admin_log SET user_id = {user_id} WHERE id = {log_id}"])
     assert query(seeded, PERMISSIONS) == perms  # a user's permission is still the same permission
     assert query(seeded, ADMIN_LOG) == log  # admin log entries still point at the same objects
     names = {"sqlite": "SELECT name FROM sqlite_master WHERE name = 'igny8_site_blueprint_workflow_states'",
