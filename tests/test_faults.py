@@ -222,18 +222,6 @@ def test_a_sqlite_backup_copy_found_damaged_while_the_new_file_is_built_stops_th
     assert reset(case, *REMOVE, "--dry-run").returncode == 0  # the run is over: nothing holds the database
 
 
-def test_a_sqlite_reset_records_the_full_read_of_its_copy_in_the_manifest(sqlite_case):
-    """The deferred check is recorded once it passed: the bundle is as verified as `inv backup`'s."""
-    out = reset(sqlite_case, *REMOVE, "--yes")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "the copy is checked while the new file is built" in out.stdout
-    path = next((sqlite_case.project.parent / "b").glob("*/manifest.json"))
-    manifest = json.loads(path.read_text())
-    assert manifest["dump"]["integrity_check"] == "ok" and "full read of the dump" in manifest["verified"]["checks"]
-    listed = run_inv("backups", *common(sqlite_case), env=sqlite_case.env).stdout
-    assert "ok (sizes match)" in listed and "did not finish" not in listed and "DAMAGED" not in listed, listed
-
-
 def test_killed_between_drop_and_create_then_rollback_recreates_the_database(seeded):
     if seeded.engine != "postgresql":
         pytest.skip("a SQLite reset never drops the live file")

@@ -6,7 +6,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import pytest
@@ -104,6 +103,12 @@ def test_full_reset_keeps_every_row_and_leaves_one_fresh_history(seeded):
         assert query(seeded, "SELECT name FROM system_aiprompt WHERE template = 't'") == [("padded",)]
         seeded.damage(["DELETE FROM system_aiprompt WHERE template = 't'"])
     common = ["--project-dir", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b")]
+    if seeded.engine == "sqlite":  # the copy's full read, done while the new file was built, is recorded
+        assert "the copy is checked while the new file is built" in out.stdout
+        manifest = json.loads(next((seeded.project.parent / "b").glob("*/manifest.json")).read_text())
+        assert manifest["dump"]["integrity_check"] == "ok" and "full read of the dump" in manifest["verified"]["checks"]
+        listed = run_inv("backups", *common, env=seeded.env).stdout
+        assert "ok (sizes match)" in listed and "did not finish" not in listed, listed
     assert run_inv("verify", *common, env=seeded.env).returncode == 0  # the check on its own, later
     # An in-place change keeps every count: only a comparison of content sees it.
     key, value = query(seeded, "SELECT key, value FROM system_setting ORDER BY id LIMIT 1")[0]
@@ -272,40 +277,21 @@ def test_a_killed_reset_can_be_resumed_to_the_end(seeded, phase):
     assert files == ["0001_initial.py"]
 
 
-def test_a_dump_that_fails_verification_stops_the_reset_before_anything(seeded, tmp_path):
-    before_all, files = seeded.rows(), tree_digest(seeded.project)
+def test_a_dump_that_fails_verification_stops_the_reset_before_anything(pg_case, tmp_path):
+    """PostgreSQL drops the live database right after its backup: the dump is read back in full
+    first. (SQLite reads its copy while the new file is built: test_faults' damaged-copy test.)"""
+    before_all, files = pg_case.rows(), tree_digest(pg_case.project)
     shims = tmp_path / "shims"
     shims.mkdir()
-    if seeded.engine == "postgresql":
-        real = subprocess.run(["sh", "-c", "command -v pg_restore"], capture_output=True, text=True).stdout.strip()
-        (shims / "pg_restore").write_text(
-            f'#!/bin/sh\ncase "$*" in *--file=/dev/null*) echo "pg_restore: error: could not read input file: end of file" >&2; exit 1;; esac\nexec {real} "$@"\n')
-        (shims / "pg_restore").chmod(0o755)
-        env = {"PATH": f"{shims}:{os.environ['PATH']}"}
-        expect = "reading the whole backup failed"
-    else:  # the copy is damaged right after it is written: its integrity_check (while the new file is built) must catch it
-        real = sys.executable
-        (shims / "python").write_text(
-            "#!/bin/sh\n"
-            f'{real} "$@"; rc=$?\n'
-            'case "$*" in *sqlite-backup*) for a; do last="$a"; done; printf "garbage" | dd of="$last" bs=1 seek=100 conv=notrunc 2>/dev/null;; esac\n'
-            "exit $rc\n")
-        (shims / "python").chmod(0o755)
-        env = {"REMIGRATE_PROBE": "per-step"}  # so the shim sees each step's arguments
-        expect = "is damaged (checking the SQLite backup failed"
-    args = ["--python", str(shims / "python")] if seeded.engine == "sqlite" else []
-    out = reset(seeded, *REMOVE, *args, "--yes", env=env)
+    real = subprocess.run(["sh", "-c", "command -v pg_restore"], capture_output=True, text=True).stdout.strip()
+    (shims / "pg_restore").write_text(
+        f'#!/bin/sh\ncase "$*" in *--file=/dev/null*) echo "pg_restore: error: could not read input file: end of file" >&2; exit 1;; esac\nexec {real} "$@"\n')
+    (shims / "pg_restore").chmod(0o755)
+    out = reset(pg_case, *REMOVE, "--yes", env={"PATH": f"{shims}:{os.environ['PATH']}"})
     assert out.returncode == 1, out.stdout
-    assert expect in out.stderr, out.stderr
-    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
-    if seeded.engine == "postgresql":
-        assert not bundles_in(seeded.project.parent / "b")  # no bundle that looks valid
-    else:  # the bundle was finished before its copy was read back: it says the check never passed
-        (bundle,) = bundles_in(seeded.project.parent / "b")
-        assert json.loads((bundle / "manifest.json").read_text())["dump"]["integrity_check"].startswith("pending")
-        listed = run_inv("backups", "--project-dir", str(seeded.project), "--backup-dir", str(bundle.parent), "--check",
-                         env=seeded.env, cwd=REPO).stdout
-        assert "DAMAGED" in listed, listed
+    assert "reading the whole backup failed" in out.stderr, out.stderr
+    assert pg_case.rows() == before_all and tree_digest(pg_case.project) == files
+    assert not bundles_in(pg_case.project.parent / "b")  # no bundle that looks valid
 
 
 def test_run_sql_view_in_the_old_history_is_carried_into_the_new_one(seeded):
