@@ -413,7 +413,9 @@ def integrity(conn):
             return integrity(own)
     rows = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
     if rows != ["ok"]:
-        raise ProbeError("SQLite integrity_check failed: " + "; ".join(rows[:3]))
+        lines = [line for row in rows for line in str(row).splitlines()]  # (one row may hold them all)
+        more = f" (and {len(lines) - 3} more)" if len(lines) > 3 else ""
+        raise ProbeError("SQLite integrity_check failed: " + "; ".join(line[:120] for line in lines[:3]) + more)
 
 
 # A file this big has its rows digested by several processes (the tests lower it to run that path).

@@ -131,16 +131,38 @@ def take_backup(project, engine, backup_dir, kind="backup", before=None, run_id=
     return manifest, final
 
 
-def record_deferred_check(project, engine, manifest, path):
+def record_deferred_check(project, engine, manifest, path, result=None):
     """Wait for the full read of the dump that take_backup(defer_check=True) left running (a
-    resumed run: read it now), then record it in the manifest, sealed again; RemigrateError if the
-    dump is damaged. `manifest` is updated in place."""
+    resumed run: read it now, unless its `result` is known), then record it in the manifest,
+    sealed again: passed, or failed (RemigrateError then; `inv backups` calls the bundle damaged
+    and no restore takes it unasked). `manifest` is updated in place."""
     if manifest["dump"].get("integrity_check") != B.PENDING_CHECK:
         return manifest
-    result = engine.deferred_check(posixpath.join(path, manifest["dump"]["file"]))
+    try:
+        result = result or engine.deferred_check(posixpath.join(path, manifest["dump"]["file"]))
+    except RemigrateError as exc:
+        _reseal(project, manifest, path, dump={"integrity_check": B.CHECK_FAILED + str(exc)[:300]})
+        raise
+    return _reseal(project, manifest, path, dump=result, checks=FULL_CHECKS)
+
+
+def settle_deferred_check(project, engine, manifest, path):
+    """A run that failed while its dump's full read was still running: wait for it and record it;
+    what it found wrong (a damaged dump explains a failure reading it), or None."""
+    if not engine.check_running():
+        return None
+    try:
+        record_deferred_check(project, engine, manifest, path)
+    except RemigrateError as exc:
+        return str(exc)
+    return None
+
+
+def _reseal(project, manifest, path, dump, checks=None):
     body = {k: v for k, v in manifest.items() if k != "checksum"}
-    body["dump"] = {**manifest["dump"], **result}
-    body["verified"] = {**manifest["verified"], "checks": FULL_CHECKS, "dump_read_at": B.now().isoformat(timespec="seconds")}
+    body["dump"] = {**manifest["dump"], **dump}
+    body["verified"] = {**manifest["verified"], "dump_read_at": B.now().isoformat(timespec="seconds"),
+                        **({"checks": checks} if checks else {})}
     sealed = B.seal(body)
     project.target.write_private(posixpath.join(path, B.MANIFEST), json.dumps(sealed, indent=2, sort_keys=True), replace=True)
     manifest.clear()
@@ -199,11 +221,14 @@ def find_bundle(project, backup_dir, wanted, whole=False):
     bundles = project.probe("list-bundles", backup_dir)
     ours = B.of_database(bundles, project.identity())
     newest = None if wanted else B.pick_bundle(ours)
-    if whole and newest and not B.holds_database(newest["manifest"]):  # never an older one unasked
-        full = B.pick_bundle([b for b in ours if B.holds_database(b["manifest"])])
-        raise RemigrateError(f"the newest bundle, {newest['name']}, does not hold the whole database (a fake reset run "
-                             "with --no-backup); " + (f"the newest that does is {full['name']}: name it with --backup"
-                                                      if full else "no bundle here does; take one with `inv backup`"))
+    usable = lambda m: B.holds_database(m) and not B.failed_check(m)  # noqa: E731
+    if whole and newest and not usable(newest["manifest"]):  # never an older one unasked
+        full = B.pick_bundle([b for b in ours if usable(b["manifest"])])
+        why = ("its dump did not read back in full when its reset checked it" if B.failed_check(newest["manifest"])
+               else "it does not hold the whole database (a fake reset run with --no-backup)")
+        raise RemigrateError(f"the newest bundle, {newest['name']}, cannot be restored: {why}; "
+                             + (f"the newest that can is {full['name']}: name it with --backup"
+                                if full else "no bundle here can; take one with `inv backup`"))
     chosen = B.pick_bundle(bundles if wanted else ours, wanted)
     if chosen is None:
         if wanted:
@@ -228,7 +253,7 @@ def verify_bundle(project, engine, manifest, path, dump=True):
     if not manifest["dump"].get("file") or not dump:
         return  # a fake reset's --no-backup bundle (the migration files only), or the dump is not needed
     try:
-        engine.verify_dump(posixpath.join(path, manifest["dump"]["file"]))
+        return engine.verify_dump(posixpath.join(path, manifest["dump"]["file"]))
     except RemigrateError as exc:
         raise RemigrateError(f"bundle {manifest['name']} is unreadable ({exc}); nothing was changed")
 

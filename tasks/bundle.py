@@ -18,6 +18,7 @@ MANIFEST = "manifest.json"
 MIGRATIONS_ARCHIVE = "migrations.tar.gz"
 PARTIAL_SUFFIX = ".partial"
 PENDING_CHECK = "pending: checked while the new database is built, before it replaces the live one"
+CHECK_FAILED = "FAILED: "  # the start of a deferred check's verdict when the dump did not read back
 FETCH_DIR = ".remigrate/fetched"  # on the machine running fab: <fetch-dir>/<host>/<bundle>/
 
 
@@ -238,10 +239,13 @@ def bundle_state(bundle):
         if isinstance(want, dict) and sizes.get(name) != want.get("size"):
             problems.append(f"{name} is missing" if name not in sizes else f"{name} has {sizes[name]} bytes, "
                                                                           f"not {want.get('size')}")
+    if failed_check(bundle.get("manifest")):
+        problems.append("the dump did not read back in full when its reset checked it")
     if problems:
         return "DAMAGED: " + "; ".join(problems)
     if ((bundle.get("manifest") or {}).get("dump") or {}).get("integrity_check") == PENDING_CHECK:
-        return "ok (sizes match; the copy's integrity_check did not finish: the reset was stopped before it, --check runs it)"
+        return ("ok (sizes match; the copy's full read was not recorded: its reset ended before it, or is running; "
+                "--check reads it)")
     return "ok (sizes match)"
 
 
@@ -250,6 +254,11 @@ def holds_database(manifest):
     tables a fake reset dropped)."""
     dump = (manifest or {}).get("dump") or {}
     return bool(dump.get("file")) and not dump.get("scope")
+
+
+def failed_check(manifest):
+    """Whether the bundle's dump failed to read back in full when its reset checked it."""
+    return str(((manifest or {}).get("dump") or {}).get("integrity_check") or "").startswith(CHECK_FAILED)
 
 
 def pick_bundle(bundles, wanted=None):

@@ -527,10 +527,12 @@ class Engine:
         its result for the manifest."""
         return self.verify_dump(path)
 
+    def check_running(self):
+        """Whether a deferred check of this run's dump is running."""
+        return False
+
     def settle(self):
-        """A failed run: a deferred check still running is waited for; what it found wrong (a
-        damaged dump explains the failure it caused), or None."""
-        return None
+        """A deferred check still running is waited for (a run that failed before it needed it)."""
 
 
 class Postgres(Engine):
@@ -1179,17 +1181,23 @@ class Sqlite(Engine):
         try:  # this run's backup (one per run); a resumed run has none running: read it now
             return checked_copy(pending[1]() if pending else self._check(path)())
         except RemigrateError as exc:
-            raise RemigrateError(f"the backup copy {path} is damaged ({exc}); the live database was not touched: "
-                                 "check the disk, then run the reset again") from None
+            damage = exc
+        try:  # the copy is the live file's pages: is the live file itself damaged?
+            self._check(self.db.name)()
+        except RemigrateError as live:
+            raise RemigrateError(f"the database {self.db.name} is damaged ({live}); nothing was replaced: repair it "
+                                 "first (for example sqlite3's .recover into a new file), then reset") from None
+        raise RemigrateError(f"the backup copy {path} is damaged ({damage}), though the live file reads back whole; "
+                             "the live database was not touched: check the disk, then run the reset again") from None
+
+    def check_running(self):
+        return bool(getattr(self, "_checking", None))
 
     def settle(self):
         pending = getattr(self, "_checking", None)
         if pending:
-            try:
+            with contextlib.suppress(RemigrateError):
                 self.deferred_check(pending[0])
-            except RemigrateError as exc:
-                return str(exc)
-        return None
 
     def broken_references(self, bundle_path, manifest):
         """Broken references in the bundle's copy (a backup no longer counts them: the reset's load

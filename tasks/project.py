@@ -209,7 +209,12 @@ class Project:
         """Start a probe command in a process of its own, beside the long-lived probe, for work that
         can overlap; returns a function that waits for it and gives its JSON answer."""
         held = self.target.hold(self._probe_argv(command, args, None, None, None), cwd=self.dir)
-        return lambda: self._answer(held.release(), command, what)
+
+        def answer():
+            with stops_only_noted():  # (invoke would write an interrupt into its closed input)
+                result = held.release()
+            return self._answer(result, command, what)
+        return answer
 
     def _probe_argv(self, command, args, db_name, migrations_from, sqlite_scratch):
         argv = [self.python, self.probe_path, "--env-json", self.env_json]

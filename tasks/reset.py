@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from tasks import bundle as B
 from tasks import fake, runlock
-from tasks.backup import fetch_bundle, find_bundle, record_deferred_check, take_backup, verify_bundle
+from tasks.backup import (fetch_bundle, find_bundle, record_deferred_check, settle_deferred_check, take_backup,
+                          verify_bundle)
 from tasks.base import resolve, task
 from tasks.console import STOP, RemigrateError, Secrets, Timer, check_stop, confirm, human_bytes, ok, say, step, table, warn
 from tasks.engines import LiveDatabaseKept, engine_for
@@ -472,6 +473,7 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
             runlock.update(project, lock, bundle=bundle_path)  # from here on, this run's own bundle is known
             return execute(project, engine, plan, manifest, bundle_path, journal, total)
         finally:
+            engine.settle()  # a check of the backup still running when the run failed before its phases
             release_unless_unfinished(project, bundle_path=lock.get("bundle"))
 
 
@@ -570,7 +572,7 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
     except BaseException as exc:
         STOP.clear()  # the stop asked for is this rollback: its own commands must run
         reason = Secrets.scrub(str(exc) or type(exc).__name__)
-        damaged = engine.settle()  # (SQLite) a damaged backup copy explains what failed reading it
+        damaged = settle_deferred_check(project, engine, manifest, bundle_path)  # (SQLite) a damaged copy explains it
         if damaged:
             reason = Secrets.scrub(f"{damaged} (then: {reason})")
         warn(f"the reset failed at phase {journal.data.get('phase')}: {reason}")
@@ -670,8 +672,16 @@ def resume_reset(project, engine, yes):
     if data.get("status") != "running":
         raise RemigrateError(f"the last reset of {B.describe_identity(project.identity())} ({manifest['name']}) is "
                              f"{data.get('status', 'without a journal')}, not interrupted; nothing to resume")
-    verify_bundle(project, engine, manifest, bundle_path)
     reached = [p["phase"] for p in data["phases"]]
+    try:
+        read = verify_bundle(project, engine, manifest, bundle_path)
+    except RemigrateError as exc:
+        if database_touched(engine, reached, (data.get("plan") or {}).get("strategy", "rebuild")):
+            raise
+        raise RemigrateError(f"{exc}; this reset cannot go on from it: `inv rollback` puts the migration files back "
+                             "(the database was never touched)") from None
+    if read:  # (SQLite) the copy was just read in full: its reset's own check need not read it again
+        record_deferred_check(project, engine, manifest, bundle_path, result=read)
     confirm(f"Resume the reset of {project.db.name} from bundle {manifest['name']} (it stopped at phase "
             f"{data.get('phase')})?", project.db.name.rsplit("/", 1)[-1], yes)
     with engine.server_lock():
@@ -795,9 +805,10 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
                                  "dropped, or none: --no-backup) and no journal of that fake reset; nothing to roll back "
                                  "from it; name another with --backup")
         renaming = bool(data.get("kept")) and not data.get("kept_removed") and engine.kept_exists(data["kept"])
-        verify_bundle(project, engine, manifest, path, dump=not renaming)  # a rename back needs no dump
         strategy = (data.get("plan") or {}).get("strategy", "rebuild")
         touched = database_touched(engine, [p["phase"] for p in data.get("phases", [])], strategy) if data else True
+        # a rename back, or a reset that never touched the database, needs no dump (only the migration files)
+        verify_bundle(project, engine, manifest, path, dump=touched and not renaming)
         what = "the database and the migration files" if touched else "the migration files (the reset never touched the database)"
         later = ""
         if touched and data.get("status") == "done":

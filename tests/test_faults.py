@@ -1,5 +1,6 @@
 """Faults and concurrency: rollback bound to the exact run and database, writes during a reset,
 killed runs, signals, damaged bundles. Real SQLite files and a real PostgreSQL server."""
+import hashlib
 import json
 import os
 import shutil
@@ -203,23 +204,78 @@ def test_a_sqlite_backup_copy_found_damaged_while_the_new_file_is_built_stops_th
     proc = start_reset(case, "pause:sqlite-verify:8")
     folder = case.project.parent / "b"
     wait_for(lambda: list(folder.glob("*/manifest.json")), "the finished bundle", proc)
-    copy = next(folder.glob("*/db.sqlite3"))
-    with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as conn:
-        size = conn.execute("PRAGMA page_size").fetchone()[0]
-        roots = [r for (r,) in conn.execute("SELECT rootpage FROM sqlite_master WHERE type = 'index' AND rootpage > 0")]
-    data = bytearray(copy.read_bytes())
-    for root in roots:
-        data[(root - 1) * size:root * size] = bytes(size)
-    copy.write_bytes(bytes(data))
+    damage_indexes(next(folder.glob("*/db.sqlite3")))
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and "is damaged" in err and ("integrity_check failed" in err or "malformed" in err), out + err
     assert "the live database was not touched" in err
     assert case.rows() == before and tree_digest(case.project) == files
     manifest = json.loads(next(folder.glob("*/manifest.json")).read_text())
-    assert manifest["dump"]["integrity_check"].startswith("pending") and "full read of the dump" not in manifest["verified"]["checks"]
+    assert manifest["dump"]["integrity_check"].startswith("FAILED: ") and "full read of the dump" not in manifest["verified"]["checks"]
     listed = run_inv("backups", *common(case), "--check", env=case.env).stdout
     assert "DAMAGED" in listed, listed
     assert reset(case, *REMOVE, "--dry-run").returncode == 0  # the run is over: nothing holds the database
+
+
+def damage_indexes(path):
+    """Zero every index's root page of a SQLite file: its tables still read, its integrity_check fails."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        roots = [r for (r,) in conn.execute("SELECT rootpage FROM sqlite_master WHERE type = 'index' AND rootpage > 0")]
+    data = bytearray(Path(path).read_bytes())
+    for root in roots:
+        data[(root - 1) * size:root * size] = bytes(size)
+    Path(path).write_bytes(bytes(data))
+
+
+def stale_index(path):
+    """A SQLite file whose index on site_building_pageblueprint.slug misses a row's new value (the
+    row changed while SQLite did not know the index): every query reads, quick_check passes,
+    integrity_check fails."""
+    index = "site_building_pageblueprint_slug_56c3b17e"
+    conn = sqlite3.connect(path, isolation_level=None)
+    entry = conn.execute("SELECT type, name, tbl_name, rootpage, sql FROM sqlite_master WHERE name = ?", (index,)).fetchone()
+    version = conn.execute("PRAGMA schema_version").fetchone()[0]
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute("DELETE FROM sqlite_master WHERE name = ?", (index,))
+    conn.execute(f"PRAGMA schema_version = {version + 1}")
+    conn.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE site_building_pageblueprint SET slug = slug || '-stale' WHERE id = (SELECT min(id) FROM site_building_pageblueprint)")
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute("INSERT INTO sqlite_master (type, name, tbl_name, rootpage, sql) VALUES (?, ?, ?, ?, ?)", entry)
+    conn.execute(f"PRAGMA schema_version = {version + 2}")
+    conn.close()
+
+
+def test_a_damaged_live_sqlite_file_is_named_and_a_run_killed_before_its_check_can_still_be_rolled_back(sqlite_case):
+    """The copy is the live file's pages: when it fails its check, the live file is checked too
+    and named as the damaged one. A run killed before it waited for that check cannot resume
+    from the copy, but `inv rollback` (the migration files only: the database was never touched)
+    still works; a failed check is recorded, and no restore takes that bundle unasked."""
+    case = sqlite_case
+    files, live = tree_digest(case.project), Path(case.env["DB_PATH"])
+    stale_index(live)
+    damaged = hashlib.sha256(live.read_bytes()).hexdigest()
+    proc = start_reset(case, "pause:verify")
+    wait_for(journal_phase(case, "verify"), "phase verify", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    out = run_inv("reset", "--resume", *common(case), "--yes", env=case.env)
+    assert out.returncode == 1 and "cannot go on from it" in out.stderr and "inv rollback" in out.stderr, out.stderr
+    out = run_inv("rollback", *common(case), "--yes", env=case.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert tree_digest(case.project) == files and hashlib.sha256(live.read_bytes()).hexdigest() == damaged
+    out = reset(case, *REMOVE, "--yes")  # not killed: the check's verdict is awaited, and recorded
+    assert out.returncode == 1, out.stdout
+    assert f"the database {live} is damaged" in out.stderr and "repair it first" in out.stderr, out.stderr
+    assert len(out.stderr) < 2000, out.stderr  # integrity_check's own list is cut short
+    assert tree_digest(case.project) == files and hashlib.sha256(live.read_bytes()).hexdigest() == damaged
+    newest = max((case.project.parent / "b").glob("*/manifest.json"), key=lambda p: json.loads(p.read_text())["created_at"])
+    assert json.loads(newest.read_text())["dump"]["integrity_check"].startswith("FAILED: ")
+    listed = run_inv("backups", *common(case), env=case.env).stdout
+    assert "DAMAGED: the dump did not read back in full" in listed, listed
+    out = run_inv("restore", *common(case), "--yes", env=case.env)
+    assert out.returncode == 1 and "cannot be restored: its dump did not read back in full" in out.stderr, out.stderr
 
 
 def test_killed_between_drop_and_create_then_rollback_recreates_the_database(seeded):

@@ -277,7 +277,7 @@ def test_fake_without_a_backup_needs_the_database_name_and_rolls_back_in_place(s
     if seeded.engine == "postgresql":
         assert manifest["dump"]["scope"] == [WF_TABLE] and "tables the fake drops" in out.stdout
         out = run_inv("restore", *common(seeded), "--yes", env=seeded.env)  # never taken for the newest backup
-        assert out.returncode == 1 and "no bundle here does; take one with `inv backup`" in out.stderr, out.stderr
+        assert out.returncode == 1 and "no bundle here can; take one with `inv backup`" in out.stderr, out.stderr
         out = run_inv("restore", *common(seeded), "--backup", bundle.name, "--yes", env=seeded.env)
         assert out.returncode == 1 and "holds only the tables a fake reset dropped (igny8_site" in out.stderr, out.stderr
         # without the journal that says what the fake did, it is never taken for a whole database to put back
