@@ -143,6 +143,7 @@ def record_deferred_check(project, engine, manifest, path, result=None):
     except RemigrateError as exc:
         _reseal(project, manifest, path, dump={"integrity_check": B.CHECK_FAILED + str(exc)[:300]})
         raise
+    say("    the backup copy read back in full (integrity_check ok), recorded in its manifest")
     return _reseal(project, manifest, path, dump=result, checks=FULL_CHECKS)
 
 
