@@ -201,7 +201,7 @@ def test_a_sqlite_backup_copy_found_damaged_while_the_new_file_is_built_stops_th
     the comparison read only its tables), so the failure seen is the check's own."""
     case = sqlite_case
     before, files = case.rows(), tree_digest(case.project)
-    proc = start_reset(case, "pause:sqlite-verify:8")
+    proc = start_reset(case, "pause:sqlite-verify:4")
     folder = case.project.parent / "b"
     wait_for(lambda: list(folder.glob("*/manifest.json")), "the finished bundle", proc)
     damage_indexes(next(folder.glob("*/db.sqlite3")))
