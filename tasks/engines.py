@@ -1170,7 +1170,6 @@ class Sqlite(Engine):
     def _check(self, path):
         return self.project.probe_beside("sqlite-verify", path, what="checking the SQLite backup")
 
-
     def start_deferred_check(self, path):
         """A reset replaces the live file only at its end: its copy's check runs while the new
         file is built, and deferred_check() waits for it."""
