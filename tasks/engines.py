@@ -510,22 +510,14 @@ class Engine:
     dump_file = ""
     dumps_tables = False
     # whether a reset that does not touch the live database before it is verified may check the
-    # backup's dump while it builds the new one (SQLite: the live file is replaced last)
+    # backup's dump while it builds the new one (SQLite: the live file is replaced last); such an
+    # engine has start_deferred_check(path) and deferred_check(path) too
     defers_dump_check = False
 
     def __init__(self, project):
         self.project = project
         self.target = project.target
         self.db = project.db
-
-    def start_deferred_check(self, path):
-        """Start the full read of the finished bundle's dump at `path` (engines that defer it)."""
-        raise NotImplementedError
-
-    def deferred_check(self, path):
-        """The full read that start_deferred_check() started (or, in a resumed run, a new one);
-        its result for the manifest."""
-        return self.verify_dump(path)
 
     def check_running(self):
         """Whether a deferred check of this run's dump is running."""
@@ -1193,10 +1185,10 @@ class Sqlite(Engine):
         return bool(getattr(self, "_checking", None))
 
     def settle(self):
-        pending = getattr(self, "_checking", None)
+        pending, self._checking = getattr(self, "_checking", None), None
         if pending:
             with contextlib.suppress(RemigrateError):
-                self.deferred_check(pending[0])
+                pending[1]()
 
     def broken_references(self, bundle_path, manifest):
         """Broken references in the bundle's copy (a backup no longer counts them: the reset's load

@@ -194,28 +194,6 @@ def test_backups_tells_a_truncated_or_bit_flipped_dump_from_a_good_one(sqlite_pr
     assert deep.count("verified now") == 1 and deep.count("DAMAGED") == 2, deep
 
 
-def test_a_sqlite_backup_copy_found_damaged_while_the_new_file_is_built_stops_the_reset(sqlite_case):
-    """A SQLite reset's backup copy gets its integrity_check while the new file is built, not
-    before: a damaged copy stops the run before the live file is replaced, with nothing changed,
-    and the bundle says its check never passed. The copy's index pages are damaged (the load and
-    the comparison read only its tables), so the failure seen is the check's own."""
-    case = sqlite_case
-    before, files = case.rows(), tree_digest(case.project)
-    proc = start_reset(case, "pause:sqlite-verify:4")
-    folder = case.project.parent / "b"
-    wait_for(lambda: list(folder.glob("*/manifest.json")), "the finished bundle", proc)
-    damage_indexes(next(folder.glob("*/db.sqlite3")))
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1 and "is damaged" in err and ("integrity_check failed" in err or "malformed" in err), out + err
-    assert "the live database was not touched" in err
-    assert case.rows() == before and tree_digest(case.project) == files
-    manifest = json.loads(next(folder.glob("*/manifest.json")).read_text())
-    assert manifest["dump"]["integrity_check"].startswith("FAILED: ") and "full read of the dump" not in manifest["verified"]["checks"]
-    listed = run_inv("backups", *common(case), "--check", env=case.env).stdout
-    assert "DAMAGED" in listed, listed
-    assert reset(case, *REMOVE, "--dry-run").returncode == 0  # the run is over: nothing holds the database
-
-
 def damage_indexes(path):
     """Zero every index's root page of a SQLite file: its tables still read, its integrity_check fails."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
@@ -245,6 +223,28 @@ def stale_index(path):
     conn.execute("INSERT INTO sqlite_master (type, name, tbl_name, rootpage, sql) VALUES (?, ?, ?, ?, ?)", entry)
     conn.execute(f"PRAGMA schema_version = {version + 2}")
     conn.close()
+
+
+def test_a_sqlite_backup_copy_found_damaged_while_the_new_file_is_built_stops_the_reset(sqlite_case):
+    """A SQLite reset's backup copy gets its integrity_check while the new file is built, not
+    before: a damaged copy stops the run before the live file is replaced, with nothing changed,
+    and the bundle says its check never passed. The copy's index pages are damaged (the load and
+    the comparison read only its tables), so the failure seen is the check's own."""
+    case = sqlite_case
+    before, files = case.rows(), tree_digest(case.project)
+    proc = start_reset(case, "pause:sqlite-verify:4")
+    folder = case.project.parent / "b"
+    wait_for(lambda: list(folder.glob("*/manifest.json")), "the finished bundle", proc)
+    damage_indexes(next(folder.glob("*/db.sqlite3")))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "is damaged" in err and ("integrity_check failed" in err or "malformed" in err), out + err
+    assert "the live database was not touched" in err
+    assert case.rows() == before and tree_digest(case.project) == files
+    manifest = json.loads(next(folder.glob("*/manifest.json")).read_text())
+    assert manifest["dump"]["integrity_check"].startswith("FAILED: ") and "full read of the dump" not in manifest["verified"]["checks"]
+    listed = run_inv("backups", *common(case), "--check", env=case.env).stdout
+    assert "DAMAGED" in listed, listed
+    assert reset(case, *REMOVE, "--dry-run").returncode == 0  # the run is over: nothing holds the database
 
 
 def test_a_damaged_live_sqlite_file_is_named_and_a_run_killed_before_its_check_can_still_be_rolled_back(sqlite_case):
