@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from conftest import NASTY_PASSWORD, PYTHON, REPO, SAMPLE, PgDb, manage, pg_copy, run_inv, sqlite_copy
+from conftest import PYTHON, REPO, SAMPLE, manage, run_inv, sqlite_copy
 from servers import psycopg_admin
 from test_reset import REMOVE, data_rows, query, reset, tree_digest
 
@@ -51,9 +51,11 @@ def journal_phase(case, phase):
     return reached
 
 
-def test_a_reset_killed_during_its_backup_leaves_nothing_to_roll_back(seeded):
+def test_a_reset_killed_during_its_backup_leaves_nothing_to_roll_back(sqlite_case):
     """The newest bundle in the folder is an earlier, finished reset: rolling back to it would
-    lose every row written since. The interrupted run never touched anything, and says so."""
+    lose every row written since. The interrupted run never touched anything, and says so.
+    (The bundle chosen does not depend on the engine; one engine proves it end to end.)"""
+    seeded = sqlite_case
     first = reset(seeded, *REMOVE, "--yes")
     assert first.returncode == 0, first.stdout + first.stderr
     seeded.damage([NEW_SETTING])
@@ -70,23 +72,13 @@ def test_a_reset_killed_during_its_backup_leaves_nothing_to_roll_back(seeded):
     assert again.returncode == 0, again.stderr
 
 
-def second_project(seeded, tmp_path, request):
-    """Another project with its own database (same engine), for a shared backup folder."""
+def test_two_projects_sharing_a_backup_folder_each_roll_back_their_own(sqlite_case, tmp_path, request):
+    """Which bundle belongs to which project and database is engine-blind (its unit test:
+    test_bundle.py); one engine proves it end to end."""
+    seeded, shared = sqlite_case, tmp_path / "shared-backups"
     other = tmp_path / "second" / "igny8"
     shutil.copytree(SAMPLE, other, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", ".env", ".remigrate"))
-    if seeded.engine == "sqlite":
-        return other, sqlite_copy(other, request.getfixturevalue("seeded_sqlite_file"))
-    pg = request.getfixturevalue("pg")
-    db = PgDb(pg, seeded.pg_db.name + "_second", seeded.pg_db.role + "_second", NASTY_PASSWORD)
-    pg.create_app_database(db.name, db.role, db.password, createdb=True)
-    request.addfinalizer(lambda: pg.drop_app_database(db.name, db.role))
-    pg_copy(db, request.getfixturevalue("seeded_pg_template"))
-    return other, db.env()
-
-
-def test_two_projects_sharing_a_backup_folder_each_roll_back_their_own(seeded, tmp_path, request):
-    shared = tmp_path / "shared-backups"
-    other, other_env = second_project(seeded, tmp_path, request)
+    other_env = sqlite_copy(other, request.getfixturevalue("seeded_sqlite_file"))
     out = reset(seeded, *REMOVE, "--yes", backup_dir=shared)
     assert out.returncode == 0, out.stdout + out.stderr
     seeded.damage([NEW_SETTING])  # project A changes after its reset
@@ -109,8 +101,9 @@ def test_two_projects_sharing_a_backup_folder_each_roll_back_their_own(seeded, t
     assert "b.only" not in {k for (k,) in query(seeded, "SELECT key FROM system_setting")}
 
 
-@pytest.mark.parametrize("phase", ["regenerate-migrations"])
-def test_a_write_during_the_reset_stops_it_and_is_kept(seeded, phase):
+def test_a_write_during_the_reset_stops_it_and_is_kept(pg_case):
+    """(SQLite: the swap's write test in test_strategies, which reaches the same check.)"""
+    seeded, phase = pg_case, "regenerate-migrations"
     before_files = tree_digest(seeded.project)
     proc = start_reset(seeded, f"pause:{phase}:8")
     wait_for(journal_phase(seeded, phase), f"phase {phase}", proc)
@@ -120,11 +113,13 @@ def test_a_write_during_the_reset_stops_it_and_is_kept(seeded, phase):
     assert "changed system_setting" in err and "database was never changed" in err, err
     assert query(seeded, "SELECT value FROM system_setting WHERE key = 'written.during.reset'")  # the row is there
     assert tree_digest(seeded.project) == before_files
-    if seeded.engine == "postgresql":  # and the database takes sessions again
-        assert query(seeded, "SELECT datallowconn FROM pg_database WHERE datname = current_database()") == [(True,)]
+    # and the database takes sessions again
+    assert query(seeded, "SELECT datallowconn FROM pg_database WHERE datname = current_database()") == [(True,)]
 
 
-def test_sigterm_during_the_load_rolls_back_like_ctrl_c(seeded):
+def test_sigterm_during_the_load_rolls_back_like_ctrl_c(sqlite_case):
+    """(PostgreSQL's signal tests: the probe-step ones below.)"""
+    seeded = sqlite_case
     before, files = seeded.rows(), tree_digest(seeded.project)
     proc = start_reset(seeded, "pause:load:60")
     wait_for(journal_phase(seeded, "load"), "phase load", proc)
@@ -133,22 +128,6 @@ def test_sigterm_during_the_load_rolls_back_like_ctrl_c(seeded):
     assert proc.returncode != 0
     assert "Rolling back" in out and "SIGTERM" in out + err, out + err
     assert seeded.rows() == before and tree_digest(seeded.project) == files
-
-
-def test_no_clear_text_password_outlives_a_killed_run(seeded):
-    if seeded.engine != "postgresql":
-        pytest.skip("only PostgreSQL runs write a pgpass file")
-    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
-    proc = start_reset(seeded, "pause:load")
-    wait_for(journal_phase(seeded, "load"), "phase load", proc)
-    mine = [p for p in tmp.glob("remigrate.*/owner.json") if json.loads(p.read_text()).get("pid") == proc.pid]
-    assert mine and (mine[0].parent / "pgpass").exists()
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert (mine[0].parent / "pgpass").exists()  # kill -9 gives no chance to clean up...
-    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert not mine[0].parent.exists()  # ...so the next run removes it
 
 
 def forge(manifest_path, change):
@@ -278,9 +257,11 @@ def test_a_damaged_live_sqlite_file_is_named_and_a_run_killed_before_its_check_c
     assert out.returncode == 1 and "cannot be restored: its dump did not read back in full" in out.stderr, out.stderr
 
 
-def test_killed_between_drop_and_create_then_rollback_recreates_the_database(seeded):
-    if seeded.engine != "postgresql":
-        pytest.skip("a SQLite reset never drops the live file")
+def test_killed_between_drop_and_create_then_rollback_recreates_the_database(pg_case):
+    """kill -9 at the worst moment: the live database is gone. The next run names the way back,
+    the listing shows the run unfinished, and rollback brings back every row and file; the
+    password file the dead run wrote (it had no chance to remove it) goes with the rollback."""
+    seeded, tmp = pg_case, Path(os.environ.get("TMPDIR", "/tmp"))
     before, files = seeded.rows(), tree_digest(seeded.project)
     proc = start_reset(seeded, "pause:dropped")
 
@@ -288,14 +269,23 @@ def test_killed_between_drop_and_create_then_rollback_recreates_the_database(see
         with psycopg_admin(seeded.pg_db.cluster) as conn:
             return not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [seeded.pg_db.name]).fetchone()
     wait_for(dropped, "the database dropped", proc)
+    mine = [p for p in tmp.glob("remigrate.*/owner.json") if json.loads(p.read_text()).get("pid") == proc.pid]
+    assert mine and (mine[0].parent / "pgpass").exists()
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert (mine[0].parent / "pgpass").exists()  # kill -9 gives no chance to clean up...
+    assert tree_digest(seeded.project) != files  # the run died half-way, its new history in place
+    listing = run_inv("backups", *common(seeded), env=seeded.env)
+    assert "unfinished: --resume or rollback" in listing.stdout, listing.stdout
     again = reset(seeded, *REMOVE, "--yes")
     assert again.returncode == 1 and "inv rollback" in again.stderr  # the next run names the way back
     out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert seeded.rows() == before and tree_digest(seeded.project) == files
+    assert not mine[0].parent.exists()  # ...so the next run removes it
+    journal = next((seeded.project.parent / "b").glob("*/journal.json"))
+    assert json.loads(journal.read_text())["status"] == "rolled-back"
 
 
 def test_sigterm_while_a_command_runs_still_rolls_back(sqlite_case):
@@ -341,7 +331,15 @@ def test_a_verification_that_found_problems_keeps_the_lock_until_rollback(sqlite
 
 def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
     """The new database is built under another name: while it is migrated and loaded, the
-    application's connections fail (no row can be written into it and emptied by the load)."""
+    application's connections fail (no row can be written into it and emptied by the load).
+    What belongs to the database and not to its rows comes along: a comment that spans lines,
+    and privileges given to other roles (the migrations make tables their owner's only; a
+    read-only reporting role, an app role using a renamed model's sequence)."""
+    comment, role = "Shop database;\nowned by the 'web' team", f"reporting_{pg_case.pg_db.name}"
+    with psycopg_admin(pg_case.pg_db.cluster) as conn:
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(pg_case.pg_db.name), sql.Literal(comment)))
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    pg_case.damage([f'GRANT SELECT ON planner_keyword TO "{role}"', f'GRANT USAGE ON SEQUENCE planner_idea_id_seq TO "{role}"'])
     before = data_rows(pg_case)
     proc = start_reset(pg_case, "pause:migrate:4")
     wait_for(journal_phase(pg_case, "migrate"), "phase migrate", proc)
@@ -356,6 +354,13 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
     with psycopg_admin(pg_case.pg_db.cluster) as conn:
         names = {n for (n,) in conn.execute("SELECT datname FROM pg_database")}
     assert f"{pg_case.pg_db.name}__remigrate_build" not in names
+    with psycopg_admin(pg_case.pg_db.cluster) as conn:
+        got = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                           [pg_case.pg_db.name]).fetchone()[0]
+    assert got == comment
+    checks = query(pg_case, f"SELECT has_table_privilege('{role}', 'planner_keyword', 'SELECT'), "
+                            f"has_sequence_privilege('{role}', pg_get_serial_sequence('planner_contentidea', 'id'), 'USAGE')")
+    assert checks == [(True, True)]
 
 
 def held_locks(db):
@@ -428,20 +433,6 @@ def test_a_ctrl_c_sent_to_the_process_group_while_a_probe_step_waits_stops_that_
     with psycopg_admin(pg_case.pg_db.cluster) as admin:
         assert admin.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_\\_remigrate\\_%'").fetchall() == []
     assert held_locks(pg_case.pg_db) == 0
-
-
-def test_a_database_comment_that_spans_lines_survives_the_rebuild(pg_case):
-    comment = "Shop database;\nowned by the 'web' team"
-    with psycopg_admin(pg_case.pg_db.cluster) as conn:
-        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(pg_case.pg_db.name), sql.Literal(comment)))
-    before = data_rows(pg_case)
-    out = reset(pg_case, *REMOVE, "--yes")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert data_rows(pg_case) == before
-    with psycopg_admin(pg_case.pg_db.cluster) as conn:
-        got = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                           [pg_case.pg_db.name]).fetchone()[0]
-    assert got == comment
 
 
 def test_a_project_that_prints_while_it_starts_is_still_understood(sqlite_case):

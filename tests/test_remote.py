@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import NASTY_PASSWORD, PYTHON, REPO, SAMPLE, PgDb, pg_copy, pg_rows, run_inv, seed, sqlite_rows
+from conftest import NASTY_PASSWORD, PYTHON, REPO, SAMPLE, PgDb, pg_copy, pg_rows, run_inv, sqlite_rows
 from servers import ssh_server
 from test_reset import REMOVE, WF_TABLE, tree_digest
 from test_secrets import ArgvWatcher
@@ -63,6 +63,7 @@ def data(rows):
     return {k: v for k, v in rows.items() if k not in ("django_migrations", WF_TABLE, "<sequences>", "sqlite_sequence")}
 
 
+@pytest.mark.parametrize("host_case", ["postgresql"], indirect=True)  # (SQLite: the two-hosts test reads the .env)
 def test_detect_on_the_host_uses_the_hosts_interpreter_and_env_file(ssh, host_case):
     engine, project, rows, db = host_case
     out = fab(ssh, "detect", "--project-dir", str(project))
@@ -72,30 +73,12 @@ def test_detect_on_the_host_uses_the_hosts_interpreter_and_env_file(ssh, host_ca
     assert NASTY_PASSWORD not in out.stdout + out.stderr
 
 
-def test_remote_reset_keeps_every_row_and_copies_the_backup_here(ssh, host_case, tmp_path):
-    engine, project, rows, db = host_case
-    before = data(rows())
-    fetched = tmp_path / "fetched"
-    watcher = ArgvWatcher()
-    watcher.start()
-    try:
-        out = fab(ssh, "reset", "--project-dir", str(project), *REMOVE, "--yes", "--fetch-dir", str(fetched))
-    finally:
-        watcher.stop.set()
-        watcher.join()
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "reset done" in out.stdout
-    assert data(rows()) == before
-    assert sorted(p.name for p in (project / "igny8_core/business/site_building/migrations").glob("0*.py")) == ["0001_initial.py"]
-    # the bundle made on the host is also here, and identical
+def assert_fetched_as_made(project, fetched, engine):
+    """The bundle made on the host is also here, and identical."""
     host_bundle = next((project / ".remigrate" / "backups").iterdir())
     local = fetched / HOST / host_bundle.name
     for name in ("db.dump" if engine == "postgresql" else "db.sqlite3", "migrations.tar.gz", "manifest.json"):
         assert hashlib.sha256((local / name).read_bytes()).hexdigest() == hashlib.sha256((host_bundle / name).read_bytes()).hexdigest()
-    # the password never travelled in a command line, and was never printed
-    for cmdline in watcher.seen:
-        assert NASTY_PASSWORD not in cmdline and "p@ss:w" not in cmdline
-    assert NASTY_PASSWORD not in out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("host_case", ["postgresql"], indirect=True)  # SQLite: the pushed bundle's test below
@@ -159,9 +142,14 @@ def test_two_hosts_the_second_failing_preflight_leaves_it_untouched(ssh, tmp_pat
     settings = tmp_path / "fabric.yaml"
     settings.write_text(f"remigrate:\n  hosts:\n    {HOST}:\n      project_dir: {project}\n"
                         f"    {HOST}-2:\n      project_dir: {tmp_path / 'missing'}\n")
-    out = fab(ssh, "reset", *REMOVE, "--yes", hosts=f"{HOST},{HOST}-2", ssh_config=config, config=settings)
+    before, fetched = data(sqlite_rows(db_path)), tmp_path / "fetched"
+    out = fab(ssh, "reset", *REMOVE, "--yes", "--fetch-dir", str(fetched), hosts=f"{HOST},{HOST}-2", ssh_config=config,
+              config=settings)
     assert out.returncode == 1
     assert "reset done" in out.stdout  # the first host, configured in fabric.yaml's hosts section
+    assert data(sqlite_rows(db_path)) == before
+    assert sorted(p.name for p in (project / "igny8_core/business/site_building/migrations").glob("0*.py")) == ["0001_initial.py"]
+    assert_fetched_as_made(project, fetched, "sqlite")
     assert f"does not exist on {HOST}-2" in out.stderr
     summary = out.stdout[out.stdout.index("per-host summary"):]
     assert f"{HOST}    reset  ok" in summary and f"{HOST}-2  reset  FAILED: remigrate: error: project folder" in summary
@@ -199,7 +187,7 @@ def test_connection_dropped_during_the_load_then_the_host_is_recovered(ssh, host
 
 # The carried migration matters most where production runs PostgreSQL; the same task code runs on SQLite.
 @pytest.mark.parametrize("host_case", ["postgresql"], indirect=True)
-def test_deployed_new_history_resets_only_the_database(ssh, host_case, tmp_path):
+def test_deployed_new_history_resets_only_the_database(ssh, host_case, tmp_path, seeded_pg_template):
     engine, project, rows, db = host_case
     before = data(rows())
     # On a laptop: a reset regenerates the migrations (this is what gets committed and deployed),
@@ -209,7 +197,7 @@ def test_deployed_new_history_resets_only_the_database(ssh, host_case, tmp_path)
     local = PgDb(db.cluster, db.name + "_laptop", db.role + "_laptop", NASTY_PASSWORD)
     db.cluster.create_app_database(local.name, local.role, local.password, createdb=True)
     local_env = local.env()
-    seed(laptop, local_env)
+    pg_copy(local, seeded_pg_template)
 
     out = run_inv("reset", "--project-dir", str(laptop), *REMOVE, "--yes", env=local_env)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -219,8 +207,7 @@ def test_deployed_new_history_resets_only_the_database(ssh, host_case, tmp_path)
             old.unlink()
         for new in migrations.glob("0*"):  # the carried-over migration's data file comes along
             shutil.copyfile(new, target / new.name)
-    out = fab(ssh, "reset", "--project-dir", str(project), *REMOVE, "--yes", "--no-fetch")
-    assert out.returncode == 1 and "--drop-table" in out.stderr  # the old history is gone from the host
+    # the old history is gone from the host: its removed model's table is named to drop
     out = fab(ssh, "reset", "--project-dir", str(project), "--drop-table", WF_TABLE, "--yes", "--no-fetch")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "already a fresh history" in out.stdout
@@ -230,14 +217,27 @@ def test_deployed_new_history_resets_only_the_database(ssh, host_case, tmp_path)
 
 # The strategies are proven on both engines locally (test_strategies.py, test_atelier_strategies.py);
 # here that they work through fab -H: the swap (a rename of databases) and its rollback by rename on
-# PostgreSQL, the fake on SQLite.
+# PostgreSQL, the fake on SQLite. (The rebuild through fab -H: the two-hosts test on SQLite, the
+# deployed-history and dropped-connection tests on PostgreSQL.)
 @pytest.mark.parametrize("host_case", ["postgresql"], indirect=True)
-def test_a_swap_on_a_host_keeps_every_row_and_rolls_back_by_rename(ssh, host_case, tmp_path):
+def test_a_swap_on_a_host_keeps_every_row_copies_the_backup_here_and_rolls_back_by_rename(ssh, host_case, tmp_path):
     engine, project, rows, db = host_case
-    before_all, before = rows(), data(rows())
-    out = fab(ssh, "reset", "--project-dir", str(project), "--fetch-dir", str(tmp_path / "f"), *REMOVE, "--yes", "--strategy", "swap")
+    before_all, before, fetched = rows(), data(rows()), tmp_path / "f"
+    watcher = ArgvWatcher()
+    watcher.start()
+    try:
+        out = fab(ssh, "reset", "--project-dir", str(project), "--fetch-dir", str(fetched), *REMOVE, "--yes", "--strategy", "swap")
+    finally:
+        watcher.stop.set()
+        watcher.join()
     assert out.returncode == 0, out.stdout + out.stderr
     assert "the application could not write for" in out.stdout and data(rows()) == before
+    assert sorted(p.name for p in (project / "igny8_core/business/site_building/migrations").glob("0*.py")) == ["0001_initial.py"]
+    assert_fetched_as_made(project, fetched, engine)
+    # the password never travelled in a command line, and was never printed
+    for cmdline in watcher.seen:
+        assert NASTY_PASSWORD not in cmdline and "p@ss:w" not in cmdline
+    assert NASTY_PASSWORD not in out.stdout + out.stderr
     out = fab(ssh, "rollback", "--project-dir", str(project), "--yes")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "kept aside by the swap is back" in out.stdout and rows() == before_all

@@ -40,7 +40,10 @@ def applied(case, app):
     return [r[0] for r in query(case, f"SELECT name FROM django_migrations WHERE app = '{app}' ORDER BY name")]
 
 
-def test_swap_keeps_every_row_its_rollback_is_a_rename_and_cleanup_removes_what_it_kept(seeded):
+def test_swap_keeps_every_row_and_cleanup_then_rollback_restores_from_the_backup(seeded):
+    """A swap keeps the old database beside; cleanup removes it, after which a rollback can only
+    restore the backup, and does. (The rollback by rename, while the old database is still kept,
+    and the cleanup of the new database it sets aside: test_atelier_strategies' swap test.)"""
     before_all, before, files = seeded.rows(), data_rows(seeded), tree_digest(seeded.project)
     out = reset(seeded, *REMOVE, "--yes", "--strategy", "swap")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -58,35 +61,20 @@ def test_swap_keeps_every_row_its_rollback_is_a_rename_and_cleanup_removes_what_
     # Asked without a terminal, the rollback refuses, and its question says what becomes of new writes.
     out = run_inv("rollback", *common(seeded), env=seeded.env)
     assert out.returncode != 0 and "stays in the new database, which is set aside" in out.stderr, out.stdout + out.stderr
-    # The rollback is the rename back: the kept database, as it was, under its name again.
-    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "kept aside by the swap is back" in out.stdout
-    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
-    assert not kept_exists(seeded, kept)
-    # The new database, which the application may have written to since the swap, is set aside.
-    rejected = json.loads(next((seeded.project.parent / "b").glob("*/journal.json")).read_text())["rejected"]
-    assert kept_exists(seeded, rejected) and f"is kept as {rejected}" in out.stdout
+    assert kept_exists(seeded, kept) and data_rows(seeded) == before
     out = run_inv("cleanup", *common(seeded), "--yes", env=seeded.env)
-    assert out.returncode == 0 and f"removed {rejected}" in out.stdout, out.stdout + out.stderr
-    assert database_names(seeded) == (["db.sqlite3"] if seeded.engine == "sqlite" else [seeded.pg_db.name])
-    assert len(applied(seeded, "site_building")) > 1  # the old history's rows, as the backup had them
-    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)  # once is enough
-    assert out.returncode == 0 and "rolled back already" in out.stdout, out.stdout + out.stderr
-    # Again, then cleanup: what the swap kept goes, and a later rollback restores from the backup.
-    out = reset(seeded, *REMOVE, "--yes", "--strategy", "swap", backup_dir=seeded.project.parent / "b2")
-    assert out.returncode == 0, out.stdout + out.stderr
-    second = ["--project-dir", str(seeded.project), "--backup-dir", str(seeded.project.parent / "b2")]
-    kept = json.loads(next((seeded.project.parent / "b2").glob("*/journal.json")).read_text())["kept"]
-    out = run_inv("cleanup", *second, "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"removed {kept}" in out.stdout and not kept_exists(seeded, kept)
-    out = run_inv("cleanup", *second, "--yes", env=seeded.env)
+    assert database_names(seeded) == (["db.sqlite3"] if seeded.engine == "sqlite" else [seeded.pg_db.name])
+    out = run_inv("cleanup", *common(seeded), "--yes", env=seeded.env)
     assert out.returncode == 0 and "nothing to clean up" in out.stdout
-    out = run_inv("rollback", *second, "--yes", env=seeded.env)
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "kept aside" not in out.stdout
     assert seeded.rows() == before_all and tree_digest(seeded.project) == files
+    assert len(applied(seeded, "site_building")) > 1  # the old history's rows, as the backup had them
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)  # once is enough
+    assert out.returncode == 0 and "rolled back already" in out.stdout, out.stdout + out.stderr
 
 
 def test_a_write_while_the_swap_builds_is_found_and_nothing_is_lost(seeded):
@@ -102,7 +90,7 @@ def test_a_write_while_the_swap_builds_is_found_and_nothing_is_lost(seeded):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, out + err
     assert "written.during.reset" not in err  # names the table, not the row
-    assert "changed system_setting" in err and "nothing was" in err, err
+    assert "changed system_setting" in err and "database was never changed" in err, err
     assert seeded.rows() == after_write  # the written row is there, nothing else changed
     assert tree_digest(seeded.project) == files
     expected = ["db.sqlite3"] if seeded.engine == "sqlite" else [seeded.pg_db.name]
@@ -142,18 +130,13 @@ def test_a_swap_killed_while_it_copies_or_renames_is_rolled_back_exactly(pg_case
         assert conn.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", [case.pg_db.name]).fetchone() == (True,)
 
 
-@pytest.mark.parametrize("moment", ["load", "sqlite-linked"])
-def test_a_sqlite_swap_killed_while_it_copies_or_replaces_is_rolled_back_exactly(sqlite_case, moment):
-    """kill -9 during the copy, and once the live file has its second name but is not replaced."""
+def test_a_sqlite_swap_killed_while_it_replaces_the_live_file_is_rolled_back_exactly(sqlite_case):
+    """kill -9 once the live file has its second name but is not replaced. (Killed during the
+    copy, a SQLite swap is a rebuild killed during its load: test_reset's kill test.)"""
     case = sqlite_case
     before_all, files = case.rows(), tree_digest(case.project)
-    proc = start_reset(case, f"pause:{moment}", extra=("--strategy", "swap"))
-    if moment == "load":
-        wait_for(lambda: any(json.loads(p.read_text()).get("phase") == "load"
-                             for p in (case.project.parent / "b").glob("*/journal.json")), "the load", proc)
-    else:
-        wait_for(lambda: list(case.project.glob("db.sqlite3.remigrate-old-*")), "the live file kept under a second name",
-                 proc)
+    proc = start_reset(case, "pause:sqlite-linked", extra=("--strategy", "swap"))
+    wait_for(lambda: list(case.project.glob("db.sqlite3.remigrate-old-*")), "the live file kept under a second name", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     out = run_inv("rollback", *common(case), "--yes", env=case.env)
@@ -178,16 +161,14 @@ def test_a_wal_mode_sqlite_file_is_wal_again_after_a_swap_is_rolled_back(sqlite_
 
 
 def names_of(case):
-    """Index, constraint and sequence names of the planner's renamed model."""
-    if case.engine == "sqlite":
-        return sorted(r[0] for r in query(case, "SELECT name FROM sqlite_master WHERE type = 'index' "
-                                                "AND tbl_name = 'planner_contentidea' AND sql IS NOT NULL"))
-    return sorted(r[0] for r in query(
-        case, "SELECT relname FROM pg_class WHERE relname LIKE 'planner\\_%idea%' AND relkind IN ('i', 'S') "
-              "UNION ALL SELECT conname FROM pg_constraint WHERE conname LIKE 'planner\\_%idea%'"))
+    """SQLite: the index names of the planner's renamed model."""
+    return sorted(r[0] for r in query(case, "SELECT name FROM sqlite_master WHERE type = 'index' "
+                                            "AND tbl_name = 'planner_contentidea' AND sql IS NOT NULL"))
 
 
-def test_fake_rewrites_only_the_history_renames_what_an_old_table_name_named_and_rolls_back(seeded):
+def test_fake_rewrites_only_the_history_renames_what_an_old_table_name_named_and_rolls_back(sqlite_case):
+    """(PostgreSQL, with more renames to make: test_atelier_strategies' fake test.)"""
+    seeded = sqlite_case
     before_all, before, files = seeded.rows(), data_rows(seeded), tree_digest(seeded.project)
     old_names = names_of(seeded)
     assert any("planner_idea" in n for n in old_names)  # named after the model's table before its RenameModel
@@ -208,11 +189,10 @@ def test_fake_rewrites_only_the_history_renames_what_an_old_table_name_named_and
     assert manage(seeded.project, seeded.env, "makemigrations", "--check", "--dry-run") is not None
     fresh = seeded.project.parent / "fresh.sqlite3"
     manage(seeded.project, {"DB_PATH": str(fresh)}, "migrate", "-v0")
-    if seeded.engine == "sqlite":
-        with sqlite3.connect(fresh) as conn:
-            fresh_names = sorted(r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'planner_contentidea' AND sql IS NOT NULL"))
-        assert fresh_names == new_names
+    with sqlite3.connect(fresh) as conn:
+        fresh_names = sorted(r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'planner_contentidea' AND sql IS NOT NULL"))
+    assert fresh_names == new_names
     # The application keeps writing; the rollback brings the dropped table back from the backup and
     # undoes the renames and the history in place: the row written since stays.
     seeded.damage([NEW_SETTING])
@@ -228,20 +208,10 @@ def test_fake_rewrites_only_the_history_renames_what_an_old_table_name_named_and
     assert names_of(seeded) == old_names
 
 
-def test_fake_is_refused_with_the_difference_when_the_live_schema_drifted(seeded):
-    """An index made by hand: the rebuild may accept losing it (--accept-difference), a fake
-    cannot make the live database what the new history makes, and says what differs."""
-    seeded.damage(["CREATE INDEX handmade_phrase ON planner_keyword (phrase)"])
-    before_all, files = seeded.rows(), tree_digest(seeded.project)
-    out = reset(seeded, *REMOVE, "--yes", "--strategy", "fake", "--accept-difference", "handmade_phrase")
-    assert out.returncode == 1
-    assert "fake       not possible" in out.stdout and "handmade_phrase" in out.stdout
-    assert "--strategy swap or rebuild" in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
-    assert not list((seeded.project.parent / "b").glob("*/journal.json"))  # refused before the backup
-
-
-def test_a_fake_killed_at_any_point_is_rolled_back_exactly(seeded):
+def test_a_fake_killed_at_any_point_is_rolled_back_exactly(sqlite_case):
+    """Killed after its transaction committed. (Its PostgreSQL rollback in place: the
+    fake-without-a-backup test; a fake refused on drift: test_atelier_strategies.)"""
+    seeded = sqlite_case
     before_all, files = seeded.rows(), tree_digest(seeded.project)
     proc = start_reset(seeded, "pause:verify", extra=("--strategy", "fake"))  # after its transaction committed
     wait_for(lambda: any(json.loads(p.read_text()).get("phase") == "verify"
@@ -269,13 +239,39 @@ def test_fake_without_a_backup_needs_the_database_name_and_rolls_back_in_place(s
     out = reset(seeded, *REMOVE, "--yes", "--strategy", "fake", "--no-backup", name)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "no row was moved" in out.stdout and WF_TABLE not in seeded.rows()
+    first_out = out.stdout
     (bundle,) = [p.parent for p in (seeded.project.parent / "b").glob("*/journal.json")]
     manifest = json.loads((bundle / "manifest.json").read_text())
     later = run_inv("verify", *common(seeded), env=seeded.env)  # later: the fake's proof, or the rows where it has them
     assert later.returncode == 0, later.stdout + later.stderr
     assert ("holds no rows to compare" in later.stdout) == (seeded.engine == "postgresql"), later.stdout
+    # The history is fresh now: the next fake drops no table, and without a backup keeps no dump at all.
+    history = query(seeded, "SELECT id, app, name, applied FROM django_migrations ORDER BY id")
+    before_all, files = seeded.rows(), tree_digest(seeded.project)
+    out = reset(seeded, "--yes", "--strategy", "rebuild", "--no-backup", name)
+    assert out.returncode == 1 and "only with --strategy fake" in out.stderr
+    out = reset(seeded, "--yes", "--strategy", "fake", "--no-backup", "not-the-name")
+    assert out.returncode == 1 and f"type the database's name ({name})" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    out = reset(seeded, "--yes", "--strategy", "fake", "--no-backup", name)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "no database dump" in out.stdout and "no row was moved" in out.stdout
+    newest = max((seeded.project.parent / "b").glob("*/journal.json"), key=lambda p: p.stat().st_mtime).parent
+    assert newest != bundle
+    assert sorted(p.name for p in newest.iterdir()) == ["fake-proof.json", "fake-undo.json", "journal.json",
+                                                         "manifest.json", "migrations.tar.gz", "report.json"]
+    assert data_rows(seeded) == {k: v for k, v in before_all.items() if k in data_rows(seeded)}
+    assert query(seeded, "SELECT id, app, name, applied FROM django_migrations ORDER BY id") != history
+    out = run_inv("restore", *common(seeded), "--backup", newest.name, "--yes", env=seeded.env)
+    assert out.returncode == 1 and "holds no database dump (a fake reset run with --no-backup)" in out.stderr, out.stderr
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "undone in place" in out.stdout
+    assert query(seeded, "SELECT id, app, name, applied FROM django_migrations ORDER BY id") == history
+    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
+    # Back to the first fake's bundle, which holds the dropped table and no more.
     if seeded.engine == "postgresql":
-        assert manifest["dump"]["scope"] == [WF_TABLE] and "tables the fake drops" in out.stdout
+        assert manifest["dump"]["scope"] == [WF_TABLE] and "tables the fake drops" in first_out
         out = run_inv("restore", *common(seeded), "--yes", env=seeded.env)  # never taken for the newest backup
         assert out.returncode == 1 and "no bundle here can; take one with `inv backup`" in out.stderr, out.stderr
         out = run_inv("restore", *common(seeded), "--backup", bundle.name, "--yes", env=seeded.env)
@@ -289,31 +285,7 @@ def test_fake_without_a_backup_needs_the_database_name_and_rolls_back_in_place(s
         (bundle / "journal.json").write_bytes(journal)
     else:
         assert "scope" not in manifest["dump"] and manifest["dump"]["file"] == "db.sqlite3"
-    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
+    out = run_inv("rollback", *common(seeded), "--backup", bundle.name, "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"{WF_TABLE} made again from the backup" in out.stdout
     assert seeded.rows() == original_all and tree_digest(seeded.project) == original_files
-    first = reset(seeded, *REMOVE, "--yes", "--strategy", "fake")  # the history is fresh now: the next drops no table
-    assert first.returncode == 0, first.stdout + first.stderr
-    history = query(seeded, "SELECT id, app, name, applied FROM django_migrations ORDER BY id")
-    before_all, files = seeded.rows(), tree_digest(seeded.project)
-    out = reset(seeded, "--yes", "--strategy", "rebuild", "--no-backup", name)
-    assert out.returncode == 1 and "only with --strategy fake" in out.stderr
-    out = reset(seeded, "--yes", "--strategy", "fake", "--no-backup", "not-the-name")
-    assert out.returncode == 1 and f"type the database's name ({name})" in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
-    out = reset(seeded, "--yes", "--strategy", "fake", "--no-backup", name)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "no database dump" in out.stdout and "no row was moved" in out.stdout
-    newest = max((seeded.project.parent / "b").glob("*/journal.json"), key=lambda p: p.stat().st_mtime).parent
-    assert sorted(p.name for p in newest.iterdir()) == ["fake-proof.json", "fake-undo.json", "journal.json",
-                                                         "manifest.json", "migrations.tar.gz", "report.json"]
-    assert data_rows(seeded) == {k: v for k, v in before_all.items() if k in data_rows(seeded)}
-    assert query(seeded, "SELECT id, app, name, applied FROM django_migrations ORDER BY id") != history
-    out = run_inv("restore", *common(seeded), "--yes", env=seeded.env)  # the newest bundle cannot restore a database
-    assert out.returncode == 1 and "does not hold the whole database" in out.stderr and "name it with --backup" in out.stderr
-    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "undone in place" in out.stdout
-    assert query(seeded, "SELECT id, app, name, applied FROM django_migrations ORDER BY id") == history
-    assert seeded.rows() == before_all and tree_digest(seeded.project) == files
