@@ -630,9 +630,13 @@ def reset_bundle(project, folder, wanted, nothing):
     resets = [b for b in B.of_database(everything, project.identity()) if b["manifest"].get("kind") == "reset"]
     chosen = B.pick_bundle(resets)
     if not chosen:
-        others = sorted({B.describe_identity(B.identity_of(b["manifest"])) for b in everything if b.get("manifest")})
-        raise RemigrateError(f"no reset bundle of {B.describe_identity(project.identity())} in {folder}; {nothing}"
-                             + (f" (the bundles there are of {'; '.join(others)})" if others else ""))
+        mine = B.of_database(everything, project.identity())
+        others = sorted({B.describe_identity(B.identity_of(b["manifest"])) for b in everything if b.get("manifest")}
+                        - {B.describe_identity(project.identity())})
+        where = (f" (this database's {len(mine)} bundle{'s' if len(mine) != 1 else ''} there "
+                 f"{'are plain backups' if len(mine) != 1 else 'is a plain backup'}, not a reset's)" if mine
+                 else f" (the bundles there are of {'; '.join(others)})" if others else "")
+        raise RemigrateError(f"no reset bundle of {B.describe_identity(project.identity())} in {folder}; {nothing}{where}")
     return chosen["manifest"], chosen["path"]
 
 
