@@ -123,7 +123,7 @@ class Project:
 
     def _project_dir(self, path):
         t = self.target
-        resolved = t.run(["sh", "-c", 'cd "$1" 2>/dev/null && pwd -P', "sh", path or "."], check=False).stdout.strip()
+        resolved = t.real_dir(path)
         if not resolved:
             raise RemigrateError(f"project folder {path} does not exist on {t.name}; pass --project-dir with the folder that holds manage.py")
         if not t.exists(posixpath.join(resolved, "manage.py"), "-f"):

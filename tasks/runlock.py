@@ -19,8 +19,7 @@ def lock_path(project):
     ident = project.identity()
     if ident["engine"] == "sqlite":
         return ident["path"] + ".remigrate-lock"
-    home = project.target.run(["sh", "-c", 'printf %s "$HOME"'], check=False).stdout.strip() or "/tmp"
-    return posixpath.join(home, ".remigrate", "locks", f"{ident['key']}.lock")
+    return posixpath.join(project.target.home, ".remigrate", "locks", f"{ident['key']}.lock")
 
 
 def read(project):

@@ -4,6 +4,7 @@ Every command goes through the task's context, so one code path serves `inv` and
 Commands are argv lists quoted once here; environment values travel as `env K=V` words
 (never Fabric's env=, which it pastes unquoted) and never carry secrets: those go in 0600 files.
 """
+import contextlib
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import re
 import shlex
 import shutil
 import socket
+import stat
 import time
 
 from invoke.runners import Local
@@ -84,6 +86,10 @@ def pid_alive(pid):
         return True
     except (OSError, TypeError, ValueError):
         return False
+
+
+# `test` kinds that a stat answers, for a host (Target.exists): a symlink is followed, as by `test`
+STAT_KINDS = {"-e": lambda mode: True, "-f": stat.S_ISREG, "-d": stat.S_ISDIR}
 
 
 class CommandFailed(RemigrateError):
@@ -200,6 +206,7 @@ class Target:
     def __init__(self, c):
         self.c = c
         self.remote = hasattr(c, "sftp") and hasattr(c, "host")
+        self._home = None
         self.name = getattr(c, "original_host", None) or c.host if self.remote else "local"
         if self.remote and not c.is_connected:
             check_host_keys(c)
@@ -239,7 +246,34 @@ class Target:
         return self._checked(result, what, check=True)
 
     def exists(self, path, kind="-e"):
+        """`test kind path`. On a host, the kinds a stat answers (-e, -f, -d) are asked over the
+        open SFTP session: a command costs a new SSH session (and the login shell's rc files)."""
+        if self.remote and kind in STAT_KINDS:
+            try:
+                mode = self.c.sftp().stat(str(path)).st_mode
+            except OSError:  # gone, or not ours to see: `test` says false too
+                return False
+            return STAT_KINDS[kind](mode)
         return self.run(["test", kind, str(path)], check=False).exited == 0
+
+    def real_dir(self, path):
+        """The folder's absolute path with its symlinks resolved (`cd path && pwd -P`; relative to
+        the login folder), or "" when it is no folder."""
+        if self.remote:
+            sftp = self.c.sftp()
+            try:
+                resolved = sftp.normalize(str(path or "."))
+                return resolved if stat.S_ISDIR(sftp.stat(resolved).st_mode) else ""
+            except OSError:
+                return ""
+        return self.run(["sh", "-c", 'cd "$1" 2>/dev/null && pwd -P', "sh", path or "."], check=False).stdout.strip()
+
+    @property
+    def home(self):
+        """The home folder of the user the commands run as (asked once)."""
+        if self._home is None:
+            self._home = self.run(["sh", "-c", 'printf %s "$HOME"'], check=False).stdout.strip() or "/tmp"
+        return self._home
 
     def make_private_dir(self):
         """A 0700 scratch folder for one task (it may hold a pgpass file), marked with its owner so
@@ -286,10 +320,20 @@ class Target:
         data = text.encode("utf-8")
         final, path = str(path), (f"{path}.tmp" if replace else str(path))
         if self.remote:
-            # the folders we upload into are 0700, so the file is never exposed
-            self.c.put(io.BytesIO(data), path)
-            self.run(["sh", "-c", 'chmod 600 "$1" && { [ -z "$2" ] || mv -f -- "$1" "$2"; }', "sh", path,
-                      final if replace else ""])
+            # Over the open SFTP session (no new SSH session per file): made 0600 before a byte is
+            # written (and the folders we write into are 0700), then renamed over the old one.
+            sftp = self.c.sftp()
+            if replace:
+                with contextlib.suppress(OSError):
+                    sftp.remove(path)
+            with sftp.open(path, "wbx") as fh:
+                fh.chmod(0o600)
+                fh.write(data)
+            if replace:
+                try:
+                    sftp.posix_rename(path, final)  # atomic, over an existing file (OpenSSH's extension)
+                except OSError:  # a server without it (SFTP's own rename never replaces): mv does it atomically
+                    self.run(["mv", "-f", "--", path, final])
             return
         if replace and os.path.exists(path):
             os.unlink(path)

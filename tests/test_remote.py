@@ -254,3 +254,35 @@ def test_a_fake_on_a_host_rewrites_the_history_only(ssh, host_case, tmp_path):
     assert "no row was moved" in out.stdout and data(rows()) == before
     assert sorted(p.name for p in (project / "igny8_core/business/site_building/migrations").glob("0*.py")) == ["0001_initial.py"]
     assert (tmp_path / "f" / HOST).is_dir()  # its backup came here too
+
+
+def test_files_written_on_a_host_are_private_and_replaced_whole(ssh, tmp_path):
+    """A host's files go over the open SFTP session (a command costs a new SSH session and the
+    login shell's start-up): 0600 from their first byte, never over a file unasked, replaced by a
+    rename; what `test -e/-f/-d` and `cd && pwd -P` would answer, answered the same."""
+    import pwd
+    import stat
+
+    from fabric import Config, Connection
+
+    from tasks.target import Target
+
+    with Connection(HOST, config=Config(runtime_ssh_path=str(ssh.ssh_config))) as c:
+        t = Target(c)
+        assert t.remote
+        folder = tmp_path / "private"
+        folder.mkdir(mode=0o700)
+        path = folder / "journal.json"
+        t.write_private(path, '{"phase": "backup"}')
+        assert path.read_text() == '{"phase": "backup"}' and stat.S_IMODE(path.stat().st_mode) == 0o600
+        with pytest.raises(OSError):
+            t.write_private(path, "over it")  # only with replace
+        t.write_private(path, '{"phase": "load"}', replace=True)
+        assert path.read_text() == '{"phase": "load"}' and stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert sorted(p.name for p in folder.iterdir()) == ["journal.json"]
+        assert t.exists(path) and t.exists(path, "-f") and not t.exists(path, "-d")
+        assert t.exists(folder, "-d") and not t.exists(folder, "-f") and not t.exists(folder / "gone")
+        (tmp_path / "link").symlink_to(folder)
+        assert t.real_dir(str(tmp_path / "link")) == str(folder.resolve())
+        assert t.real_dir(str(path)) == "" and t.real_dir(str(folder / "gone")) == ""
+        assert t.home == pwd.getpwnam(ssh.user).pw_dir
