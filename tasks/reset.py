@@ -1,5 +1,6 @@
 """The reset: plan, back up, remove models from the old migrations, regenerate the migrations,
 rebuild the database, bring the data back, verify; roll back on any failure."""
+import collections
 import json
 import os
 import posixpath
@@ -633,8 +634,9 @@ def reset_bundle(project, folder, wanted, nothing):
         mine = B.of_database(everything, project.identity())
         others = sorted({B.describe_identity(B.identity_of(b["manifest"])) for b in everything if b.get("manifest")}
                         - {B.describe_identity(project.identity())})
-        where = (f" (this database's {len(mine)} bundle{'s' if len(mine) != 1 else ''} there "
-                 f"{'are plain backups' if len(mine) != 1 else 'is a plain backup'}, not a reset's)" if mine
+        kinds = collections.Counter(b["manifest"].get("kind", "?") for b in mine)
+        where = (f" (this database's bundles there: {', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}; "
+                 "none of a reset that can be used)" if mine
                  else f" (the bundles there are of {'; '.join(others)})" if others else "")
         raise RemigrateError(f"no reset bundle of {B.describe_identity(project.identity())} in {folder}; {nothing}{where}")
     return chosen["manifest"], chosen["path"]

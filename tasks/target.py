@@ -5,6 +5,7 @@ Commands are argv lists quoted once here; environment values travel as `env K=V`
 (never Fabric's env=, which it pastes unquoted) and never carry secrets: those go in 0600 files.
 """
 import contextlib
+import errno
 import io
 import json
 import os
@@ -18,7 +19,7 @@ import time
 
 from invoke.runners import Local
 
-from tasks.console import PROGRESS, RemigrateError, Secrets, check_stop
+from tasks.console import PROGRESS, RemigrateError, Secrets, check_stop, stops_only_noted
 
 
 def command_line(argv, env=None, cwd=None):
@@ -88,8 +89,31 @@ def pid_alive(pid):
         return False
 
 
+def write_private_sftp(sftp, path, data):
+    """Create `path` (never over an existing file) 0600 from the start: the mode goes with the
+    OPEN request, as it does to open(2) (paramiko's own open sends none: the file would be
+    created 0644 minus nothing until a chmod), then set again for servers that ignore it; the
+    size written is checked before the file is used (paramiko does not report a failed CLOSE)."""
+    from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_EXCL, SFTP_FLAG_WRITE
+    from paramiko.sftp_attr import SFTPAttributes
+    from paramiko.sftp_file import SFTPFile
+
+    attrs = SFTPAttributes()
+    attrs.st_mode = 0o600
+    kind, msg = sftp._request(CMD_OPEN, path, SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL, attrs)
+    if kind != CMD_HANDLE:
+        raise OSError(f"the server answered the creation of {path} with no file handle")
+    with SFTPFile(sftp, msg.get_binary(), "wb", -1) as fh:
+        fh.chmod(0o600)
+        fh.write(data)
+    written = sftp.stat(path).st_size
+    if written != len(data):
+        raise OSError(f"{path} holds {written} bytes of {len(data)}")
+
+
 # `test` kinds that a stat answers, for a host (Target.exists): a symlink is followed, as by `test`
 STAT_KINDS = {"-e": lambda mode: True, "-f": stat.S_ISREG, "-d": stat.S_ISDIR}
+NOT_THERE = (errno.ENOENT, errno.EACCES, errno.ENOTDIR)  # what paramiko makes of "no such file", "permission denied"
 
 
 class CommandFailed(RemigrateError):
@@ -250,9 +274,12 @@ class Target:
         open SFTP session: a command costs a new SSH session (and the login shell's rc files)."""
         if self.remote and kind in STAT_KINDS:
             try:
-                mode = self.c.sftp().stat(str(path)).st_mode
-            except OSError:  # gone, or not ours to see: `test` says false too
-                return False
+                with self.sftp() as sftp:
+                    mode = sftp.stat(str(path)).st_mode
+            except OSError as exc:
+                if exc.errno in NOT_THERE:  # gone, or not ours to see: `test` says false too
+                    return False
+                raise self.sftp_failed(f"looking for {path}", exc) from None
             return STAT_KINDS[kind](mode)
         return self.run(["test", kind, str(path)], check=False).exited == 0
 
@@ -260,13 +287,37 @@ class Target:
         """The folder's absolute path with its symlinks resolved (`cd path && pwd -P`; relative to
         the login folder), or "" when it is no folder."""
         if self.remote:
-            sftp = self.c.sftp()
             try:
-                resolved = sftp.normalize(str(path or "."))
-                return resolved if stat.S_ISDIR(sftp.stat(resolved).st_mode) else ""
-            except OSError:
-                return ""
+                with self.sftp() as sftp:
+                    resolved = sftp.normalize(str(path or "."))
+                    return resolved if stat.S_ISDIR(sftp.stat(resolved).st_mode) else ""
+            except OSError as exc:
+                if exc.errno in NOT_THERE:
+                    return ""
+                raise self.sftp_failed(f"looking for the folder {path}", exc) from None
         return self.run(["sh", "-c", 'cd "$1" 2>/dev/null && pwd -P', "sh", path or "."], check=False).stdout.strip()
+
+    @contextlib.contextmanager
+    def sftp(self):
+        """The connection's SFTP session, opened again if the connection was (Fabric reconnects a
+        dropped connection for the next command, but keeps its dead SFTP client); a Ctrl-C or
+        SIGTERM meanwhile is noted, never raised half-way through a request (the session would
+        be out of step for the rollback that follows)."""
+        c = self.c
+        current = getattr(c, "_sftp", None)  # (Fabric's cache of it)
+        if current is not None:
+            channel = current.get_channel()
+            if channel is None or channel.closed or not channel.get_transport().is_active():
+                c._sftp = None
+        if not c.is_connected:
+            c.open()
+        with stops_only_noted():
+            yield c.sftp()
+        check_stop()
+
+    def sftp_failed(self, what, exc):
+        return RemigrateError(f"{what} on {self.name} over SFTP failed: {exc.strerror or exc} "
+                              "(check the SSH connection and that the host's sshd offers the sftp subsystem)")
 
     @property
     def home(self):
@@ -309,7 +360,8 @@ class Target:
     def read_text(self, path):
         if self.remote:
             buf = io.BytesIO()
-            self.c.get(str(path), buf)
+            with self.sftp():  # (the transfer uses the session this makes sure of)
+                self.c.get(str(path), buf)
             return buf.getvalue().decode("utf-8")
         with open(path, encoding="utf-8") as fh:
             return fh.read()
@@ -320,20 +372,25 @@ class Target:
         data = text.encode("utf-8")
         final, path = str(path), (f"{path}.tmp" if replace else str(path))
         if self.remote:
-            # Over the open SFTP session (no new SSH session per file): made 0600 before a byte is
-            # written (and the folders we write into are 0700), then renamed over the old one.
-            sftp = self.c.sftp()
-            if replace:
-                with contextlib.suppress(OSError):
-                    sftp.remove(path)
-            with sftp.open(path, "wbx") as fh:
-                fh.chmod(0o600)
-                fh.write(data)
-            if replace:
-                try:
-                    sftp.posix_rename(path, final)  # atomic, over an existing file (OpenSSH's extension)
-                except OSError:  # a server without it (SFTP's own rename never replaces): mv does it atomically
-                    self.run(["mv", "-f", "--", path, final])
+            try:
+                with self.sftp() as sftp:
+                    if replace:  # left by a run killed half-way
+                        with contextlib.suppress(OSError):
+                            sftp.remove(path)
+                    write_private_sftp(sftp, path, data)
+                    if replace:
+                        try:
+                            sftp.posix_rename(path, final)  # atomic, over an existing file (OpenSSH's extension)
+                        except OSError:  # a server without it (SFTP's own rename never replaces)
+                            pass
+                        else:
+                            return
+            except OSError as exc:
+                if not replace and exc.errno is None and self.exists(path):  # SFTP v3 says only "Failure"
+                    raise RemigrateError(f"writing {final} on {self.name}: it exists already") from None
+                raise self.sftp_failed(f"writing {final}", exc) from None
+            if replace:  # mv does it atomically
+                self.run(["mv", "-f", "--", path, final], what=f"putting {final} in place")
             return
         if replace and os.path.exists(path):
             os.unlink(path)

@@ -258,8 +258,10 @@ def open_application_sessions(case):
 
 
 def sessions_left_working(case, sessions):
-    """The sessions that still work after the swap (it must end them all) and those still on the server."""
+    """The sessions that still work after the swap (it must end them all) and those still on the
+    server (asked before ours are closed)."""
     pids = [c.info.backend_pid for c in sessions.values()]
+    alive = case.query("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)) if pids else []
     working = []
     for label, conn in sessions.items():
         try:
@@ -268,7 +270,6 @@ def sessions_left_working(case, sessions):
         except psycopg.OperationalError:
             pass
         conn.close()
-    alive = case.query("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)) if pids else []
     return working + [f"server pid {pid}" for (pid,) in alive]
 
 
@@ -424,7 +425,8 @@ def test_fake_is_refused_when_the_live_schema_drifted_by_hand_and_nothing_change
 def test_a_fake_meeting_an_open_application_transaction_gives_up_and_changes_nothing(case):
     """The renames need the tables to themselves: an application's transaction that holds a lock
     on a renamed table makes the fake give up (lock timeout) and roll back, not hang nor end the
-    application's session; once the transaction ends, the fake runs."""
+    application's session; once the transaction ends, nothing of that run is in the way: the
+    plan offers the fake again."""
     before = everything_of(case)
     app = case.pg_db.connect()
     try:

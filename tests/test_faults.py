@@ -361,6 +361,9 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
     checks = query(pg_case, f"SELECT has_table_privilege('{role}', 'planner_keyword', 'SELECT'), "
                             f"has_sequence_privilege('{role}', pg_get_serial_sequence('planner_contentidea', 'id'), 'USAGE')")
     assert checks == [(True, True)]
+    pg_case.damage([f'REVOKE SELECT ON planner_keyword FROM "{role}"'])  # lost later: the later check names it
+    out = run_inv("verify", *common(pg_case), env=pg_case.env)
+    assert out.returncode == 1 and f"grant SELECT on planner_keyword to {role} is gone" in out.stdout, out.stdout
 
 
 def held_locks(db):

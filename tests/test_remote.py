@@ -155,8 +155,9 @@ def test_two_hosts_the_second_failing_preflight_leaves_it_untouched(ssh, tmp_pat
     assert f"{HOST}    reset  ok" in summary and f"{HOST}-2  reset  FAILED: remigrate: error: project folder" in summary
 
 
-# Rollback and resume after a kill are each proven on both engines locally (test_reset.py); here
-# what is remote: the SSH connection dying with the client mid-load, on one engine each.
+# Resume after a kill is proven on both engines locally (test_reset.py), rollback after a kill
+# on SQLite there and on PostgreSQL between drop and create (test_faults.py); here what is remote:
+# the SSH connection dying with the client mid-load, on one engine each.
 @pytest.mark.parametrize("host_case, finish", [("postgresql", "rollback"), ("sqlite", "resume")], indirect=["host_case"])
 def test_connection_dropped_during_the_load_then_the_host_is_recovered(ssh, host_case, finish):
     engine, project, rows, db = host_case
@@ -207,7 +208,8 @@ def test_deployed_new_history_resets_only_the_database(ssh, host_case, tmp_path,
             old.unlink()
         for new in migrations.glob("0*"):  # the carried-over migration's data file comes along
             shutil.copyfile(new, target / new.name)
-    # the old history is gone from the host: its removed model's table is named to drop
+    out = fab(ssh, "reset", "--project-dir", str(project), *REMOVE, "--yes", "--no-fetch")
+    assert out.returncode == 1 and "--drop-table" in out.stderr  # the old history is gone from the host
     out = fab(ssh, "reset", "--project-dir", str(project), "--drop-table", WF_TABLE, "--yes", "--no-fetch")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "already a fresh history" in out.stdout
@@ -265,6 +267,7 @@ def test_files_written_on_a_host_are_private_and_replaced_whole(ssh, tmp_path):
 
     from fabric import Config, Connection
 
+    from tasks.console import RemigrateError
     from tasks.target import Target
 
     with Connection(HOST, config=Config(runtime_ssh_path=str(ssh.ssh_config))) as c:
@@ -275,7 +278,7 @@ def test_files_written_on_a_host_are_private_and_replaced_whole(ssh, tmp_path):
         path = folder / "journal.json"
         t.write_private(path, '{"phase": "backup"}')
         assert path.read_text() == '{"phase": "backup"}' and stat.S_IMODE(path.stat().st_mode) == 0o600
-        with pytest.raises(OSError):
+        with pytest.raises(RemigrateError, match="journal.json on remigrate-test-host: it exists already"):
             t.write_private(path, "over it")  # only with replace
         t.write_private(path, '{"phase": "load"}', replace=True)
         assert path.read_text() == '{"phase": "load"}' and stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -286,3 +289,17 @@ def test_files_written_on_a_host_are_private_and_replaced_whole(ssh, tmp_path):
         assert t.real_dir(str(tmp_path / "link")) == str(folder.resolve())
         assert t.real_dir(str(path)) == "" and t.real_dir(str(folder / "gone")) == ""
         assert t.home == pwd.getpwnam(ssh.user).pw_dir
+        # 0600 from the OPEN request itself, before any chmod (paramiko's own open sends no mode)
+        from paramiko.sftp_file import SFTPFile
+        from tasks.target import write_private_sftp
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(SFTPFile, "chmod", lambda self, mode: None)
+            with t.sftp() as sftp:
+                write_private_sftp(sftp, str(folder / "pgpass"), b"*:*:*:*:secret")
+        assert stat.S_IMODE((folder / "pgpass").stat().st_mode) == 0o600
+        # a dead SFTP session (the connection dropped and came back) is opened again, not taken for "no file"
+        c.sftp().close()
+        assert t.exists(path, "-f") and t.real_dir(str(folder)) == str(folder.resolve())
+        t.write_private(path, "{}", replace=True)
+        assert path.read_text() == "{}"

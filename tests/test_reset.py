@@ -103,7 +103,8 @@ def test_full_reset_keeps_every_row_and_leaves_one_fresh_history(seeded):
     # the full-text table included, though no model describes them.
     assert data_rows(seeded) == before_rows
     assert len(before_rows["igny8_cache"]) == 4 and len(before_rows["system_legacyflag"]) == 4
-    assert "carried: made view system_setting_keys" in out.stdout  # the plan said what it carries
+    # the plan said what it carries, and from which migration
+    assert "0004_reporting_view_and_prompt_search" in out.stdout and "carried: made view system_setting_keys" in out.stdout
     assert "a fresh install from the new history equals one from the old history" in out.stdout
     assert query(seeded, "SELECT * FROM system_setting_keys ORDER BY 1") == view  # the live view is back, same rows
     if seeded.engine == "sqlite":
@@ -259,7 +260,8 @@ def kill_reset_at(case, phase):
 
 
 def test_kill_during_the_load_then_rollback_puts_everything_back(sqlite_case):
-    """(PostgreSQL killed mid-rebuild: test_faults' kill between drop and create.)"""
+    """(PostgreSQL: killed between drop and create in test_faults, the connection dropped during
+    the load, then rolled back, in test_remote.)"""
     seeded = sqlite_case
     before_all, files = seeded.rows(), tree_digest(seeded.project)
     journal = kill_reset_at(seeded, "load")

@@ -264,6 +264,10 @@ def test_fake_without_a_backup_needs_the_database_name_and_rolls_back_in_place(s
     assert query(seeded, "SELECT id, app, name, applied FROM django_migrations ORDER BY id") != history
     out = run_inv("restore", *common(seeded), "--backup", newest.name, "--yes", env=seeded.env)
     assert out.returncode == 1 and "holds no database dump (a fake reset run with --no-backup)" in out.stderr, out.stderr
+    out = run_inv("restore", *common(seeded), "--yes", env=seeded.env)  # the newest is never passed over unasked
+    assert out.returncode == 1 and "does not hold the whole database" in out.stderr, out.stderr
+    assert (f"the newest that can is {bundle.name}: name it with --backup" if seeded.engine == "sqlite"
+            else "no bundle here can; take one with `inv backup`") in out.stderr, out.stderr
     out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "undone in place" in out.stdout
