@@ -137,12 +137,9 @@ class Project:
             if t.run(["sh", "-c", 'command -v "$1"', "sh", path], check=False).exited != 0:
                 raise RemigrateError(f"interpreter {explicit} not found on {t.name}; pass --python with the project's Python")
             return path
-        for base in (self.dir, posixpath.dirname(self.dir)):
-            for venv in VENV_CANDIDATES:
-                candidate = posixpath.join(base, venv, "bin", "python")
-                if t.exists(candidate, "-x"):
-                    return candidate
-        return "python3" if t.remote else sys.executable
+        found = t.first_executable([posixpath.join(base, venv, "bin", "python")
+                                    for base in (self.dir, posixpath.dirname(self.dir)) for venv in VENV_CANDIDATES])
+        return found or ("python3" if t.remote else sys.executable)
 
     def _load_env_file(self, env_file):
         if not env_file:

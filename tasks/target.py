@@ -283,6 +283,12 @@ class Target:
             return STAT_KINDS[kind](mode)
         return self.run(["test", kind, str(path)], check=False).exited == 0
 
+    def first_executable(self, paths):
+        """The first of `paths` that `test -x` passes, or None (one command for them all)."""
+        found = self.run(["sh", "-c", 'for p; do if [ -x "$p" ]; then printf %s "$p"; exit 0; fi; done; exit 1', "sh",
+                          *paths], check=False)
+        return found.stdout.strip() if found.exited == 0 and found.stdout.strip() in paths else None
+
     def real_dir(self, path):
         """The folder's absolute path with its symlinks resolved (`cd path && pwd -P`; relative to
         the login folder), or "" when it is no folder."""

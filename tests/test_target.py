@@ -49,3 +49,16 @@ def test_parallel_waits_for_every_command_and_fails_if_any_fails():
     assert subprocess.run(parallel(["sh", "-c", "sleep 0.3; exit 3"], ["true"]), shell=True).returncode != 0
     out = subprocess.run(parallel(["sh", "-c", "sleep 0.2; echo late"], ["echo", "early"]), shell=True, capture_output=True)
     assert out.stdout.split() == [b"early", b"late"]
+
+
+def test_the_first_executable_of_several_is_found_in_one_command(tmp_path):
+    import invoke
+
+    plain, runnable, later = tmp_path / "a" / "python", tmp_path / "b dir" / "python", tmp_path / "c" / "python"
+    for path, mode in ((plain, 0o644), (runnable, 0o755), (later, 0o755)):
+        path.parent.mkdir()
+        path.write_text("#!/bin/sh\n")
+        path.chmod(mode)
+    t = Target(invoke.Context())
+    assert t.first_executable([str(tmp_path / "gone"), str(plain), str(runnable), str(later)]) == str(runnable)
+    assert t.first_executable([str(plain), str(tmp_path / "gone")]) is None
