@@ -111,6 +111,15 @@ def write_private_sftp(sftp, path, data):
         raise OSError(f"{path} holds {written} bytes of {len(data)}")
 
 
+# Prints "folder<TAB>owner.json" for every scratch folder of ours, "folder<TAB>{}" for ours that
+# lost their owner mark over an hour ago (Target.remove_dead_private_dirs judges them).
+DEAD_DIRS_SCAN = ('for d in "${TMPDIR:-/tmp}"/remigrate.*; do '
+                  'if [ -f "$d/owner.json" ]; then printf "%s\\t%s\\n" "$d" "$(cat "$d/owner.json")"; '
+                  'elif [ -O "$d" ] && [ -f "$d/remigrate_probe.py" ] && '
+                  '[ -n "$(find "$d" -maxdepth 0 -mmin +60)" ]; then printf "%s\\t{}\\n" "$d"; fi; '
+                  'done; true')
+
+
 # `test` kinds that a stat answers, for a host (Target.exists): a symlink is followed, as by `test`
 STAT_KINDS = {"-e": lambda mode: True, "-f": stat.S_ISREG, "-d": stat.S_ISDIR}
 NOT_THERE = (errno.ENOENT, errno.EACCES, errno.ENOTDIR)  # what paramiko makes of "no such file", "permission denied"
@@ -334,22 +343,26 @@ class Target:
 
     def make_private_dir(self):
         """A 0700 scratch folder for one task (it may hold a pgpass file), marked with its owner so
-        that a later run removes it if this one is killed before it can."""
-        self.remove_dead_private_dirs()
-        path = self.run(["mktemp", "-d", "-t", "remigrate.XXXXXXXX"], what="creating a private temporary folder").stdout.strip()
+        that a later run removes it if this one is killed before it can. (One command looks for
+        the dead runs' folders and makes this one: on a host, each command is an SSH session.)"""
+        found = self.run(["sh", "-c", f'{DEAD_DIRS_SCAN}; printf "%s\\n" "$(mktemp -d -t remigrate.XXXXXXXX)"'],
+                         what="creating a private temporary folder")
+        *lines, path = found.stdout.splitlines() or [""]
+        if not path.startswith("/"):
+            raise RemigrateError(f"could not create a private temporary folder on {self.name} (mktemp -d): "
+                                 f"{found.stderr.strip()[:200] or 'no folder made'}")
+        self._remove_dead(lines)
         self.write_private(f"{path}/{OWNER}", json.dumps(owner_mark()))
         return path
 
     def remove_dead_private_dirs(self):
         """Scratch folders of runs of this machine whose process is gone (killed with kill -9), and
         ours that lost their owner mark (a removal cut short) and were left for an hour."""
-        found = self.run(["sh", "-c", 'for d in "${TMPDIR:-/tmp}"/remigrate.*; do '
-                                      'if [ -f "$d/owner.json" ]; then printf "%s\\t%s\\n" "$d" "$(cat "$d/owner.json")"; '
-                                      'elif [ -O "$d" ] && [ -f "$d/remigrate_probe.py" ] && '
-                                      '[ -n "$(find "$d" -maxdepth 0 -mmin +60)" ]; then printf "%s\\t{}\\n" "$d"; fi; '
-                                      'done; true'], check=False)
+        self._remove_dead(self.run(["sh", "-c", DEAD_DIRS_SCAN], check=False).stdout.splitlines())
+
+    def _remove_dead(self, lines):
         me = owner_mark()
-        for line in found.stdout.splitlines():
+        for line in lines:
             folder, _, text = line.partition("\t")
             try:
                 owner = json.loads(text)
