@@ -631,14 +631,13 @@ def reset_bundle(project, folder, wanted, nothing):
     resets = [b for b in B.of_database(everything, project.identity()) if b["manifest"].get("kind") == "reset"]
     chosen = B.pick_bundle(resets)
     if not chosen:
-        mine = B.of_database(everything, project.identity())
-        others = sorted({B.describe_identity(B.identity_of(b["manifest"])) for b in everything if b.get("manifest")}
-                        - {B.describe_identity(project.identity())})
-        kinds = collections.Counter(b["manifest"].get("kind", "?") for b in mine)
+        this = B.describe_identity(project.identity())
+        kinds = collections.Counter(b["manifest"].get("kind", "?") for b in B.of_database(everything, project.identity()))
+        others = sorted({B.describe_identity(B.identity_of(b["manifest"])) for b in everything if b.get("manifest")} - {this})
         where = (f" (this database's bundles there: {', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}; "
-                 "none of a reset that can be used)" if mine
+                 "none of a reset that can be used)" if kinds
                  else f" (the bundles there are of {'; '.join(others)})" if others else "")
-        raise RemigrateError(f"no reset bundle of {B.describe_identity(project.identity())} in {folder}; {nothing}{where}")
+        raise RemigrateError(f"no reset bundle of {this} in {folder}; {nothing}{where}")
     return chosen["manifest"], chosen["path"]
 
 

@@ -6,6 +6,7 @@ Commands are argv lists quoted once here; environment values travel as `env K=V`
 """
 import contextlib
 import errno
+import functools
 import io
 import json
 import os
@@ -109,6 +110,16 @@ def write_private_sftp(sftp, path, data):
     written = sftp.stat(path).st_size
     if written != len(data):
         raise OSError(f"{path} holds {written} bytes of {len(data)}")
+
+
+def replaced_over_sftp(sftp, path, final):
+    """Rename `path` over `final` atomically with OpenSSH's posix-rename extension; False where
+    the server has none."""
+    try:
+        sftp.posix_rename(path, final)
+    except OSError:
+        return False
+    return True
 
 
 # Prints "folder<TAB>owner.json" for every scratch folder of ours, "folder<TAB>{}" for ours that
@@ -239,7 +250,6 @@ class Target:
     def __init__(self, c):
         self.c = c
         self.remote = hasattr(c, "sftp") and hasattr(c, "host")
-        self._home = None
         self.name = getattr(c, "original_host", None) or c.host if self.remote else "local"
         if self.remote and not c.is_connected:
             check_host_keys(c)
@@ -282,14 +292,8 @@ class Target:
         """`test kind path`. On a host, the kinds a stat answers (-e, -f, -d) are asked over the
         open SFTP session: a command costs a new SSH session (and the login shell's rc files)."""
         if self.remote and kind in STAT_KINDS:
-            try:
-                with self.sftp() as sftp:
-                    mode = sftp.stat(str(path)).st_mode
-            except OSError as exc:
-                if exc.errno in NOT_THERE:  # gone, or not ours to see: `test` says false too
-                    return False
-                raise self.sftp_failed(f"looking for {path}", exc) from None
-            return STAT_KINDS[kind](mode)
+            _path, mode = self._remote_stat(str(path), f"looking for {path}")
+            return mode is not None and STAT_KINDS[kind](mode)
         return self.run(["test", kind, str(path)], check=False).exited == 0
 
     def first_executable(self, paths):
@@ -302,15 +306,23 @@ class Target:
         """The folder's absolute path with its symlinks resolved (`cd path && pwd -P`; relative to
         the login folder), or "" when it is no folder."""
         if self.remote:
-            try:
-                with self.sftp() as sftp:
-                    resolved = sftp.normalize(str(path or "."))
-                    return resolved if stat.S_ISDIR(sftp.stat(resolved).st_mode) else ""
-            except OSError as exc:
-                if exc.errno in NOT_THERE:
-                    return ""
-                raise self.sftp_failed(f"looking for the folder {path}", exc) from None
+            resolved, mode = self._remote_stat(str(path or "."), f"looking for the folder {path}", resolve=True)
+            return resolved if mode is not None and stat.S_ISDIR(mode) else ""
         return self.run(["sh", "-c", 'cd "$1" 2>/dev/null && pwd -P', "sh", path or "."], check=False).stdout.strip()
+
+    def _remote_stat(self, path, what, resolve=False):
+        """(path, its mode) on the host over SFTP, the path first resolved by the server's realpath
+        with `resolve`; the mode is None where `test` would say no (gone, or not ours to see), any
+        other failure an error naming the host and `what`."""
+        try:
+            with self.sftp() as sftp:
+                if resolve:
+                    path = sftp.normalize(path)
+                return path, sftp.stat(path).st_mode
+        except OSError as exc:
+            if exc.errno in NOT_THERE:
+                return path, None
+            raise self.sftp_failed(what, exc) from None
 
     @contextlib.contextmanager
     def sftp(self):
@@ -334,12 +346,10 @@ class Target:
         return RemigrateError(f"{what} on {self.name} over SFTP failed: {exc.strerror or exc} "
                               "(check the SSH connection and that the host's sshd offers the sftp subsystem)")
 
-    @property
+    @functools.cached_property
     def home(self):
         """The home folder of the user the commands run as (asked once)."""
-        if self._home is None:
-            self._home = self.run(["sh", "-c", 'printf %s "$HOME"'], check=False).stdout.strip() or "/tmp"
-        return self._home
+        return self.run(["sh", "-c", 'printf %s "$HOME"'], check=False).stdout.strip() or "/tmp"
 
     def make_private_dir(self):
         """A 0700 scratch folder for one task (it may hold a pgpass file), marked with its owner so
@@ -397,18 +407,12 @@ class Target:
                         with contextlib.suppress(OSError):
                             sftp.remove(path)
                     write_private_sftp(sftp, path, data)
-                    if replace:
-                        try:
-                            sftp.posix_rename(path, final)  # atomic, over an existing file (OpenSSH's extension)
-                        except OSError:  # a server without it (SFTP's own rename never replaces)
-                            pass
-                        else:
-                            return
+                    in_place = not replace or replaced_over_sftp(sftp, path, final)
             except OSError as exc:
                 if not replace and exc.errno is None and self.exists(path):  # SFTP v3 says only "Failure"
                     raise RemigrateError(f"writing {final} on {self.name}: it exists already") from None
                 raise self.sftp_failed(f"writing {final}", exc) from None
-            if replace:  # mv does it atomically
+            if not in_place:  # a server without posix-rename (SFTP's own rename never replaces): mv does it atomically
                 self.run(["mv", "-f", "--", path, final], what=f"putting {final} in place")
             return
         if replace and os.path.exists(path):

@@ -266,9 +266,11 @@ def test_files_written_on_a_host_are_private_and_replaced_whole(ssh, tmp_path):
     import stat
 
     from fabric import Config, Connection
+    from paramiko import SFTPClient
+    from paramiko.sftp_file import SFTPFile
 
     from tasks.console import RemigrateError
-    from tasks.target import Target
+    from tasks.target import Target, write_private_sftp
 
     with Connection(HOST, config=Config(runtime_ssh_path=str(ssh.ssh_config))) as c:
         t = Target(c)
@@ -290,9 +292,6 @@ def test_files_written_on_a_host_are_private_and_replaced_whole(ssh, tmp_path):
         assert t.real_dir(str(path)) == "" and t.real_dir(str(folder / "gone")) == ""
         assert t.home == pwd.getpwnam(ssh.user).pw_dir
         # 0600 from the OPEN request itself, before any chmod (paramiko's own open sends no mode)
-        from paramiko.sftp_file import SFTPFile
-        from tasks.target import write_private_sftp
-
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(SFTPFile, "chmod", lambda self, mode: None)
             with t.sftp() as sftp:
@@ -303,3 +302,12 @@ def test_files_written_on_a_host_are_private_and_replaced_whole(ssh, tmp_path):
         assert t.exists(path, "-f") and t.real_dir(str(folder)) == str(folder.resolve())
         t.write_private(path, "{}", replace=True)
         assert path.read_text() == "{}"
+        # a server without posix-rename: the file is still replaced whole (by mv), and stays 0600
+        def no_posix_rename(self, old, new):
+            raise OSError("posix-rename@openssh.com is not supported")
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(SFTPClient, "posix_rename", no_posix_rename)
+            t.write_private(path, '{"phase": "swap"}', replace=True)
+        assert path.read_text() == '{"phase": "swap"}' and stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert sorted(p.name for p in folder.iterdir()) == ["journal.json", "pgpass"]
