@@ -635,7 +635,8 @@ def reset_bundle(project, folder, wanted, nothing):
         kinds = collections.Counter(b["manifest"].get("kind", "?") for b in B.of_database(everything, project.identity()))
         others = sorted({B.describe_identity(B.identity_of(b["manifest"])) for b in everything if b.get("manifest")} - {this})
         where = (f" (this database's bundles there: {', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}; "
-                 "none of a reset that can be used)" if kinds
+                 "none of a reset that can be used" + ("; `inv restore` puts a plain backup back" if kinds.get("backup") else "")
+                 + ")" if kinds
                  else f" (the bundles there are of {'; '.join(others)})" if others else "")
         raise RemigrateError(f"no reset bundle of {this} in {folder}; {nothing}{where}")
     return chosen["manifest"], chosen["path"]

@@ -135,7 +135,8 @@ def test_backups_lists_bundles_and_names_never_collide(sqlite_project, tmp_path)
     assert out.stdout.count("ok (sizes match)") == 2 and "sqlite" in out.stdout
     # a rollback (or a later verify) needs a reset's bundle, and says these are not
     out = run_inv("rollback", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), "--yes", env=env)
-    assert out.returncode == 1 and "this database's bundles there: 2 backup; none of a reset that can be used" in out.stderr, out.stderr
+    assert out.returncode == 1 and ("this database's bundles there: 2 backup; none of a reset that can be used; "
+                                    "`inv restore` puts a plain backup back") in out.stderr, out.stderr
 
 
 def test_restore_by_name_picks_that_bundle(seeded, tmp_path):
