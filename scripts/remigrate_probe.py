@@ -804,7 +804,19 @@ def cmd_plan(opts):
                       for t in [m._meta.db_table]})
     history = sorted(f"{label}.{model.name}" for (label, _), model in state.models.items())
     return {"apps": own, "special_operations": special, "removals": removals, "model_tables": current,
-            "history_models": history, "pending": pending_changes(loader, removals)}
+            "history_models": history, "pending": pending_changes(loader, removals), "other_databases": other_databases()}
+
+
+def other_databases():
+    """Aliases of DATABASES that name another database than the default one (a replica alias of
+    the same database is not another): a reset rewrites the history of the default one only."""
+    from django.conf import settings
+
+    def where(conf):
+        return (conf.get("ENGINE"), str(conf.get("NAME")), conf.get("HOST") or "", str(conf.get("PORT") or ""))
+    default = settings.DATABASES.get("default", {})
+    return sorted(alias for alias, conf in settings.DATABASES.items()
+                  if alias != "default" and where(conf) != where(default))
 
 
 def models_ever(loader):
@@ -968,9 +980,21 @@ def cmd_check_url(opts):
     import urllib.error
     import urllib.request
 
-    (url,) = opts.args
+    import base64
+    import urllib.parse
+
+    (path,) = opts.args  # a private file holds the URL: it may carry a password
+    given = Path(path).read_text(encoding="utf-8").strip()
+    parts = urllib.parse.urlsplit(given)
+    request_url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+    url = urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
+                                                 + (f":{parts.port}" if parts.port else ""))) if parts.password else given
+    request = urllib.request.Request(request_url)
+    if parts.username is not None:  # user:password@ in a URL is HTTP basic authentication, not part of the host
+        pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode("ascii"))
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:
             return {"status": response.status, "body": response.read(500).decode("utf-8", "replace")}
     except urllib.error.HTTPError as exc:
         raise ProbeError(f"--check-url {url} answered {exc.code} {exc.reason}")

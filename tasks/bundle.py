@@ -15,6 +15,7 @@ import re
 VERSION = "0.1.0"
 FORMAT = 1
 MANIFEST = "manifest.json"
+JOURNAL = "journal.json"  # a reset's record of its phases, in its bundle
 MIGRATIONS_ARCHIVE = "migrations.tar.gz"
 PARTIAL_SUFFIX = ".partial"
 PENDING_CHECK = "pending: checked while the new database is built, before it replaces the live one"

@@ -869,6 +869,7 @@ class Postgres(Engine):
             journal("drop")
             self.check_lock()
             if self.exists():
+                self.refuse_a_stranger(journal.data, "then run `inv reset --resume` or `inv rollback`")
                 self.drop()
             inject_fault("dropped")  # the moment with no database at all
         if self.exists(self.beside):  # left by a run that died while building
@@ -882,6 +883,16 @@ class Postgres(Engine):
         self.load(dump, manifest, skip)
         journal("content-types")
         self.project.probe("content-types", what="adding content types of new models", db_name=self.beside)
+
+    def refuse_a_stranger(self, journal, then):
+        """A database under the live name that is neither the one the run replaces nor the one it
+        built (made by someone, or restored by hand, while the run was interrupted) is never
+        dropped: the run stops and says so."""
+        ours = {journal.get("live_oid"), journal.get("build_oid")} - {None}
+        if ours and self.exists() and self.oid() not in ours:
+            raise RemigrateError(f"a database named {self.db.name} was created by someone else while the reset ran (it is "
+                                 "neither the one the reset dropped nor the one it built); it was left as it is: move it "
+                                 f"away (ALTER DATABASE ... RENAME), {then}")
 
     def oid(self, name=None):
         """The database's oid ('' when there is none by that name)."""
@@ -931,7 +942,8 @@ class Postgres(Engine):
                                  "neither the one the reset kept nor the one it built); it was left as it is: move it "
                                  "away (ALTER DATABASE ... RENAME), then run `inv rollback`")
         if now == build_oid:  # the application may have written to it since the swap: set aside, never dropped
-            journal["rejected"] = self.set_aside(self.db.name, rejected_name(self.db.name, journal.get("run_id", "run")))
+            journal["rejected"] = self.set_aside(self.db.name, self.rejected_path(journal.get("run_id", "run")))
+            inject_fault("rollback-set-aside")  # the moment with the live name free, the kept one not yet renamed
         if self.exists(self.beside):
             self.drop(self.beside)
         if self.oid(keep) == live_oid:
@@ -968,6 +980,9 @@ class Postgres(Engine):
         self.target.write_private(toc, table_entries(listing, tables), replace=True)
         self.tool(["pg_restore", "--exit-on-error", "--single-transaction", f"--use-list={toc}",
                    *pg_conn_args(self.db), dump], what="bringing the dropped tables back from the backup")
+
+    def rejected_path(self, run_id):
+        return rejected_name(self.db.name, run_id)
 
     def kept_exists(self, name):
         return self.exists(name)
@@ -1079,11 +1094,7 @@ class Postgres(Engine):
         if self.undo_swap(journal or {}):
             return "renamed"
         dump = posixpath.join(bundle_path, manifest["dump"]["file"])
-        ours = {(journal or {}).get("live_oid"), (journal or {}).get("build_oid")} - {None}
-        if ours and self.exists() and self.oid() not in ours:
-            raise RemigrateError(f"a database named {self.db.name} was created by someone else while the reset ran (it is "
-                                 "neither the one the reset dropped nor the one it built); it was left as it is: move it "
-                                 "away (ALTER DATABASE ... RENAME), then run `inv rollback`")
+        self.refuse_a_stranger(journal or {}, "then run `inv rollback`")
         for name in (self.beside, self.db.name):  # whatever the reset left (half-built, new schema) goes
             if self.exists(name):
                 self.drop(name)
@@ -1250,6 +1261,9 @@ class Sqlite(Engine):
     def kept_path(self, run_id):
         return f"{self.db.name}.remigrate-old-{run_id}"
 
+    def rejected_path(self, run_id):
+        return f"{self.db.name}.remigrate-rejected-{run_id}"
+
     def room_for_copy(self):
         folder = posixpath.dirname(self.db.name) or "."
         return self.project.probe("free-space", folder, what="measuring free disk")["free_bytes"], folder
@@ -1260,7 +1274,7 @@ class Sqlite(Engine):
         if not keep or not self.target.exists(keep, "-f"):
             return False
         self._clear_new()
-        rejected = f"{self.db.name}.remigrate-rejected-{journal.get('run_id', 'run')}"
+        rejected = self.rejected_path(journal.get("run_id", "run"))
         done = self.project.probe("sqlite-swap", keep, self.db.name, "-", "", rejected, "unchecked",
                                   journal.get("kept_mode") or "", what="putting the kept file back")
         if done.get("set_aside"):  # the new file, with whatever the application wrote to it since the swap
@@ -1272,6 +1286,9 @@ class Sqlite(Engine):
         triggers, AUTOINCREMENT mark), in one transaction; nothing else is touched."""
         self.project.probe("sqlite-restore-tables", posixpath.join(bundle_path, manifest["dump"]["file"]), self.db.name,
                            *tables, what="bringing the dropped tables back from the backup")
+
+    def exists(self, name=None):
+        return self.target.exists(name or self.db.name, "-f")
 
     def kept_exists(self, name):
         return self.target.exists(name, "-f")

@@ -3,7 +3,8 @@
 problem. Unset in normal use, it does nothing. Two moments inside a phase: pause:swap-half (a
 PostgreSQL swap between its two renames) and pause:sqlite-linked (the probe's SQLite swap
 between keeping the live file under its second name and the replace), pause:sqlite-verify (the
-full read of a SQLite backup copy, before it starts)."""
+full read of a SQLite backup copy, before it starts), pause:rollback-set-aside (a rollback of a
+PostgreSQL swap between setting the new database aside and renaming the kept one back)."""
 import os
 import time
 

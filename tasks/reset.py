@@ -7,6 +7,7 @@ import posixpath
 import re
 import socket
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 from tasks import bundle as B
@@ -22,7 +23,7 @@ from tasks.history import show as show_history
 from tasks.history import summary as history_summary
 from tasks.project import open_project
 
-JOURNAL = "journal.json"
+JOURNAL = B.JOURNAL
 REPORT = "report.json"
 MAY_GROW = ("django_content_type", "auth_permission")  # new models get theirs after the load
 
@@ -45,6 +46,7 @@ class Plan:
     strategy: str = "rebuild"  # or "swap", "fake"
     fake: dict = None  # the fake strategy's proof: renames, differences, tables dropped
     no_backup: bool = False  # a fake's --no-backup: the dropped tables and the migration files only
+    other_databases: list = field(default_factory=list)  # DATABASES aliases of other databases, not reset
 
 
 
@@ -109,7 +111,8 @@ def make_plan(project, engine, remove_models_, drop_tables, accept=(), absorb_pe
     empty = sorted(t for t in unmodelled if not live[t])
     plan = Plan(apps=facts["apps"], removals=facts["removals"], drop_tables=list(drop_tables), orphans=orphans,
                 empty_orphans=empty, special=facts["special_operations"], stats=stats,
-                skip=named | set(empty), mode=mode, history=history, accept=list(accept))
+                skip=named | set(empty), mode=mode, history=history, accept=list(accept),
+                other_databases=facts.get("other_databases", []))
     plan.fake = fake.proof(plan)
     return plan
 
@@ -141,6 +144,11 @@ def show_plan(project, engine, plan, backup_dir):
         say(table(("model", "table", "rows"), rows))
     for t in plan.empty_orphans:
         warn(f"table {t} has no model and no rows: it is not rebuilt")
+    if plan.other_databases:
+        warn(f"the settings name other databases ({', '.join(plan.other_databases)}): only 'default' is reset; one "
+             "migrated with these apps keeps the old history in its django_migrations, so reset it too (a run with "
+             "its settings) or, once its schema matches, record the new history there with "
+             "`manage.py migrate --database ALIAS --fake`")
     show_history(plan.history)
     if plan.orphans:
         say(table(("table with rows but no model", "rows"), sorted(plan.orphans.items())))
@@ -348,9 +356,25 @@ def check_application(project, checks):
             raise RemigrateError(f"--check-command {checks['command']!r} failed (exit {out.exited}): "
                                  f"{lines[-1] if lines else 'no output'}")
         say(f"    --check-command {checks['command']!r}: exit 0")
-    if checks.get("url"):
-        answer = project.probe("check-url", checks["url"], what="--check-url")
-        say(f"    --check-url {checks['url']}: {answer['status']}")
+    if checks.get("url") and MASK in checks["url"]:  # a resumed run: the journal never held the URL's password
+        warn(f"--check-url {checks['url']} is not fetched by a resumed run (its password was not saved): fetch it yourself")
+    elif checks.get("url"):
+        path = posixpath.join(project.workdir, "check-url")  # (not in argv: it may hold a password)
+        project.target.write_private(path, checks["url"], replace=True)
+        answer = project.probe("check-url", path, what="--check-url")
+        say(f"    --check-url {masked_url(checks['url'])}: {answer['status']}")
+
+
+MASK = "***"
+
+
+def masked_url(url):
+    """The URL with the password of its user part (if any) hidden: what journals and output keep."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{host}"))
 
 
 # Phases from which the live database is no longer what the backup holds (a SQLite reset builds
@@ -390,9 +414,12 @@ def rollback(project, engine, manifest, bundle_path, database=True, journal=None
     if engine.recover(bundle_path, manifest, journal) == "renamed":
         say(f"    the {engine.name} database kept aside by the swap is back under its name (proven unchanged since "
             "the backup when it was set aside)")
-        if (journal or {}).get("rejected"):
+        set_aside = rejected_of(engine, journal or {})
+        if set_aside and journal is not None:  # (an earlier rollback killed after setting it aside did not record it)
+            journal["rejected"] = set_aside
+        if set_aside:
             say(f"    the new one, with whatever the application wrote to it since the swap, is kept as "
-                f"{journal['rejected']} (`inv cleanup` removes it)")
+                f"{set_aside} (`inv cleanup` removes it)")
         return
     after = engine.stats(content=True, digest=B.content_digest(manifest), against=(bundle_path, manifest))
     rows, clean = B.compare_counts(manifest["database"]["tables"], after["tables"])
@@ -402,6 +429,18 @@ def rollback(project, engine, manifest, bundle_path, database=True, journal=None
 
 
 FAKE_PROOF = "fake-proof.json"
+
+
+def rejected_of(engine, journal):
+    """The new database (or file) a rollback of this swap set aside, if it is there: named in the
+    journal, or found under the name the rollback gives it (a rollback killed just after setting
+    it aside had no chance to record it)."""
+    if journal.get("rejected"):
+        return None if journal.get("rejected_removed") else journal["rejected"]
+    if not journal.get("kept"):
+        return None
+    name = engine.rejected_path(journal.get("run_id", "run"))
+    return name if engine.kept_exists(name) else None
 
 
 def undo_fake(project, engine, manifest, bundle_path):
@@ -463,7 +502,8 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
             journal = Journal(project, bundle_path, run_id, {"remove_model": list(remove_model), "drop_table": list(drop_table)})
             journal.data["plan"] = {"apps": plan.apps, "removals": plan.removals, "drop_tables": plan.drop_tables,
                                     "skip": sorted(plan.skip), "mode": plan.mode, "special": plan.special,
-                                    "accept": plan.accept, "checks": plan.checks, "sessions": plan.sessions,
+                                    "accept": plan.accept, "sessions": plan.sessions,
+                                    "checks": {**plan.checks, **({"url": masked_url(plan.checks["url"])} if plan.checks.get("url") else {})},
                                     "strategy": plan.strategy}
             if plan.strategy == "swap":  # the name the live database keeps (renamed back by a rollback)
                 journal.data["kept"] = engine.kept_path(run_id)
@@ -777,6 +817,8 @@ def reset(c, remove_model=None, drop_table=None, yes=False, dry_run=False, resum
         engine.preflight()
         if no_backup is not None:
             confirm_no_backup(project, no_backup)
+        if check_url:
+            Secrets.add(urllib.parse.urlsplit(check_url).password)
         run_reset(project, engine, remove_model or [], drop_table or [], yes, dry_run, fetch=not no_fetch,
                   fetch_dir=fetch_dir, accept=accept_difference or [], absorb_pending=absorb_pending,
                   checks={"command": check_command, "url": check_url},
@@ -892,15 +934,17 @@ def cleanup_task(c, yes=False, project_dir=None, python=None, settings=None, env
             raise runlock.interrupted(project, holder, read_journal(project, holder["bundle"]).get("status", "running"))
         found = []  # (bundle, journal, which: "kept" or "rejected", name)
         for b in B.of_database(project.probe("list-bundles", folder), project.identity()):
-            for which in ("kept", "rejected"):
-                if b.get(which):
-                    journal = read_journal(project, b["path"])
-                    if engine.kept_exists(journal[which]):
-                        found.append((b, journal, which, journal[which]))
+            journal = read_journal(project, b["path"]) if b.get("kept") or b.get("rejected") or b.get("strategy") == "swap" else {}
+            for which, name in (("kept", b.get("kept") and journal.get("kept")), ("rejected", rejected_of(engine, journal))):
+                if name and engine.kept_exists(name):
+                    found.append((b, journal, which, name))
         if not found:
             ok(f"nothing to clean up: no database kept by a swap or set aside by a rollback of "
                f"{B.describe_identity(project.identity())}")
             return
+        if not engine.exists():  # a rollback of a swap killed between its two renames: these are all there is
+            raise RemigrateError(f"{project.db.name} is not there (a rollback of a swap that was interrupted?); run "
+                                 "`inv rollback` first; nothing was removed")
         what = {"kept": "the old one, kept by the swap", "rejected": "the new one, set aside by the rollback"}
         say(table(("bundle", "reset", "database", "which"), [(b["name"], j.get("status"), name, what[which])
                                                              for b, j, which, name in found]))

@@ -17,12 +17,15 @@ indexes, constraints and sequences, the migration files byte for byte.
 """
 import itertools
 import json
+import os
 import re
+import signal
 import subprocess
+import time
 
 import psycopg
 import pytest
-from conftest import NASTY_PASSWORD, PYTHON, PgDb, manage
+from conftest import NASTY_PASSWORD, PYTHON, REPO, PgDb, manage
 from servers import psycopg_admin
 from test_atelier import (APPS, REMOVED_MODEL, REMOVED_TABLE, Atelier, check, clean_child_env, differences, dirs_in,
                           filled_pg_template, filled_sqlite_file, make_case, migration_files, one_line_error, probe,
@@ -300,9 +303,25 @@ def test_swap_keeps_every_row_and_object_and_its_rollback_renames_the_old_databa
     kept = journal["kept"].rsplit("/", 1)[-1]  # SQLite: a file beside the database; PostgreSQL: a database
     assert kept in databases_of(case), f"the old database is not kept as {kept}: {databases_of(case)}"
 
+    if case.engine == "postgresql":  # a rollback killed between its two renames: no database under the live name
+        env = {**os.environ, **case.env, "REMIGRATE_FAULT": "pause:rollback-set-aside:60"}
+        killed = subprocess.Popen([PYTHON, "-m", "invoke", "rollback", "--project-dir", str(case.project), "--backup-dir",
+                                   str(case.backup_dir), "--yes"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not any("__remigrate_rejected_" in d for d in databases_of(case)) and time.monotonic() < deadline:
+            assert killed.poll() is None, "the rollback ended before setting the new database aside"
+            time.sleep(0.2)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+        assert case.pg_db.name not in databases_of(case), databases_of(case)
+        out = case.inv("cleanup", "--yes")  # the kept and the set-aside databases are all there is: never removed
+        assert out.returncode == 1 and "run `inv rollback` first" in out.stderr, out.stdout + out.stderr
+        assert len(databases_of(case)) == 2, databases_of(case)
     out = inv_rollback(case)
     assert "kept aside by the swap is back" in out.stdout, out.stdout[-2000:]
-    # The new database (the application may have written to it) is set aside, never dropped, until cleanup.
+    # The new database (the application may have written to it) is set aside, never dropped, until cleanup;
+    # found and named even when the rollback that set it aside was killed before recording it.
     assert "__remigrate_rejected_" in out.stdout or "remigrate-rejected-" in out.stdout, out.stdout[-2000:]
     assert len(databases_of(case)) == len(expected_databases(case)) + 1, databases_of(case)
     require_ok(case.inv("cleanup", "--yes"), "inv cleanup")

@@ -280,6 +280,18 @@ def test_killed_between_drop_and_create_then_rollback_recreates_the_database(pg_
     assert "unfinished: --resume or rollback" in listing.stdout, listing.stdout
     again = reset(seeded, *REMOVE, "--yes")
     assert again.returncode == 1 and "inv rollback" in again.stderr  # the next run names the way back
+    # a restore now would be dropped by the resume or undone by the rollback: refused, nothing made
+    out = run_inv("restore", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 1 and "inv rollback" in out.stderr and "nothing was restored" in out.stderr, out.stderr
+    assert dropped()
+    # a database someone made under the live name meanwhile is never dropped by the resume
+    with psycopg_admin(seeded.pg_db.cluster) as conn:
+        conn.execute(f'CREATE DATABASE "{seeded.pg_db.name}"')
+    out = reset(seeded, "--resume", "--yes")
+    assert out.returncode == 1 and "created by someone else" in out.stderr, out.stderr
+    assert not dropped()
+    with psycopg_admin(seeded.pg_db.cluster) as conn:
+        conn.execute(f'DROP DATABASE "{seeded.pg_db.name}"')
     out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert seeded.rows() == before and tree_digest(seeded.project) == files

@@ -191,9 +191,13 @@ def test_dry_run_changes_nothing(seeded):
     before_rows, files = seeded.rows(), tree_digest(seeded.project)
     db_file = seeded.project / "db.sqlite3"
     file_hash = hashlib.sha256(db_file.read_bytes()).hexdigest() if seeded.engine == "sqlite" else None
+    settings = seeded.project / "igny8_core" / "settings.py"  # a second database, and a replica alias of the first
+    settings.write_text(settings.read_text() + '\nDATABASES["archive"] = {"ENGINE": "django.db.backends.sqlite3", '
+                        '"NAME": "/nonexistent/archive.sqlite3"}\nDATABASES["replica"] = dict(DATABASES["default"])\n')
     out = reset(seeded, *REMOVE, "--dry-run")
     assert out.returncode == 0, out.stderr
     assert "dry run: nothing was changed" in out.stdout
+    assert "the settings name other databases (archive): only 'default' is reset" in out.stdout, out.stdout
     assert "site_building.WorkflowState" in out.stdout and "RunPython" in out.stdout
     assert seeded.rows() == before_rows and tree_digest(seeded.project) == files
     assert not (seeded.project.parent / "b").exists() or not bundles_in(seeded.project.parent / "b")

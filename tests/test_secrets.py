@@ -110,3 +110,47 @@ def test_the_scrubber_masks_whole_secrets_and_their_url_forms_and_never_mangles_
     url = "postgres://app:p%40ss%3Aw%2Fo%23r%25d%20%24HOME@db/x and p@ss:w/o#r%d $HOME"
     assert scrub(url, ["p@ss:w/o#r%d $HOME"]) == "postgres://app:***@db/x and ***"
     assert scrub("nothing here", ["", None]) == "nothing here"
+
+
+def test_the_check_url_password_is_sent_as_basic_auth_and_never_shown_saved_or_in_argv(sqlite_project, tmp_path):
+    """--check-url http://user:password@host/...: the password reaches the application as HTTP basic
+    authentication and nowhere else (not the output, the journal, or any process's argv)."""
+    import base64
+    import http.server
+    import json
+
+    password = "hunter2-pw"
+    heard = []
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802  (the standard library's name)
+            heard.append(self.headers.get("Authorization"))
+            good = self.headers.get("Authorization") == "Basic " + base64.b64encode(f"ops:{password}".encode()).decode()
+            self.send_response(200 if good else 401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    project, env = sqlite_project
+    url = f"http://ops:{password}@127.0.0.1:{server.server_address[1]}/health"
+    watcher = ArgvWatcher()
+    watcher.start()
+    try:
+        out = run_inv("reset", "--project-dir", str(project), "--backup-dir", str(tmp_path / "b"), "--remove-model",
+                      "site_building.WorkflowState", "--yes", "--check-url", url, env=env)
+    finally:
+        watcher.stop.set()
+        watcher.join()
+        server.shutdown()
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    assert heard and heard[-1].startswith("Basic ")
+    assert f"--check-url http://ops:***@127.0.0.1:{server.server_address[1]}/health: 200" in out.stdout, out.stdout[-2000:]
+    journal = (only_bundle_of(tmp_path / "b") / "journal.json").read_text()
+    assert "ops:***@" in json.loads(journal)["plan"]["checks"]["url"]
+    children = [c for c in watcher.seen if "-m invoke reset" not in c]  # (the command line typed holds it, as given)
+    assert any("remigrate_probe.py" in c for c in children), children
+    for text in (out.stdout, out.stderr, journal, *children):
+        assert password not in text
