@@ -1285,6 +1285,8 @@ def cmd_sqlite_load(opts):
                 if name in loaded:  # AUTOINCREMENT high-water marks survive, so ids are never reused
                     conn.execute("DELETE FROM main.sqlite_sequence WHERE name = ?", (name,))
                     conn.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES (?, ?)", (name, seq))
+        for header in ("user_version", "application_id"):  # the application's own marks in the file's header
+            conn.execute(f"PRAGMA main.{header} = {int(conn.execute(f'PRAGMA old.{header}').fetchone()[0])}")
         bad = conn.execute("PRAGMA main.foreign_key_check").fetchall()
         if bad:
             conn.execute("ROLLBACK")
@@ -1379,9 +1381,12 @@ def cmd_sqlite_swap(opts):
     finally:
         if conn is not None:
             conn.close()  # the lock was on the old file, which is gone now
-    if restore_mode and restore_mode.lower() not in ("delete", "memory", "off"):  # the mode it had when it was kept
+    # the journal mode the file had (WAL is the file's own: the application's readers and writers rely on it),
+    # when it was kept (a rollback) or in the live file it replaces (the swap: the new file was made in DELETE mode)
+    wanted = restore_mode if unchecked else (mode if conn is not None else None)
+    if wanted and wanted.lower() not in ("delete", "memory", "off"):
         with contextlib.closing(sqlite3.connect(live, isolation_level=None, timeout=30)) as again:
-            again.execute(f"PRAGMA journal_mode={restore_mode}")
+            again.execute(f"PRAGMA journal_mode={wanted}")
     return {"path": live, "checked": checked, "locked_seconds": round(time.monotonic() - started, 3),
             "mode": mode if conn is not None else None, "set_aside": keep if keep and conn is not None else None}
 
