@@ -687,6 +687,10 @@ def differences(a, b, skip=(), content=True, names=("old", "new")):
     by_name("functions", "function")
     by_name("triggers", "trigger")
     by_name("extensions", "extension")
+    for key in sorted(set(a["sequences"]) | set(b["sequences"])):  # a sequence of its own (no column owns it)
+        sa, sb = a["sequences"].get(key), b["sequences"].get(key)
+        if not (sa or sb).get("table") and (sa is None or sb is None) and key not in skip:
+            out.append((f"sequence {key}", f"only in the {left if sb is None else right}"))
     if content:
         ca, cb = a.get("content", {}), b.get("content", {})
         for table in sorted(set(ca) & set(cb)):
