@@ -16,7 +16,7 @@ import time
 from psycopg import sql
 
 from tasks import bundle as B
-from tasks.console import PROGRESS, RemigrateError, Timer, say
+from tasks.console import PROGRESS, RemigrateError, Timer, say, warn
 from tasks.faults import inject_fault
 from tasks.target import CommandFailed, command_line, group, parallel, pipeline
 
@@ -210,7 +210,7 @@ def rejected_name(name, run_id):
 def retarget(statement, old, new):
     """A database-level statement of the archive (CREATE/ALTER/COMMENT/GRANT) aimed at another name."""
     for written in (sql.Identifier(old).as_string(None), old):
-        for head in ("CREATE DATABASE ", "ALTER DATABASE ", "COMMENT ON DATABASE ", " ON DATABASE "):
+        for head in ("CREATE DATABASE ", "ALTER DATABASE ", "COMMENT ON DATABASE ", " ON DATABASE ", " IN DATABASE "):
             needle = head + written
             at = statement.find(needle)
             end = at + len(needle)
@@ -239,11 +239,13 @@ def sql_statements(script):
 
 
 def database_statements(create_script):
-    """CREATE DATABASE and the database-level settings, owner, grants and comment from the
-    output of `pg_restore --create --schema-only`."""
+    """CREATE DATABASE and the database-level settings (its own and its roles' in it: ALTER ROLE
+    ... IN DATABASE ... SET), owner, grants and comment from the output of `pg_restore --create
+    --schema-only`."""
     keep = ("CREATE DATABASE ", "ALTER DATABASE ", "COMMENT ON DATABASE ")
     return [st for st in sql_statements(create_script)
-            if st.startswith(keep) or (st.startswith(("GRANT ", "REVOKE ")) and " ON DATABASE " in st)]
+            if st.startswith(keep) or (st.startswith(("GRANT ", "REVOKE ")) and " ON DATABASE " in st)
+            or (st.startswith("ALTER ROLE ") and " IN DATABASE " in st)]
 
 
 LOAD_PRE_SQL = """\
@@ -799,10 +801,16 @@ class Postgres(Engine):
         (under `name` when it is built beside the live name)."""
         script = self.target.run(["pg_restore", "--create", "--schema-only", "--file=-", dump_path],
                                  what="reading the database properties from the backup").stdout
-        for statement in database_statements(script):
-            if name and name != self.db.name:
-                statement = retarget(statement, self.db.name, name)
-            self.maintenance(statement, "creating the database")
+        for original in database_statements(script):
+            statement = retarget(original, self.db.name, name) if name and name != self.db.name else original
+            if not statement.startswith("ALTER ROLE "):
+                self.maintenance(statement, "creating the database")
+                continue
+            try:  # another role's setting needs CREATEROLE: its loss is said, never a database left uncreated
+                self.maintenance(statement, "giving a role its setting in the database")
+            except RemigrateError as exc:
+                warn(f"a role's setting in the database could not be given back ({str(exc).splitlines()[0][:200]}); "
+                     f"give it as a superuser: {original}")
 
     def drop(self, name=None):
         ident = sql.Identifier(name or self.db.name).as_string(None)

@@ -76,6 +76,8 @@ def test_the_archive_database_statements_are_aimed_at_the_name_built_beside():
         'ALTER DATABASE "n" SET search_path TO \'shop\';'
     assert retarget("GRANT CONNECT ON DATABASE shop TO app;", "shop", "n") == 'GRANT CONNECT ON DATABASE "n" TO app;'
     assert retarget("COMMENT ON DATABASE shop IS 'shop2';", "shop", "n") == "COMMENT ON DATABASE \"n\" IS 'shop2';"
+    assert retarget("ALTER ROLE app IN DATABASE shop SET statement_timeout TO '7s';", "shop", "n") == \
+        "ALTER ROLE app IN DATABASE \"n\" SET statement_timeout TO '7s';"
     with pytest.raises(RemigrateError):  # a name that only starts like the database's is not it
         retarget("ALTER DATABASE shop2 OWNER TO a;", "shop", "n")
 
@@ -87,10 +89,12 @@ def test_database_statements_keep_a_comment_that_spans_lines_whole():
               "CREATE DATABASE shop WITH TEMPLATE = template0 ENCODING = 'UTF8';\n"
               "ALTER DATABASE shop OWNER TO app;\n\\connect shop\n"
               "COMMENT ON DATABASE shop IS 'line one;\nit''s -- line two';\n"
-              "GRANT CONNECT ON DATABASE shop TO reader;\n")
+              "GRANT CONNECT ON DATABASE shop TO reader;\nALTER ROLE app IN DATABASE shop SET work_mem TO '8MB';\n"
+              "ALTER ROLE app SET search_path TO x;\n")
     assert database_statements(script) == [
         "CREATE DATABASE shop WITH TEMPLATE = template0 ENCODING = 'UTF8';", "ALTER DATABASE shop OWNER TO app;",
-        "COMMENT ON DATABASE shop IS 'line one;\nit''s -- line two';", "GRANT CONNECT ON DATABASE shop TO reader;"]
+        "COMMENT ON DATABASE shop IS 'line one;\nit''s -- line two';", "GRANT CONNECT ON DATABASE shop TO reader;",
+        "ALTER ROLE app IN DATABASE shop SET work_mem TO '8MB';"]
 
 
 def test_long_database_names_get_build_names_of_their_own():

@@ -351,6 +351,10 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
     with psycopg_admin(pg_case.pg_db.cluster) as conn:
         conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(pg_case.pg_db.name), sql.Literal(comment)))
         conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET statement_timeout = '7s'").format(  # the role's setting there
+            sql.Identifier(pg_case.pg_db.role), sql.Identifier(pg_case.pg_db.name)))
+        conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET work_mem = '8MB'").format(  # another role's: said, not given
+            sql.Identifier(role), sql.Identifier(pg_case.pg_db.name)))
     pg_case.damage([f'GRANT SELECT ON planner_keyword TO "{role}"', f'GRANT USAGE ON SEQUENCE planner_idea_id_seq TO "{role}"'])
     before = data_rows(pg_case)
     proc = start_reset(pg_case, "pause:migrate:4")
@@ -362,6 +366,8 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
     assert pg_case.pg_db.name not in names and f"{pg_case.pg_db.name}__remigrate_build" in names
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, out + err
+    assert "a role's setting in the database could not be given back" in out, out
+    assert f"IN DATABASE {pg_case.pg_db.name} SET work_mem" in out, out  # the live name, as the user will run it
     assert data_rows(pg_case) == before
     with psycopg_admin(pg_case.pg_db.cluster) as conn:
         names = {n for (n,) in conn.execute("SELECT datname FROM pg_database")}
@@ -369,7 +375,10 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
     with psycopg_admin(pg_case.pg_db.cluster) as conn:
         got = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
                            [pg_case.pg_db.name]).fetchone()[0]
-    assert got == comment
+        setting = conn.execute("SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+                               "JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname = %s AND r.rolname = %s",
+                               [pg_case.pg_db.name, pg_case.pg_db.role]).fetchone()
+    assert got == comment and setting == (["statement_timeout=7s"],), setting
     checks = query(pg_case, f"SELECT has_table_privilege('{role}', 'planner_keyword', 'SELECT'), "
                             f"has_sequence_privilege('{role}', pg_get_serial_sequence('planner_contentidea', 'id'), 'USAGE')")
     assert checks == [(True, True)]
