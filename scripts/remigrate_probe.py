@@ -29,6 +29,7 @@ from pathlib import Path
 
 import remigrate_history as history  # noqa: E402  (beside this file, uploaded with it)
 import remigrate_schema as schema_facts  # noqa: E402
+from remigrate_scrub import masked_url  # noqa: E402
 from remigrate_scrub import scrub as scrub_secrets  # noqa: E402
 
 OK = "REMIGRATE-JSON: "
@@ -987,8 +988,7 @@ def cmd_check_url(opts):
     given = Path(path).read_text(encoding="utf-8").strip()
     parts = urllib.parse.urlsplit(given)
     request_url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
-    url = urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
-                                                 + (f":{parts.port}" if parts.port else ""))) if parts.password else given
+    url = masked_url(given)
     request = urllib.request.Request(request_url)
     if parts.username is not None:  # user:password@ in a URL is HTTP basic authentication, not part of the host
         pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"

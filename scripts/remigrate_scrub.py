@@ -5,7 +5,7 @@ password must not turn "project" into "***roject", which mangles the message and
 password away). Its URL-encoded form is masked too, since connection URLs carry it so.
 """
 import re
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 MASK = "***"
 WORD = r"[A-Za-z0-9]"
@@ -26,3 +26,11 @@ def scrub(text, secrets):
         after = f"(?!{WORD})" if re.match(WORD, value[-1]) else ""
         text = re.sub(before + re.escape(value) + after, MASK, text)
     return text
+
+
+def masked_url(url):
+    """The URL with the password of its user part (if any) hidden: what output and journals keep."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{parts.netloc.rsplit('@', 1)[1]}"))

@@ -22,6 +22,7 @@ from tasks.history import History, install, prove, refusal
 from tasks.history import show as show_history
 from tasks.history import summary as history_summary
 from tasks.project import open_project
+from remigrate_scrub import MASK, masked_url  # noqa: E402  (scripts/, on the path by tasks.console)
 
 JOURNAL = B.JOURNAL
 REPORT = "report.json"
@@ -363,18 +364,6 @@ def check_application(project, checks):
         project.target.write_private(path, checks["url"], replace=True)
         answer = project.probe("check-url", path, what="--check-url")
         say(f"    --check-url {masked_url(checks['url'])}: {answer['status']}")
-
-
-MASK = "***"
-
-
-def masked_url(url):
-    """The URL with the password of its user part (if any) hidden: what journals and output keep."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{host}"))
 
 
 # Phases from which the live database is no longer what the backup holds (a SQLite reset builds

@@ -110,6 +110,10 @@ def test_the_scrubber_masks_whole_secrets_and_their_url_forms_and_never_mangles_
     url = "postgres://app:p%40ss%3Aw%2Fo%23r%25d%20%24HOME@db/x and p@ss:w/o#r%d $HOME"
     assert scrub(url, ["p@ss:w/o#r%d $HOME"]) == "postgres://app:***@db/x and ***"
     assert scrub("nothing here", ["", None]) == "nothing here"
+    from remigrate_scrub import masked_url
+
+    assert masked_url("https://ops:p%40ss@shop.example:8443/health?x=1") == "https://ops:***@shop.example:8443/health?x=1"
+    assert masked_url("https://shop.example/health") == "https://shop.example/health"
 
 
 def test_the_check_url_password_is_sent_as_basic_auth_and_never_shown_saved_or_in_argv(sqlite_project, tmp_path):
