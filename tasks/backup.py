@@ -324,7 +324,9 @@ def restore(c, backup=None, yes=False, no_safety_backup=False, project_dir=None,
     """Restore the database from a bundle (newest by default), then check every table's row count.
 
     The bundle is verified (checksums, full read, same engine) before anything is touched;
-    the current database is backed up first unless --no-safety-backup.
+    the current database is backed up first unless --no-safety-backup. Refused while a reset
+    runs on the database or died half-way: finish it with `inv reset --resume` or undo it with
+    `inv rollback` first.
     """
     opts = resolve(c, project_dir=project_dir, python=python, settings=settings, env_file=env_file, backup_dir=backup_dir)
     with open_project(c, opts) as project:
