@@ -332,23 +332,11 @@ def restore(c, backup=None, yes=False, no_safety_backup=False, project_dir=None,
     with open_project(c, opts) as project:
         engine = engine_for(project)
         folder = project.default_backup_dir()
-        refuse_while_a_reset_holds(project)
+        # a restore now would be undone (or dropped) by the reset's resume or rollback
+        runlock.refuse_if_held(project, "; a restore now would be undone by it, so nothing was restored")
         manifest, path = find_bundle(project, folder, backup, whole=True)
         with engine.server_lock():  # no reset starts on it meanwhile, from here or another machine
             restore_bundle(project, engine, manifest, path, yes, safety_backup_dir=None if no_safety_backup else folder)
-
-
-def refuse_while_a_reset_holds(project):
-    """A reset that runs, or died half-way, holds the database: a restore then would be undone
-    (or dropped) by its resume or rollback, so it is refused with the command that finishes it."""
-    holder = runlock.read(project)
-    if holder is None or runlock.judge(project, holder) is None:
-        return
-    journal = posixpath.join(holder["bundle"], B.JOURNAL)
-    status = (json.loads(project.target.read_text(journal)).get("status", "running")
-              if project.target.exists(journal, "-f") else "running")
-    raise RemigrateError(f"{runlock.interrupted(project, holder, status)}; a restore now would be undone by it, so "
-                         "nothing was restored")
 
 
 def deep_check(project, bundle):

@@ -357,7 +357,7 @@ def check_application(project, checks):
             raise RemigrateError(f"--check-command {checks['command']!r} failed (exit {out.exited}): "
                                  f"{lines[-1] if lines else 'no output'}")
         say(f"    --check-command {checks['command']!r}: exit 0")
-    if checks.get("url") and MASK in checks["url"]:  # a resumed run: the journal never held the URL's password
+    if checks.get("url") and urllib.parse.urlsplit(checks["url"]).password == MASK:  # a resumed run: no password saved
         warn(f"--check-url {checks['url']} is not fetched by a resumed run (its password was not saved): fetch it yourself")
     elif checks.get("url"):
         path = posixpath.join(project.workdir, "check-url")  # (not in argv: it may hold a password)
@@ -453,9 +453,7 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
               absorb_pending=False, checks=None, sessions=None, no_backup=None):
     total = Timer()
     backup_dir = project.default_backup_dir()
-    holder = runlock.read(project)  # a reset that is running, or died half-way, comes first
-    if holder is not None and runlock.judge(project, holder) is not None:
-        raise runlock.interrupted(project, holder, read_journal(project, holder["bundle"]).get("status", "running"))
+    runlock.refuse_if_held(project)  # a reset that is running, or died half-way, comes first
     plan = make_plan(project, engine, remove_model, drop_table, accept, absorb_pending)
     plan.checks = {k: v for k, v in (checks or {}).items() if v}
     plan.strategy = project.options.strategy
@@ -492,7 +490,7 @@ def run_reset(project, engine, remove_model, drop_table, yes, dry_run, fetch=Fal
             journal.data["plan"] = {"apps": plan.apps, "removals": plan.removals, "drop_tables": plan.drop_tables,
                                     "skip": sorted(plan.skip), "mode": plan.mode, "special": plan.special,
                                     "accept": plan.accept, "sessions": plan.sessions,
-                                    "checks": {**plan.checks, **({"url": masked_url(plan.checks["url"])} if plan.checks.get("url") else {})},
+                                    "checks": {k: masked_url(v) if k == "url" else v for k, v in plan.checks.items()},
                                     "strategy": plan.strategy}
             if plan.strategy == "swap":  # the name the live database keeps (renamed back by a rollback)
                 journal.data["kept"] = engine.kept_path(run_id)
@@ -918,9 +916,7 @@ def cleanup_task(c, yes=False, project_dir=None, python=None, settings=None, env
     with open_project(c, opts) as project:
         engine = engine_for(project)
         folder = project.default_backup_dir()
-        holder = runlock.read(project)
-        if holder is not None and runlock.judge(project, holder) is not None:
-            raise runlock.interrupted(project, holder, read_journal(project, holder["bundle"]).get("status", "running"))
+        runlock.refuse_if_held(project)
         found = []  # (bundle, journal, which: "kept" or "rejected", name)
         for b in B.of_database(project.probe("list-bundles", folder), project.identity()):
             journal = read_journal(project, b["path"]) if b.get("kept") or b.get("rejected") or b.get("strategy") == "swap" else {}

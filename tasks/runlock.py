@@ -69,6 +69,18 @@ def take(project, run_id, backup_dir):
     raise RemigrateError(f"could not take the lock {path}; another run keeps taking it")
 
 
+def refuse_if_held(project, consequence=""):
+    """Nothing new starts on a database a reset holds: a live run is refused by judge(), a dead
+    one with a bundle by the command that finishes it (after `consequence`, if given)."""
+    holder = read(project)
+    if holder is None or judge(project, holder) is None:
+        return
+    journal = posixpath.join(holder["bundle"], B.JOURNAL)
+    status = (json.loads(project.target.read_text(journal)).get("status", "running")
+              if project.target.exists(journal, "-f") else "running")
+    raise RemigrateError(f"{interrupted(project, holder, status)}{consequence}")
+
+
 def interrupted(project, holder, status="running"):
     """The refusal while a dead run's lock stands, naming the command that recovers."""
     what = B.describe_identity(project.identity())
