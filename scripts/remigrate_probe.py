@@ -246,6 +246,7 @@ def pg_stats(cursor, count=True):
             "high_water": last_value if is_called else last_value - 1,
         })
     grants = schema_facts.pg_grants(cursor)
+    properties["default_privileges_of_others"] = schema_facts.pg_default_privileges_of_others(cursor)
     return {"server_version": version, "server_version_num": version_num, "properties": properties,
             "relations": relations, "tables": counts, "sequences": sequences, "grants": grants,
             "objects": schema_facts.objects(schema_facts.pg_schema(cursor)) + [schema_facts.grant_key(g) for g in grants],

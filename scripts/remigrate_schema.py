@@ -584,25 +584,70 @@ def pg_schema(cursor):
 
 
 def pg_grants(cursor):
-    """Privileges on tables, views and sequences granted to roles other than the owner (the
-    migrations do not make them, so a rebuild must give them again)."""
+    """Privileges the migrations do not make, so a rebuild must give them again: on tables, views
+    and sequences (kind TABLE, SEQUENCE) and on columns (COLUMN) to roles other than the owner,
+    on schemas to roles other than the owner (SCHEMA: a REVOKE ... FROM PUBLIC shows as the
+    absence of PUBLIC's USAGE) and the default privileges (DEFAULT, from ALTER DEFAULT
+    PRIVILEGES: `role` is whose new objects get them, `objects` which kind, `schema` None for
+    the whole database; a role-wide entry holds its full list, the owner's own included)."""
     cursor.execute(
-        "SELECT n.nspname, c.relname, CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,"
+        "SELECT n.nspname, c.relname, CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, NULL,"
         " CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable,"
         " (SELECT t.relname || '.' || col.attname FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid"
         "   JOIN pg_attribute col ON col.attrelid = d.refobjid AND col.attnum = d.refobjsubid"
         "   WHERE d.objid = c.oid AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1)"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a"
         f" WHERE c.relacl IS NOT NULL AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND {USER_SCHEMAS}"
-        " AND a.grantee <> c.relowner ORDER BY 1, 2, 4, 5")
-    # A column's sequence is named after its table's old name (RenameModel): keyed by the column.
-    return [{"schema": s, "name": n, "kind": k, "grantee": g, "privilege": p, "grantable": bool(w), "owned_by": o}
-            for s, n, k, g, p, w, o in cursor.fetchall()]
+        " AND a.grantee <> c.relowner"
+        " UNION ALL SELECT n.nspname, c.relname, 'COLUMN', col.attname,"
+        " CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable, NULL"
+        " FROM pg_attribute col JOIN pg_class c ON c.oid = col.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace,"
+        " aclexplode(col.attacl) a"
+        f" WHERE col.attacl IS NOT NULL AND col.attnum > 0 AND NOT col.attisdropped AND {USER_SCHEMAS}"
+        " AND a.grantee <> c.relowner"
+        " UNION ALL SELECT n.nspname, n.nspname, 'SCHEMA', NULL,"
+        " CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable, NULL"
+        f" FROM pg_namespace n, aclexplode(n.nspacl) a WHERE n.nspacl IS NOT NULL AND {USER_SCHEMAS}"
+        " AND a.grantee <> n.nspowner"
+        " UNION ALL SELECT n.nspname, pg_get_userbyid(d.defaclrole), 'DEFAULT',"
+        " CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS'"
+        "  WHEN 'T' THEN 'TYPES' WHEN 'n' THEN 'SCHEMAS' ELSE d.defaclobjtype::text END,"
+        " CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable, NULL"
+        " FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace, aclexplode(d.defaclacl) a"
+        " ORDER BY 3, 1, 2, 4, 5, 6")
+    out = []
+    for schema, name, kind, detail, grantee, privilege, grantable, owned_by in cursor.fetchall():
+        grant = {"schema": schema, "name": name, "kind": kind, "grantee": grantee, "privilege": privilege,
+                 "grantable": bool(grantable), "owned_by": owned_by}
+        if kind == "COLUMN":
+            grant["column"] = detail
+        elif kind == "DEFAULT":
+            grant.update(role=name, objects=detail)
+        out.append(grant)
+    return out
+
+
+def pg_default_privileges_of_others(cursor):
+    """Roles whose default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE ...) the connected role
+    could not give again in a rebuilt database (it is neither a superuser nor one of them)."""
+    cursor.execute("SELECT DISTINCT pg_get_userbyid(d.defaclrole) FROM pg_default_acl d"
+                   " WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+                   " AND NOT pg_has_role(current_user, d.defaclrole, 'USAGE') ORDER BY 1")
+    return [role for (role,) in cursor.fetchall()]
 
 
 def grant_key(grant):
+    """How a grant is named in the objects a reset keeps (the key verify compares)."""
+    kind, to = grant["kind"], f" to {grant['grantee']}"
+    if kind == "COLUMN":
+        return f"grant {grant['privilege']} on column {pg_key(grant['schema'], grant['name'])}.{grant['column']}{to}"
+    if kind == "SCHEMA":
+        return f"grant {grant['privilege']} on schema {grant['schema']}{to}"
+    if kind == "DEFAULT":
+        where = f" in schema {grant['schema']}" if grant["schema"] else ""
+        return f"default privilege {grant['privilege']} on {grant['objects'].lower()} made by {grant['role']}{where}{to}"
     target = f"sequence of {grant['owned_by']}" if grant.get("owned_by") else pg_key(grant["schema"], grant["name"])
-    return f"grant {grant['privilege']} on {target} to {grant['grantee']}"
+    return f"grant {grant['privilege']} on {target}{to}"
 
 
 def describe(connection, content=False, upto=None):

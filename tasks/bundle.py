@@ -206,11 +206,30 @@ def missing_objects(before, after, skip=()):
         kind, _, name = obj.partition(" ")
         if kind == "trigger":
             return name.rsplit(".", 1)[0] in skip
-        if kind == "grant":  # "grant SELECT on table to role", "grant USAGE on sequence of table.col to role"
-            target = name.split(" on ", 1)[1].rsplit(" to ", 1)[0].replace("sequence of ", "", 1)
+        if kind == "grant":  # "grant SELECT on table to role", "... on sequence of table.col ...", "... on column table.col ..."
+            target = name.split(" on ", 1)[1].rsplit(" to ", 1)[0]
+            if target.startswith("schema "):
+                return False
+            target = target.removeprefix("sequence of ").removeprefix("column ")
             return target in skip or target.rsplit(".", 1)[0] in skip
         return obj.startswith("virtual table ") and obj[len("virtual table "):] in skip
     return sorted(o for o in set(before) - set(after) if not on_skipped(o))
+
+
+def access_rules(objects):
+    """The privileges on schemas and columns and the default privileges among `objects` (see
+    remigrate_schema.grant_key): a rebuilt database must have these exactly, no more (a schema's
+    REVOKE ... FROM PUBLIC is the absence of a grant)."""
+    return {o for o in objects if o.startswith("default privilege ")
+            or (o.startswith("grant ") and (" on schema " in o or " on column " in o))}
+
+
+def new_access(saved, after, skip=()):
+    """Access rules the database has now and the backup did not (none to compare in a bundle
+    made before remigrate recorded them, or of a table not brought back)."""
+    if "default_privileges_of_others" not in saved.get("properties", {}):  # recorded together with them
+        return []
+    return missing_objects(access_rules(after) - access_rules(saved.get("objects", [])), [], skip)
 
 
 def check_files(manifest, actual, names=None):

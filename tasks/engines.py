@@ -131,22 +131,24 @@ def drop_statements(relations):
                    for r in relations if not r.get("owned_by_column"))
 
 
+def toc_entries(listing):
+    """(line, description) of each entry of `pg_restore --list`: the description is what follows
+    "<dump id>; <table oid> <oid> ", with a space added so prefixes match whole words."""
+    for line in listing.splitlines():
+        head, sep, entry = line.partition("; ")
+        parts = entry.split(" ", 2)
+        if line.startswith(";") or not sep or len(parts) < 3:
+            continue
+        yield line, parts[2] + " "
+
+
 def filter_toc(listing, keep):
     """The archive's table-of-contents lines to load: the TABLE DATA of the `keep` tables
     ((schema, name, owner) read from the catalog, matched as whole entries since the listing
     prints names unquoted) and large objects. Sequences are set afterwards by (table, column)."""
     wanted = {f"TABLE DATA {schema} {name} {owner}" for schema, name, owner in keep}
-    out = []
-    for line in listing.splitlines():
-        if not line or line.startswith(";"):
-            continue
-        head, sep, entry = line.partition("; ")
-        parts = entry.split(" ", 2)
-        if not sep or len(parts) < 3:
-            continue
-        desc = parts[2]  # after "<table oid> <oid> "
-        if desc in wanted or desc.startswith(("BLOBS ", "BLOB DATA ", "LARGE OBJECT ")):
-            out.append(line)
+    out = [line for line, desc in toc_entries(listing)
+           if desc[:-1] in wanted or desc.startswith(("BLOBS ", "BLOB DATA ", "LARGE OBJECT "))]
     return "\n".join(out) + "\n"
 
 
@@ -170,16 +172,21 @@ def table_entries(listing, tables):
         for sequence in objects.get("sequences", []):
             prefixes += [f"{kind} {schema} {sequence} " for kind in ("SEQUENCE", "SEQUENCE SET", "SEQUENCE OWNED BY")]
             prefixes.append(f"ACL {schema} SEQUENCE {sequence} ")
-    out = []
-    for line in listing.splitlines():
-        head, sep, entry = line.partition("; ")
-        parts = entry.split(" ", 2)
-        if line.startswith(";") or not sep or len(parts) < 3:
-            continue
-        desc = parts[2] + " "
-        if desc.startswith(tuple(prefixes)) or any(desc.startswith(a) and b in desc for a, b in constraint_comments):
-            out.append(line)
+    out = [line for line, desc in toc_entries(listing)
+           if desc.startswith(tuple(prefixes)) or any(desc.startswith(a) and b in desc for a, b in constraint_comments)]
     return "\n".join(out) + "\n"
+
+
+def access_toc(listing, tables, schemas):
+    """The archive's table-of-contents lines that give a rebuilt database the access rules its
+    rows do not carry: the privileges on the `schemas` it has (a REVOKE ... FROM PUBLIC on
+    public included), on the columns of the `tables` loaded ((schema, name) pairs) and the
+    default privileges (ALTER DEFAULT PRIVILEGES). pg_dump writes each relative to a new
+    database's own, which a rebuilt one is."""
+    wanted = tuple(f"ACL - SCHEMA {schema} " for schema in schemas)
+    columns = tuple(f"ACL {schema} COLUMN {name}." for schema, name in tables)
+    out = [line for line, desc in toc_entries(listing) if desc.startswith((*wanted, *columns, "DEFAULT ACL "))]
+    return "\n".join(out) + "\n" if out else ""
 
 
 BUILD_SUFFIX = "__remigrate_build"
@@ -376,6 +383,8 @@ def grant_sql(grants):
     migrations make tables owned by their owner only)."""
     out = []
     for g in grants:
+        if g["kind"] not in ("TABLE", "SEQUENCE"):  # the rest: access_toc
+            continue
         grantee = "PUBLIC" if g["grantee"] == "PUBLIC" else sql.Identifier(g["grantee"]).as_string(None)
         tail = f" TO {grantee}" + (" WITH GRANT OPTION" if g["grantable"] else "")
         if g.get("owned_by"):  # a column's sequence: found again by its column, whatever its name now
@@ -1057,6 +1066,16 @@ class Postgres(Engine):
             self.run_sql([[f"ANALYZE {tbl};" for tbl in sorted(tables["parents"])]], "load-analyze",
                          "analyzing the partitioned tables")
         took.append(f"{len(fks)} foreign keys checked and statistics {timer}")
+        schemas = json.loads(ask(f"SELECT coalesce(json_agg(n.nspname), '[]') FROM pg_namespace n WHERE {S.USER_SCHEMAS}",
+                                 "listing the new schemas"))
+        access = access_toc(listing, [(s, n) for s, n, _ in keep], schemas)
+        if access:
+            self.target.write_private(posixpath.join(work, "access-toc"), access, replace=True)
+            script = ["pg_restore", f"--use-list={posixpath.join(work, 'access-toc')}", "--file=-", dump]
+            apply = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", *pg_conn_args(self.db, self.beside),
+                     "-f", "-"]
+            self.target.shell(pipeline(script, apply, env=self.env()),
+                              what="giving back the privileges on schemas and columns and the default privileges")
         say(f"    loaded by {jobs} sessions: {', '.join(took)}")
         again = json.loads(ask(keys_query([(s, n) for s, n, _ in keep]), "reading the new schema's keys and indexes"))
         if again != parts:

@@ -184,6 +184,12 @@ def show_strategies(project, engine, plan):
     if by_hand and plan.strategy != "fake":
         warn(f"{plan.strategy} gives these objects the new history's names; no migration gives their live names "
              f"(made or renamed by hand?): " + ", ".join(f"{r['kind']} {r['from']} -> {r['to']}" for r in by_hand[:6]))
+    others = plan.stats["properties"].get("default_privileges_of_others")
+    if others and plan.strategy != "fake":
+        role = plan.stats["properties"]["connected_as"]
+        raise RemigrateError(f"the database has default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE) of {', '.join(others)} "
+                             f"that {role} cannot give again to the new database; run the reset as a superuser, or "
+                             f"GRANT {others[0]} TO {role} for its length, or use --strategy fake; nothing was changed")
     if plan.strategy == "swap" and not swap_fits:
         raise RemigrateError(f"--strategy swap needs room for a second copy of the database ({human_bytes(size)}) but "
                              f"there are {human_bytes(free)} free in {where}; free some, or use --strategy rebuild; "
@@ -313,6 +319,7 @@ def verify(project, engine, manifest, plan, db_name=None, bundle_path=None):
                         "only row counts could be compared")
     problems += B.compare_content(saved.get("content", {}), after["content"], skip=plan.skip, may_grow=MAY_GROW)
     problems += [f"{obj} is gone" for obj in B.missing_objects(saved.get("objects", []), after["objects"], plan.skip)]
+    problems += [f"{obj} is new (the backup did not have it)" for obj in B.new_access(saved, after["objects"], plan.skip)]
     old_hw = {(s["table"], s["column"]): s["high_water"] for s in manifest["database"]["sequences"]}
     for s in after["sequences"]:
         want = old_hw.get((s["table"], s["column"]))

@@ -355,7 +355,14 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
             sql.Identifier(pg_case.pg_db.role), sql.Identifier(pg_case.pg_db.name)))
         conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET work_mem = '8MB'").format(  # another role's: said, not given
             sql.Identifier(role), sql.Identifier(pg_case.pg_db.name)))
-    pg_case.damage([f'GRANT SELECT ON planner_keyword TO "{role}"', f'GRANT USAGE ON SEQUENCE planner_idea_id_seq TO "{role}"'])
+    pg_case.damage([f'GRANT SELECT ON planner_keyword TO "{role}"', f'GRANT USAGE ON SEQUENCE planner_idea_id_seq TO "{role}"',
+                    # what no row and no relation carries: the schema's, the columns' and the default privileges
+                    "REVOKE ALL ON SCHEMA public FROM PUBLIC", f'GRANT USAGE ON SCHEMA public TO "{role}"',
+                    f'GRANT SELECT (id, phrase), UPDATE (volume) ON planner_keyword TO "{role}"',
+                    f'ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO "{role}"',
+                    "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC",
+                    f'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES TO "{role}" WITH GRANT OPTION'])
+    access = access_rules(pg_case)
     before = data_rows(pg_case)
     proc = start_reset(pg_case, "pause:migrate:4")
     wait_for(journal_phase(pg_case, "migrate"), "phase migrate", proc)
@@ -382,9 +389,23 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
     checks = query(pg_case, f"SELECT has_table_privilege('{role}', 'planner_keyword', 'SELECT'), "
                             f"has_sequence_privilege('{role}', pg_get_serial_sequence('planner_contentidea', 'id'), 'USAGE')")
     assert checks == [(True, True)]
-    pg_case.damage([f'REVOKE SELECT ON planner_keyword FROM "{role}"'])  # lost later: the later check names it
+    assert access_rules(pg_case) == access
+    pg_case.damage([f'REVOKE SELECT ON planner_keyword FROM "{role}"',  # lost later: the later check names it
+                    "GRANT USAGE ON SCHEMA public TO PUBLIC", "ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO PUBLIC"])
     out = run_inv("verify", *common(pg_case), env=pg_case.env)
     assert out.returncode == 1 and f"grant SELECT on planner_keyword to {role} is gone" in out.stdout, out.stdout
+    assert "grant USAGE on schema public to PUBLIC is new" in out.stdout, out.stdout
+    assert "default privilege EXECUTE on functions made by" in out.stdout, out.stdout
+
+
+def access_rules(case):
+    """The database's own access rules, as the server shows them: the schema's ACL, every
+    column's, and the default privileges (role names, not oids)."""
+    return query(case, "SELECT 'schema', nspname, nspacl::text FROM pg_namespace WHERE nspname = 'public' "
+                       "UNION ALL SELECT 'column', attrelid::regclass::text || '.' || attname, attacl::text FROM pg_attribute "
+                       "WHERE attacl IS NOT NULL "
+                       "UNION ALL SELECT 'default', pg_get_userbyid(defaclrole) || ' ' || defaclnamespace::regnamespace::text "
+                       "|| ' ' || defaclobjtype::text, defaclacl::text FROM pg_default_acl ORDER BY 1, 2")
 
 
 def held_locks(db):

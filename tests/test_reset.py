@@ -12,6 +12,7 @@ import time
 import pytest
 from conftest import PYTHON, REPO, SAMPLE, engine_case, manage, pg_rows, run_inv, sqlite_rows
 from servers import psycopg_admin
+from psycopg import sql
 from test_backup import bundles_in
 
 REMOVE = ["--remove-model", "site_building.WorkflowState"]
@@ -388,6 +389,27 @@ def test_a_sequence_of_its_own_made_by_the_old_history_is_never_dropped_silently
     assert "- sequence invoice_no_seq: only in the old history" in out.stdout, out.stdout[-3000:]
     assert "- sequence invoice_no_seq: only in the live database" in out.stdout, out.stdout[-3000:]
     assert "nothing was changed" in out.stderr and scratch_databases(pg_case) == []
+
+
+def test_default_privileges_the_role_cannot_give_again_stop_a_rebuild_in_its_plan(pg_case):
+    """ALTER DEFAULT PRIVILEGES FOR ROLE another (a deploy role's rule: its new tables readable
+    by the application) lives in the database: a rebuilt one would lack it unless the reset's
+    role may set it again. The plan says so, with the ways out, before anything is touched."""
+    deployer = f"deployer_{pg_case.pg_db.name}"
+    with psycopg_admin(pg_case.pg_db.cluster, pg_case.pg_db.name) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(deployer)))
+        conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT SELECT ON TABLES TO {}").format(
+            sql.Identifier(deployer), sql.Identifier(pg_case.pg_db.role)))
+    before = data_rows(pg_case)
+    out = reset(pg_case, *REMOVE, "--strategy", "swap", "--yes")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert (f"default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE) of {deployer} that {pg_case.pg_db.role} cannot give "
+            "again") in out.stderr and "--strategy fake" in out.stderr and "nothing was changed" in out.stderr, out.stderr
+    assert data_rows(pg_case) == before and scratch_databases(pg_case) == []
+    assert not (pg_case.project.parent / "b").exists() or not bundles_in(pg_case.project.parent / "b")
+    with psycopg_admin(pg_case.pg_db.cluster, pg_case.pg_db.name) as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(deployer)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(deployer)))
 
 
 def test_a_project_whose_start_up_leaves_threads_running_is_proven_all_the_same(pg_case):

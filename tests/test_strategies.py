@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from conftest import manage, run_inv
 from servers import psycopg_admin
-from test_faults import NEW_SETTING, common, start_reset, wait_for
+from test_faults import NEW_SETTING, access_rules, common, start_reset, wait_for
 from test_reset import REMOVE, WF_TABLE, data_rows, query, reset, tree_digest
 
 
@@ -44,10 +44,15 @@ def test_swap_keeps_every_row_and_cleanup_then_rollback_restores_from_the_backup
     """A swap keeps the old database beside; cleanup removes it, after which a rollback can only
     restore the backup, and does. (The rollback by rename, while the old database is still kept,
     and the cleanup of the new database it sets aside: test_atelier_strategies' swap test.)"""
+    if seeded.engine == "postgresql":  # the database's own access rules come along both ways
+        seeded.damage(["REVOKE ALL ON SCHEMA public FROM PUBLIC", "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC",
+                       "GRANT SELECT (phrase) ON planner_keyword TO PUBLIC"])
+    access = access_rules(seeded) if seeded.engine == "postgresql" else None
     before_all, before, files = seeded.rows(), data_rows(seeded), tree_digest(seeded.project)
     out = reset(seeded, *REMOVE, "--yes", "--strategy", "swap")
     assert out.returncode == 0, out.stdout + out.stderr
     assert data_rows(seeded) == before  # every row, by content
+    assert access is None or access_rules(seeded) == access
     assert "the application could not write for" in out.stdout
     report, journal = report_of(seeded), journal_of(seeded)
     assert report["strategy"] == "swap" and report["status"] == "ok"
@@ -73,6 +78,7 @@ def test_swap_keeps_every_row_and_cleanup_then_rollback_restores_from_the_backup
     assert "kept aside" not in out.stdout
     assert seeded.rows() == before_all and tree_digest(seeded.project) == files
     assert len(applied(seeded, "site_building")) > 1  # the old history's rows, as the backup had them
+    assert access is None or access_rules(seeded) == access
     out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)  # once is enough
     assert out.returncode == 0 and "rolled back already" in out.stdout, out.stdout + out.stderr
 
