@@ -228,11 +228,24 @@ def pg_stats(cursor, count=True):
         if count:
             cursor.execute(f"SELECT count(*) FROM {quoted}")
         counts[key] = cursor.fetchone()[0] if count else None
+    sequences = pg_owned_sequences(cursor)
+    grants = schema_facts.pg_grants(cursor)
+    properties["default_privileges_of_others"] = schema_facts.pg_default_privileges_of_others(cursor)
+    return {"server_version": version, "server_version_num": version_num, "properties": properties,
+            "relations": relations, "tables": counts, "sequences": sequences, "grants": grants,
+            "objects": schema_facts.objects(schema_facts.pg_schema(cursor)) + [schema_facts.grant_key(g) for g in grants],
+            **({} if count else {"quoted": tables})}  # for counts_from_content
+
+
+def pg_owned_sequences(cursor):
+    """Every sequence a column owns (serial, identity), found by its (table, column), with its
+    high-water mark: the last value handed out."""
     cursor.execute(
         "SELECT n.nspname, c.relname, a.attname,"
         " pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname)"
         " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        f" WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {user_schemas} ORDER BY 1, 2, 3"
+        f" WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {schema_facts.USER_SCHEMAS}"
+        " ORDER BY 1, 2, 3"
     )
     sequences = []
     for schema, rel, column, seq in cursor.fetchall():
@@ -245,12 +258,7 @@ def pg_stats(cursor, count=True):
             "last_value": last_value, "is_called": is_called,
             "high_water": last_value if is_called else last_value - 1,
         })
-    grants = schema_facts.pg_grants(cursor)
-    properties["default_privileges_of_others"] = schema_facts.pg_default_privileges_of_others(cursor)
-    return {"server_version": version, "server_version_num": version_num, "properties": properties,
-            "relations": relations, "tables": counts, "sequences": sequences, "grants": grants,
-            "objects": schema_facts.objects(schema_facts.pg_schema(cursor)) + [schema_facts.grant_key(g) for g in grants],
-            **({} if count else {"quoted": tables})}  # for counts_from_content
+    return sequences
 
 
 def sqlite_quote(name):
@@ -1281,11 +1289,7 @@ def cmd_sqlite_load(opts):
             report_progress("building the indexes", n, len(indexes), "indexes")
         for _name, trigger_sql in triggers:
             conn.execute(trigger_sql)
-        if conn.execute("SELECT 1 FROM old.sqlite_master WHERE name='sqlite_sequence'").fetchone():
-            for name, seq in conn.execute("SELECT name, seq FROM old.sqlite_sequence").fetchall():
-                if name in loaded:  # AUTOINCREMENT high-water marks survive, so ids are never reused
-                    conn.execute("DELETE FROM main.sqlite_sequence WHERE name = ?", (name,))
-                    conn.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES (?, ?)", (name, seq))
+        set_sqlite_marks(conn, [(n, seq) for n, seq in sqlite_marks(conn, "old") if n in loaded])
         for header in ("user_version", "application_id"):  # the application's own marks in the file's header
             conn.execute(f"PRAGMA main.{header} = {int(conn.execute(f'PRAGMA old.{header}').fetchone()[0])}")
         bad = conn.execute("PRAGMA main.foreign_key_check").fetchall()
@@ -1306,6 +1310,29 @@ def content_changes(expected, now):
     """Tables whose rows differ from the backup's digests (or that appeared or went since)."""
     return sorted(t for t in set(expected) | set(now)
                   if t != "django_migrations" and (expected.get(t) or {}).get("digest") != (now.get(t) or {}).get("digest"))
+
+
+def sqlite_marks(conn, schema="main"):
+    """(table, seq) of every AUTOINCREMENT high-water mark in `schema`'s sqlite_sequence."""
+    if not conn.execute(f"SELECT 1 FROM {schema}.sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
+        return []
+    return conn.execute(f"SELECT name, seq FROM {schema}.sqlite_sequence ORDER BY name").fetchall()
+
+
+def set_sqlite_marks(conn, marks, keep_higher=False):
+    """AUTOINCREMENT high-water marks ((table, seq) pairs) written into main's sqlite_sequence, so
+    no id is ever handed out twice (with `keep_higher`, a mark is only ever raised); tables main
+    has not, or has without AUTOINCREMENT (no sqlite_sequence at all), are left out."""
+    if not marks or not conn.execute("SELECT 1 FROM main.sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
+        return
+    for name, seq in marks:
+        if not conn.execute("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone():
+            continue
+        now = conn.execute("SELECT max(seq) FROM main.sqlite_sequence WHERE name = ?", (name,)).fetchone()[0]
+        if keep_higher and now is not None and now >= seq:
+            continue
+        conn.execute("DELETE FROM main.sqlite_sequence WHERE name = ?", (name,))
+        conn.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES (?, ?)", (name, seq))
 
 
 def unwritten_since_backup(conn, live, mark, mode, reference):
@@ -1365,6 +1392,11 @@ def cmd_sqlite_swap(opts):
                 conn.execute("BEGIN EXCLUSIVE")  # no one commits from here until the file is replaced
             else:
                 checked = unwritten_since_backup(conn, live, mark, mode, reference)
+                # a row added and deleted since leaves the content as it was but its id handed out
+                with contextlib.closing(sqlite3.connect(new, isolation_level=None, timeout=30)) as fresh:
+                    fresh.execute("BEGIN IMMEDIATE")
+                    set_sqlite_marks(fresh, sqlite_marks(conn), keep_higher=True)
+                    fresh.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -1411,11 +1443,7 @@ def cmd_sqlite_restore_tables(opts):
             conn.execute(f"INSERT INTO main.{quoted} SELECT * FROM bak.{quoted}")
             for _kind, statement in made[1:]:
                 conn.execute(statement)
-            mark = conn.execute("SELECT seq FROM bak.sqlite_sequence WHERE name = ?", (table,)).fetchone() \
-                if conn.execute("SELECT 1 FROM bak.sqlite_master WHERE name = 'sqlite_sequence'").fetchone() else None
-            if mark:
-                conn.execute("DELETE FROM main.sqlite_sequence WHERE name = ?", (table,))
-                conn.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES (?, ?)", (table, mark[0]))
+            set_sqlite_marks(conn, [(n, seq) for n, seq in sqlite_marks(conn, "bak") if n == table])
         broken = [r for t in tables for r in conn.execute(f"PRAGMA main.foreign_key_check({schema_facts.qident(t)})")]
         if broken:
             conn.execute("ROLLBACK")
@@ -1425,6 +1453,23 @@ def cmd_sqlite_restore_tables(opts):
     finally:
         conn.close()
     return {"restored": tables}
+
+
+def cmd_sqlite_new_file(opts):
+    """Create the empty SQLite file PATH with the live file's ENCODING, PAGE_SIZE and AUTO_VACUUM:
+    each is fixed once the file's first table is written (an ATTACHed file must share the
+    encoding, so the load needs it too)."""
+    path, encoding, page_size, auto_vacuum = opts.args
+    if encoding not in ("UTF-8", "UTF-16le", "UTF-16be") or not page_size.isdigit() or auto_vacuum not in ("0", "1", "2"):
+        raise ProbeError(f"unexpected SQLite file settings: {encoding} {page_size} {auto_vacuum}")
+    if Path(path).exists() and Path(path).stat().st_size:
+        raise ProbeError(f"{path} exists already; nothing was changed")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        for pragma in (f"encoding = '{encoding}'", f"page_size = {int(page_size)}", f"auto_vacuum = {auto_vacuum}"):
+            conn.execute(f"PRAGMA {pragma}")
+        conn.execute("CREATE TABLE remigrate_new_file (x)")  # the header is written with the first table
+        conn.execute("DROP TABLE remigrate_new_file")
+    return {"path": path}
 
 
 def cmd_sqlite_unkeep(opts):
@@ -1523,22 +1568,31 @@ def cmd_pg_close(opts):
             if count:
                 raise ProbeError(f"{count} other sessions are still connected to {name} ({who}) after {wait_seconds} s; "
                                  "stop the application, or pass --end-sessions to end them; nothing was changed")
-            cursor.execute("SELECT txid_current_snapshot()::text")
-            if no_commit_since(snapshot[0] if snapshot else "", cursor.fetchone()[0], ours, status):
-                return {"closed": name, "checked": "no transaction committed since the backup"}
-            cursor.execute(schema_facts.WRITE_COUNTERS_SQL)
-            if no_write_since(counters, cursor.fetchone()[0]):
-                return {"closed": name, "checked": "the server's write counters of every table are unchanged"}
-            changed = content_changes(expected, schema_facts.pg_content(cursor, progress=reading("checking nothing was written"),
-                                                                        algorithm=algorithm))
-            if changed:
-                raise ProbeError(f"{WRITES}the application changed {', '.join(changed[:5])} in {name} after the backup; "
-                                 "nothing was dropped, the database keeps those rows; stop the application's writers "
-                                 "and run the reset again")
+            checked = proof_of_no_write(cursor, snapshot, ours, status, counters, expected, algorithm, name)
+            # a row added and deleted since leaves the content as it was but its id handed out:
+            # the new database's sequences must not hand it out again
+            return {"closed": name, "checked": checked, "sequences": pg_owned_sequences(cursor)}
         except BaseException:
             allow(True)
             raise
-    return {"closed": name, "checked": "every table's content"}
+
+
+def proof_of_no_write(cursor, snapshot, ours, status, counters, expected, algorithm, name):
+    """How it was proven that nothing was written to the closed database since the backup (see
+    cmd_pg_close); ProbeError (WRITES) names what changed."""
+    cursor.execute("SELECT txid_current_snapshot()::text")
+    if no_commit_since(snapshot[0] if snapshot else "", cursor.fetchone()[0], ours, status):
+        return "no transaction committed since the backup"
+    cursor.execute(schema_facts.WRITE_COUNTERS_SQL)
+    if no_write_since(counters, cursor.fetchone()[0]):
+        return "the server's write counters of every table are unchanged"
+    changed = content_changes(expected, schema_facts.pg_content(cursor, progress=reading("checking nothing was written"),
+                                                                algorithm=algorithm))
+    if changed:
+        raise ProbeError(f"{WRITES}the application changed {', '.join(changed[:5])} in {name} after the backup; "
+                         "nothing was dropped, the database keeps those rows; stop the application's writers "
+                         "and run the reset again")
+    return "every table's content"
 
 
 def fake_statements(vendor, renames):
@@ -1733,6 +1787,7 @@ COMMANDS = {
     "describe": cmd_describe,
     "check-url": cmd_check_url,
     "sqlite-swap": cmd_sqlite_swap,
+    "sqlite-new-file": cmd_sqlite_new_file,
     "sqlite-unkeep": cmd_sqlite_unkeep,
     "sqlite-restore-tables": cmd_sqlite_restore_tables,
     "pg-close": cmd_pg_close,

@@ -404,12 +404,8 @@ def grant_sql(grants):
 
 
 def load_post_sql(high_waters):
-    """Triggers back on; every sequence set by (table, column) to the greater of max(column) and
-    the old high-water mark, so no id is ever reused (a renamed model's old sequence name is moot)."""
-    rows = ",\n  ".join(
-        f"({sql.Literal(t).as_string(None)}, {sql.Literal(c).as_string(None)}, {int(h)})" for (t, c), h in sorted(high_waters.items())
-    ) or "(NULL, NULL, NULL)"
-    return f"""\
+    """Triggers back on; every sequence set as sequences_sql sets it."""
+    return """\
 DO $$
 DECLARE t text;
 BEGIN
@@ -418,6 +414,26 @@ BEGIN
     EXECUTE 'ALTER TABLE ' || t || ' ENABLE TRIGGER USER';
   END LOOP;
 END $$;
+""" + sequences_sql(high_waters)
+
+
+def merged_high_waters(*lists):
+    """{(table, column): the highest high-water mark} over lists of sequences (pg_owned_sequences)."""
+    out = {}
+    for sequences in lists:
+        for s in sequences or []:
+            key = (s["table"], s["column"])
+            out[key] = max(out.get(key, s["high_water"]), s["high_water"])
+    return out
+
+
+def sequences_sql(high_waters):
+    """Every sequence set by (table, column) to the greater of max(column) and the old high-water
+    mark, so no id is ever reused (a renamed model's old sequence name is moot)."""
+    rows = ",\n  ".join(
+        f"({sql.Literal(t).as_string(None)}, {sql.Literal(c).as_string(None)}, {int(h)})" for (t, c), h in sorted(high_waters.items())
+    ) or "(NULL, NULL, NULL)"
+    return f"""\
 CREATE TEMP TABLE remigrate_high_water (tbl text, col text, hw bigint);
 INSERT INTO remigrate_high_water VALUES
   {rows};
@@ -846,6 +862,13 @@ class Postgres(Engine):
                                                       str(sessions.get("wait", 30)), manifest["dump"].get("xids", ""),
                                                       counters, what="closing the database"))
         say(f"    nothing written since the backup: {closed['checked']}")
+        return closed
+
+    def raise_sequences(self, sequences):
+        """The new database's sequences raised to the live one's marks (`sequences`, read once it
+        was closed): an id handed out since the backup, to a row deleted since, is never reused."""
+        self.run_sql([[sequences_sql(merged_high_waters(sequences))]], "raise-sequences",
+                     "raising the new database's sequences to the live ones'")
 
     def swapped(self, phases):
         """Whether the database built beside has taken the live name (the rename consumes it)."""
@@ -882,7 +905,8 @@ class Postgres(Engine):
             if self.exists() and "drop" not in phases:  # a resumed run after the drop: the live name is ours
                 journal("close")
                 self.reopen()  # a resumed run may find it closed by the run that died
-                self.close(manifest, sessions or {})
+                journal.data["live_sequences"] = self.close(manifest, sessions or {}).get("sequences", [])
+                journal.save()  # the marks to keep, for a run resumed once the live database is gone
             journal("drop")
             self.check_lock()
             if self.exists():
@@ -897,7 +921,7 @@ class Postgres(Engine):
         journal("migrate")
         self.project.manage("migrate", "--noinput", db_name=self.beside)
         journal("load")
-        self.load(dump, manifest, skip)
+        self.load(dump, manifest, skip, journal.data.get("live_sequences"))
         journal("content-types")
         self.project.probe("content-types", what="adding content types of new models", db_name=self.beside)
 
@@ -1012,17 +1036,18 @@ class Postgres(Engine):
                   "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')", "listing the new tables")
         return {tuple(x) for x in json.loads(out)}
 
-    def load(self, dump, manifest, skip):
+    def load(self, dump, manifest, skip, live_sequences=None):
         """The backup's rows into the new schema the way pg_restore loads a whole archive: its keys,
         indexes and foreign keys are taken out (their definitions kept), the table data is
         loaded by `jobs` sessions at once, then keys and indexes are built in parallel and each
         foreign key is added back and checked with one query (not one check per row). Nothing of
         this is visible: the database is built beside the live one, and a failure drops it.
-        django_migrations and the removed tables are not loaded."""
+        django_migrations and the removed tables are not loaded. Sequences: at least the backup's
+        marks and `live_sequences` (the live database's, read when it was closed)."""
         with self.session(self.beside) as ask:  # its reads, in one session
-            self._load(dump, manifest, skip, ask)
+            self._load(dump, manifest, skip, ask, live_sequences)
 
-    def _load(self, dump, manifest, skip, ask):
+    def _load(self, dump, manifest, skip, ask, live_sequences=None):
         owners = {(r["schema"], r["name"]): r.get("owner", "") for r in manifest["database"]["relations"]}
         keep = [(s, n, owners[(s, n)]) for (s, n) in sorted(self.new_tables(ask))
                 if (s, n) in owners and n != "django_migrations" and (n if s == "public" else f"{s}.{n}") not in skip]
@@ -1051,7 +1076,7 @@ class Postgres(Engine):
         timer = Timer()
         fks = parts["foreign_keys"]
         post = ([unchecked or make for _t, make, _d, unchecked, _v in fks]
-                + [load_post_sql({(s["table"], s["column"]): s["high_water"] for s in manifest["database"]["sequences"]}),
+                + [load_post_sql(merged_high_waters(manifest["database"]["sequences"], live_sequences)),
                    grant_sql(manifest["database"].get("grants", []))])
         self.run_sql([post], "load-post", "adding the foreign keys back")
         # each foreign key checked with one query, and every table analyzed: a table's in one
@@ -1266,6 +1291,10 @@ class Sqlite(Engine):
         if self.swapped([p["phase"] for p in journal.data["phases"]]):
             return  # a resumed run: the new database is in place already
         self.reopen()  # a resumed run: the new file and a second name of the live one left by a killed swap go
+        props = manifest["database"]["properties"]
+        if props.get("page_size"):  # the live file's own settings (a bundle from before they were recorded: defaults)
+            self.project.probe("sqlite-new-file", self.beside, str(props.get("encoding", "UTF-8")), str(props["page_size"]),
+                               str(props.get("auto_vacuum", 0)), what="creating the new database file")
         journal("migrate")
         self.project.manage("migrate", "--noinput", db_name=self.beside)
         journal("load")

@@ -533,7 +533,7 @@ def swap(engine, manifest, bundle_path, plan, journal, phases):
     t = Timer()
     if plan.strategy == "swap" and engine.name == "postgresql":
         journal("close")
-        engine.close(manifest, plan.sessions)
+        engine.raise_sequences(engine.close(manifest, plan.sessions).get("sequences"))
     journal("swap")
     done = engine.swap_in(manifest, keep=journal.data.get("kept"), bundle_path=bundle_path) or {}
     if done.get("mode"):  # SQLite: the journal mode the kept file had (the swap leaves it in DELETE mode)

@@ -115,6 +115,24 @@ def test_a_write_during_the_reset_stops_it_and_is_kept(pg_case):
     assert tree_digest(seeded.project) == before_files
     # and the database takes sessions again
     assert query(seeded, "SELECT datallowconn FROM pg_database WHERE datname = current_database()") == [(True,)]
+    # A row added and deleted after the backup leaves the content as it was, so the reset goes
+    # through; the id it was given is never handed out again by the rebuilt database.
+    kept = data_rows(seeded)
+    proc = start_reset(seeded, f"pause:{phase}:8")
+    wait_for(lambda: any(json.loads(p.read_text()).get("phase") == phase and json.loads(p.read_text()).get("status") == "running"
+                         for p in (seeded.project.parent / "b").glob("*/journal.json")), f"the second {phase}", proc)
+    given = handed_out_and_deleted(seeded)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    assert data_rows(seeded) == kept
+    assert query(seeded, "INSERT INTO system_setting (key, value) VALUES ('after.reset', '1') RETURNING id")[0][0] > given
+
+
+def handed_out_and_deleted(case):
+    """The application adds a row and deletes it (the content as it was); the id it was given."""
+    given = query(case, "INSERT INTO system_setting (key, value) VALUES ('brief', '1') RETURNING id")[0][0]
+    case.damage(["DELETE FROM system_setting WHERE key = 'brief'"])
+    return given
 
 
 def test_sigterm_during_the_load_rolls_back_like_ctrl_c(sqlite_case):

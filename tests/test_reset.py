@@ -97,15 +97,18 @@ def test_full_reset_keeps_every_row_and_leaves_one_fresh_history(seeded):
     view = query(seeded, "SELECT * FROM system_setting_keys ORDER BY 1")  # made by a RunSQL of the old history
     assert perms and log and len(view) == 5
     seeded.env["REMIGRATE_SQLITE_PARALLEL_FROM"] = "0"  # SQLite: the backup's and the new file's rows read by several processes
-    header = ("journal_mode", "user_version", "application_id")
+    header = ("journal_mode", "user_version", "application_id", "page_size", "auto_vacuum")
     if seeded.engine == "sqlite":  # the file's own settings and the application's marks in its header survive
         with contextlib.closing(sqlite3.connect(seeded.project / "db.sqlite3")) as conn:
-            for pragma in ("journal_mode = WAL", "user_version = 7", "application_id = 1234"):
+            for pragma in ("page_size = 8192", "auto_vacuum = INCREMENTAL", "journal_mode = WAL", "user_version = 7",
+                           "application_id = 1234"):
+                if pragma.startswith("journal_mode"):
+                    conn.execute("VACUUM")  # page size and auto-vacuum change only with a VACUUM outside WAL mode
                 conn.execute(f"PRAGMA {pragma}")
     out = reset(seeded, *REMOVE, "--yes", "--check-command", "python manage.py shell -c 'print(\"app-ok\")'")
     if seeded.engine == "sqlite":
         with contextlib.closing(sqlite3.connect(seeded.project / "db.sqlite3")) as conn:
-            assert [conn.execute(f"PRAGMA {p}").fetchone()[0] for p in header] == ["wal", 7, 1234]
+            assert [conn.execute(f"PRAGMA {p}").fetchone()[0] for p in header] == ["wal", 7, 1234, 8192, 2]
     assert out.returncode == 0, out.stdout + out.stderr
     assert "reset done" in out.stdout and "removed (expected)" in out.stdout
     assert "manage.py check --deploy" in out.stdout and "| app-ok" in out.stdout

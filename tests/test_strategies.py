@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from conftest import manage, run_inv
 from servers import psycopg_admin
-from test_faults import NEW_SETTING, access_rules, common, start_reset, wait_for
+from test_faults import NEW_SETTING, access_rules, common, handed_out_and_deleted, start_reset, wait_for
 from test_reset import REMOVE, WF_TABLE, data_rows, query, reset, tree_digest
 
 
@@ -103,6 +103,18 @@ def test_a_write_while_the_swap_builds_is_found_and_nothing_is_lost(seeded):
     assert database_names(seeded) == expected  # no half-built database left beside
     if seeded.engine == "postgresql":  # open again for the application
         assert query(seeded, "SELECT count(*) FROM system_setting WHERE key = 'written.during.reset'") == [(1,)]
+    # A row added and deleted during the build leaves the content as the backup had it, so the
+    # swap goes through; the id it was given is never handed out again.
+    kept = data_rows(seeded)
+    proc = start_reset(seeded, "pause:load:4", extra=("--strategy", "swap"))
+    wait_for(lambda: any(json.loads(p.read_text()).get("phase") == "load" and json.loads(p.read_text()).get("status") == "running"
+                         for p in (seeded.project.parent / "b").glob("*/journal.json")), "the second load", proc)
+    given = handed_out_and_deleted(seeded)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    assert data_rows(seeded) == kept
+    assert query(seeded, "INSERT INTO system_setting (key, value) VALUES ('after.swap', '1') RETURNING id")[0][0] > given
+    assert run_inv("cleanup", *common(seeded), "--yes", env=seeded.env).returncode == 0  # the kept database goes
 
 
 @pytest.mark.parametrize("moment", ["load", "swap", "swap-half"])
