@@ -84,6 +84,7 @@ def observe(connection):
                 for name in facts[kind]}
     objects |= {f"index {i['table']} {i['definition']}" for i in facts["indexes"].values()}
     objects |= {f"constraint {c['table']} {c['definition']}" for c in facts["constraints"].values()}
+    objects |= {f"sequence {name}" for name, seq in facts["sequences"].items() if seq.get("sql")}  # of its own
     return objects, {t: (c["rows"], c["digest"]) for t, c in facts["content"].items()}
 
 
@@ -241,6 +242,9 @@ def to_carry(old, new, removed_tables, caches=()):
     for name, ext in sorted(old["extensions"].items()):
         if name not in new["extensions"]:
             pre.append((f"extension {name}", ext["sql"]))
+    for name, seq in sorted(old["sequences"].items()):  # of its own: invoice numbers, say (its value: carried_sequences)
+        if seq.get("sql") and name not in new["sequences"] and name not in skip:
+            pre.append((f"sequence {name}", seq["sql"]))
     for name, fn in sorted(old["functions"].items()):
         if name not in new["functions"]:
             pre.append((f"function {name}", fn["sql"]))
@@ -374,10 +378,12 @@ def load_rows(apps, schema_editor):
                 cursor.executemany(f"INSERT INTO {{quote(table['table'])}} ({{columns}}) VALUES ({{marks}})", rows)
     with connection.cursor() as cursor:  # ids are never reused: sequences as the old history left them
         for table, column, value in data["sequences"]:
-            if connection.vendor == "postgresql" and column:
+            if connection.vendor == "postgresql" and table is None:  # a sequence of its own (column: its name)
+                cursor.execute("SELECT setval(%s::regclass, %s, true)", [column, value])
+            elif connection.vendor == "postgresql" and column:
                 cursor.execute("SELECT setval(pg_get_serial_sequence(%s, %s), %s, true)",
                                [connection.ops.quote_name(table), column, value])
-            elif connection.vendor == "sqlite":
+            elif connection.vendor == "sqlite" and table:
                 cursor.execute("UPDATE sqlite_sequence SET seq = %s WHERE name = %s", [value, table])
                 if not cursor.rowcount:
                     cursor.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, value])
@@ -395,12 +401,19 @@ class Migration(migrations.Migration):
 '''
 
 
-def carried_sequences(schema, tables):
-    """(table, column, value) of the old history's sequences for the carried tables."""
+def carried_sequences(schema, tables, carried=()):
+    """(table, column, value) of the old history's sequences for the carried tables, and (None,
+    quoted name, value) of the sequences of their own it carries (`carried`: their keys)."""
     out = []
     for key, seq in sorted(schema["sequences"].items()):
+        if not seq["value"]:
+            continue
+        if seq.get("sql") and key in carried:
+            sequence_schema, name = S.pg_key_parts(key)
+            out.append([None, f"{S.qident(sequence_schema)}.{S.qident(name)}", seq["value"]])
+            continue
         table = seq.get("table") or key
-        if table in tables and seq["value"]:
+        if table in tables:
             column = key.rsplit(".", 1)[1] if "." in key and seq.get("table") else None
             out.append([table, column, seq["value"]])
     return out
@@ -500,7 +513,8 @@ def build_new(connection, old, removed_tables, own, carry_enabled=True, on_writt
                 number = 1 + max(int(n.split("_", 1)[0]) for a, n in leaves if a == app and n[:4].isdigit())
                 folder = next(a["migrations_dir"] for a in own if a["label"] == app)
                 tables = {t["table"] for t in rows} | set(carry["tables"])
-                sequences = carried_sequences(old["schema"], tables)
+                sequences = carried_sequences(old["schema"], tables, {k[len("sequence "):] for k, _ in carry["pre"]
+                                                                      if k.startswith("sequence ")})
                 written = [(app, f) for f in write_carried(folder, number, carry, rows, sequences,
                                                            [tuple(n) for n in leaves], connection.vendor)]
                 if on_written:

@@ -228,7 +228,7 @@ def pg_stats(cursor, count=True):
         if count:
             cursor.execute(f"SELECT count(*) FROM {quoted}")
         counts[key] = cursor.fetchone()[0] if count else None
-    sequences = pg_owned_sequences(cursor)
+    sequences = pg_sequence_marks(cursor)
     grants = schema_facts.pg_grants(cursor)
     properties["default_privileges_of_others"] = schema_facts.pg_default_privileges_of_others(cursor)
     return {"server_version": version, "server_version_num": version_num, "properties": properties,
@@ -237,9 +237,9 @@ def pg_stats(cursor, count=True):
             **({} if count else {"quoted": tables})}  # for counts_from_content
 
 
-def pg_owned_sequences(cursor):
-    """Every sequence a column owns (serial, identity), found by its (table, column), with its
-    high-water mark: the last value handed out."""
+def pg_sequence_marks(cursor):
+    """Every sequence with its high-water mark (the last value handed out): one a column owns
+    (serial, identity) found by its (table, column), one of its own (table None) by its name."""
     cursor.execute(
         "SELECT n.nspname, c.relname, a.attname,"
         " pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname)"
@@ -247,15 +247,21 @@ def pg_owned_sequences(cursor):
         f" WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {schema_facts.USER_SCHEMAS}"
         " ORDER BY 1, 2, 3"
     )
+    owned = [(schema, rel, column, seq) for schema, rel, column, seq in cursor.fetchall() if seq]
+    cursor.execute(
+        "SELECT NULL, NULL, NULL, quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        f" WHERE c.relkind = 'S' AND {schema_facts.USER_SCHEMAS}"
+        f" AND {schema_facts.NOT_FROM_EXTENSION.format(oid='c.oid', catalog='pg_class')}"
+        " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid"
+        "                 AND d.deptype IN ('a', 'i')) ORDER BY 4")
     sequences = []
-    for schema, rel, column, seq in cursor.fetchall():
-        if not seq:
-            continue
+    for schema, rel, column, seq in owned + cursor.fetchall():
         cursor.execute(f"SELECT last_value, is_called FROM {seq}")  # seq comes quoted from the server
         last_value, is_called = cursor.fetchone()
         sequences.append({
-            "table": rel if schema == "public" else f"{schema}.{rel}", "column": column, "sequence": seq,
-            "last_value": last_value, "is_called": is_called,
+            "table": (rel if schema == "public" else f"{schema}.{rel}") if rel else None, "column": column,
+            "sequence": seq, "last_value": last_value, "is_called": is_called,
             "high_water": last_value if is_called else last_value - 1,
         })
     return sequences
@@ -1571,7 +1577,7 @@ def cmd_pg_close(opts):
             checked = proof_of_no_write(cursor, snapshot, ours, status, counters, expected, algorithm, name)
             # a row added and deleted since leaves the content as it was but its id handed out:
             # the new database's sequences must not hand it out again
-            return {"closed": name, "checked": checked, "sequences": pg_owned_sequences(cursor)}
+            return {"closed": name, "checked": checked, "sequences": pg_sequence_marks(cursor)}
         except BaseException:
             allow(True)
             raise

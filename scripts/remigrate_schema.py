@@ -573,14 +573,23 @@ def pg_schema(cursor):
         " (SELECT t.relname || '.' || a.attname FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid"
         "   JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
         "   WHERE d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass"
-        "   AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1)"
+        "   AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1),"
+        " s.data_type::text, s.increment_by, s.min_value, s.max_value, s.start_value, s.cache_size, s.cycle"
         " FROM pg_sequences s WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema')")
-    for schema, name, value, owner in cursor.fetchall():
+    for schema, name, value, owner, *options in cursor.fetchall():
         # Keyed by the column that owns it: a renamed table keeps its old sequence name.
         out["sequences"][owner or pg_key(schema, name)] = {
             "table": (owner or "").rsplit(".", 1)[0] or None, "value": int(value), "name": name,
-            "rename": f"ALTER SEQUENCE {qident(schema)}.{OLD} RENAME TO {NEW}"}
+            "rename": f"ALTER SEQUENCE {qident(schema)}.{OLD} RENAME TO {NEW}",
+            **({} if owner else {"sql": sequence_sql(schema, name, *options)})}
     return out
+
+
+def sequence_sql(schema, name, data_type, increment, minimum, maximum, start, cache, cycle):
+    """CREATE SEQUENCE for a sequence no column owns (its value is data, set apart)."""
+    return (f"CREATE SEQUENCE {qident(schema)}.{qident(name)} AS {data_type} INCREMENT BY {int(increment)} "
+            f"MINVALUE {int(minimum)} MAXVALUE {int(maximum)} START WITH {int(start)} CACHE {int(cache)}"
+            f"{' CYCLE' if cycle else ' NO CYCLE'}")
 
 
 def pg_grants(cursor):

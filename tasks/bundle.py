@@ -199,6 +199,29 @@ def compare_content(before, after, skip=(), may_grow=()):
     return problems
 
 
+def sequence_key(seq):
+    """How a sequence of the stats is known: a column's by (table, column), whatever its name (a
+    renamed model's sequence is named after the old table); one of its own by (None, its name)."""
+    return (seq["table"], seq["column"]) if seq.get("table") else (None, seq["sequence"])
+
+
+def sequence_problems(before, after, skip=()):
+    """Sequences below their marks in `before` (the backup's), or gone (one of its own; a
+    column's goes with its table)."""
+    now = {sequence_key(s): s for s in after}
+    problems = []
+    for s in before:
+        key, got = sequence_key(s), now.get(sequence_key(s))
+        if s.get("table") in skip or s.get("table") == "django_migrations":
+            continue
+        what = f"sequence {s['sequence']}" if key[0] is None else f"sequence of {s['table']}.{s['column']}"
+        if got is None and key[0] is None:
+            problems.append(f"{what} is gone")
+        elif got is not None and got["high_water"] < s["high_water"]:
+            problems.append(f"{what} is at {got['high_water']}, below the old {s['high_water']}")
+    return problems
+
+
 def missing_objects(before, after, skip=()):
     """Views, triggers, functions, extensions and virtual tables the backup had and the database
     lacks now (those of skipped tables excepted)."""

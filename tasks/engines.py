@@ -418,20 +418,22 @@ END $$;
 
 
 def merged_high_waters(*lists):
-    """{(table, column): the highest high-water mark} over lists of sequences (pg_owned_sequences)."""
+    """{key: the highest high-water mark} over lists of sequences (the probe's pg_sequence_marks):
+    see B.sequence_key."""
     out = {}
     for sequences in lists:
         for s in sequences or []:
-            key = (s["table"], s["column"])
+            key = B.sequence_key(s)
             out[key] = max(out.get(key, s["high_water"]), s["high_water"])
     return out
 
 
 def sequences_sql(high_waters):
     """Every sequence set by (table, column) to the greater of max(column) and the old high-water
-    mark, so no id is ever reused (a renamed model's old sequence name is moot)."""
+    mark, so no id is ever reused (a renamed model's old sequence name is moot); a sequence of its
+    own ((None, its quoted name)) raised to its old mark (an ascending one: never lowered)."""
     rows = ",\n  ".join(
-        f"({sql.Literal(t).as_string(None)}, {sql.Literal(c).as_string(None)}, {int(h)})" for (t, c), h in sorted(high_waters.items())
+        f"({sql.Literal(t).as_string(None)}, {sql.Literal(c).as_string(None)}, {int(h)})" for (t, c), h in sorted(high_waters.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or ""))
     ) or "(NULL, NULL, NULL)"
     return f"""\
 CREATE TEMP TABLE remigrate_high_water (tbl text, col text, hw bigint);
@@ -451,6 +453,16 @@ BEGIN
      WHERE col = r.attname AND tbl = CASE WHEN r.nspname = 'public' THEN r.relname ELSE r.nspname || '.' || r.relname END;
     top := GREATEST(coalesce(top, 0), coalesce(old, 0));
     IF top > 0 THEN PERFORM setval(r.seq, top, true); ELSE PERFORM setval(r.seq, 1, false); END IF;
+  END LOOP;
+END $$;
+DO $$
+DECLARE r record; low bigint; step bigint;
+BEGIN
+  FOR r IN SELECT to_regclass(col) AS seq, hw FROM remigrate_high_water WHERE tbl IS NULL AND col IS NOT NULL LOOP
+    CONTINUE WHEN r.seq IS NULL;
+    SELECT seqmin, seqincrement INTO low, step FROM pg_sequence WHERE seqrelid = r.seq;
+    CONTINUE WHEN step < 0 OR r.hw < low OR r.hw <= coalesce(pg_sequence_last_value(r.seq), low - 1);
+    PERFORM setval(r.seq, r.hw, true);
   END LOOP;
 END $$;
 DROP TABLE remigrate_high_water;
@@ -509,6 +521,11 @@ def lock_holder_sql(key):
 class LiveDatabaseKept(RemigrateError):
     """The reset stopped before the live database was changed (writes found, sessions still open):
     a rollback puts back the migration files only."""
+
+
+class StrangerDatabase(RemigrateError):
+    """A database under the live name that the reset did not make nor replace: nothing is done to
+    it, no rollback either (it would refuse the same way); the run stays interrupted."""
 
 
 WRITES = "writes during the reset: "  # the probe's words for it
@@ -931,7 +948,7 @@ class Postgres(Engine):
         dropped: the run stops and says so."""
         ours = {journal.get("live_oid"), journal.get("build_oid")} - {None}
         if ours and self.exists() and self.oid() not in ours:
-            raise RemigrateError(f"a database named {self.db.name} was created by someone else while the reset ran (it is "
+            raise StrangerDatabase(f"a database named {self.db.name} was created by someone else while the reset ran (it is "
                                  "neither the one the reset dropped nor the one it built); it was left as it is: move it "
                                  f"away (ALTER DATABASE ... RENAME), {then}")
 

@@ -16,7 +16,7 @@ from tasks.backup import (fetch_bundle, find_bundle, record_deferred_check, sett
                           verify_bundle)
 from tasks.base import resolve, task
 from tasks.console import STOP, RemigrateError, Secrets, Timer, check_stop, confirm, human_bytes, ok, say, step, table, warn
-from tasks.engines import LiveDatabaseKept, engine_for
+from tasks.engines import LiveDatabaseKept, StrangerDatabase, engine_for
 from tasks.faults import inject_fault, injected_problem
 from tasks.history import History, install, prove, refusal
 from tasks.history import show as show_history
@@ -320,11 +320,7 @@ def verify(project, engine, manifest, plan, db_name=None, bundle_path=None):
     problems += B.compare_content(saved.get("content", {}), after["content"], skip=plan.skip, may_grow=MAY_GROW)
     problems += [f"{obj} is gone" for obj in B.missing_objects(saved.get("objects", []), after["objects"], plan.skip)]
     problems += [f"{obj} is new (the backup did not have it)" for obj in B.new_access(saved, after["objects"], plan.skip)]
-    old_hw = {(s["table"], s["column"]): s["high_water"] for s in manifest["database"]["sequences"]}
-    for s in after["sequences"]:
-        want = old_hw.get((s["table"], s["column"]))
-        if want is not None and s["table"] != "django_migrations" and s["high_water"] < want:
-            problems.append(f"sequence of {s['table']}.{s['column']} is at {s['high_water']}, below the old {want}")
+    problems += B.sequence_problems(manifest["database"]["sequences"], after["sequences"], plan.skip)
     if injected_problem("verify"):
         problems.append("injected verification problem (REMIGRATE_FAULT)")
     fk_now = after["properties"].get("foreign_key_violations", 0)
@@ -544,7 +540,10 @@ def swap(engine, manifest, bundle_path, plan, journal, phases):
     down = done.get("locked_seconds") if engine.name == "sqlite" else (time.time() - closed_at if closed_at else None)
     if down is not None:
         journal.data["downtime_seconds"] = round(down, 2)
-        say(f"    the application could not write for {down:.1f} s" + (f"; the old database is kept as {journal.data['kept']} "
+        earlier = engine.name == "postgresql" and closed_at and closed_at < max(journal.data.get("resumed_at") or [0])
+        say(f"    the application could not write for {down:.1f} s"
+            + (" (since the interrupted run closed the database)" if earlier else "")
+            + (f"; the old database is kept as {journal.data['kept']} "
             "(`inv rollback` puts it back at once, `inv cleanup` removes it)" if journal.data.get("kept") else ""))
 
 
@@ -604,6 +603,8 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
                 swap(engine, manifest, bundle_path, plan, journal, phases)
             journal("check-application")
             check_application(project, plan.checks)
+    except StrangerDatabase:
+        raise  # left as it was, the run interrupted still: moved away, it can be resumed or rolled back
     except BaseException as exc:
         STOP.clear()  # the stop asked for is this rollback: its own commands must run
         reason = Secrets.scrub(str(exc) or type(exc).__name__)
@@ -741,6 +742,7 @@ def resume_run(project, engine, manifest, bundle_path, data, reached, total):
         journal = Journal(project, bundle_path, lock["run_id"], data.get("options", {}))
         journal.data = data
         journal.data["controller"] = {"host": socket.gethostname(), "pid": os.getpid()}
+        journal.data.setdefault("resumed_at", []).append(time.time())
         step(f"Resuming {manifest['name']} after phase {data.get('phase')}")
         return execute(project, engine, plan, manifest, bundle_path, journal, total, files_ready=files_ready)
     finally:

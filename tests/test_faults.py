@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 from conftest import PYTHON, REPO, SAMPLE, manage, run_inv, sqlite_copy
 from servers import psycopg_admin
-from test_reset import REMOVE, data_rows, query, reset, tree_digest
+from test_reset import REMOVE, add_writer_migration, data_rows, query, reset, tree_digest
 
 NEW_SETTING = "INSERT INTO system_setting (key, value) VALUES ('written.during.reset', '\"kept\"')"
 
@@ -307,7 +307,10 @@ def test_killed_between_drop_and_create_then_rollback_recreates_the_database(pg_
         conn.execute(f'CREATE DATABASE "{seeded.pg_db.name}"')
     out = reset(seeded, "--resume", "--yes")
     assert out.returncode == 1 and "created by someone else" in out.stderr, out.stderr
+    assert (out.stdout + out.stderr).count("created by someone else") == 1 and "Rolling back" not in out.stdout, out.stdout
     assert not dropped()
+    journal = next((seeded.project.parent / "b").glob("*/journal.json"))
+    assert json.loads(journal.read_text())["status"] == "running"  # still to resume or roll back, once it is moved away
     with psycopg_admin(seeded.pg_db.cluster) as conn:
         conn.execute(f'DROP DATABASE "{seeded.pg_db.name}"')
     out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
@@ -424,6 +427,35 @@ def access_rules(case):
                        "WHERE attacl IS NOT NULL "
                        "UNION ALL SELECT 'default', pg_get_userbyid(defaclrole) || ' ' || defaclnamespace::regnamespace::text "
                        "|| ' ' || defaclobjtype::text, defaclacl::text FROM pg_default_acl ORDER BY 1, 2")
+
+
+def test_a_sequence_of_its_own_made_by_the_old_history_is_carried_and_never_goes_back(pg_case):
+    """A RunSQL CREATE SEQUENCE (invoice numbers: no column owns it) is not in what makemigrations
+    writes: the new history carries it, with its options and the value the old history left (a
+    fresh install has it), and the rebuilt database goes on after the last number the live one
+    handed out, one taken while the reset ran included."""
+    add_writer_migration(pg_case, "migrations.RunSQL(\"CREATE SEQUENCE invoice_no_seq START 1000 INCREMENT 5 MAXVALUE 999999; "
+                                  "SELECT setval('invoice_no_seq', 1100)\", 'DROP SEQUENCE invoice_no_seq')")
+    taken = [query(pg_case, "SELECT nextval('invoice_no_seq')")[0][0] for _ in range(3)]
+    before = data_rows(pg_case)
+    proc = start_reset(pg_case, "pause:regenerate-migrations:6")
+    wait_for(journal_phase(pg_case, "regenerate-migrations"), "phase regenerate-migrations", proc)
+    taken.append(query(pg_case, "SELECT nextval('invoice_no_seq')")[0][0])  # the application numbers an invoice
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    assert taken == [1105, 1110, 1115, 1120]
+    assert "made sequence invoice_no_seq" in out and "a fresh install from the new history equals one from the old " \
+        "history" in out, out
+    assert query(pg_case, "SELECT nextval('invoice_no_seq')") == [(1125,)]
+    assert query(pg_case, "SELECT increment_by, max_value FROM pg_sequences WHERE sequencename = 'invoice_no_seq'") == [(5, 999999)]
+    assert data_rows(pg_case) == before
+    carried = next(pg_case.project.rglob("*_remigrate_carried.json"))
+    data = json.loads(carried.read_text())
+    assert [None, '"public"."invoice_no_seq"', 1100] in data["sequences"]  # a fresh install starts where the old history left it
+    # once gone from the live database, the check says so
+    pg_case.damage(["DROP SEQUENCE invoice_no_seq"])
+    out = run_inv("verify", *common(pg_case), env=pg_case.env)
+    assert out.returncode == 1 and 'sequence public.invoice_no_seq is gone' in out.stdout, out.stdout
 
 
 def held_locks(db):

@@ -381,19 +381,6 @@ def test_an_old_history_that_does_not_apply_on_sqlite_is_said_and_the_postgresql
     assert scratch_databases(pg_case) == []
 
 
-def test_a_sequence_of_its_own_made_by_the_old_history_is_never_dropped_silently(pg_case):
-    """A RunSQL CREATE SEQUENCE (invoice numbers, say: no column owns it) is not in what
-    makemigrations writes: the plan names it and refuses, instead of a reset after which
-    nextval() fails."""
-    add_writer_migration(pg_case, "migrations.RunSQL('CREATE SEQUENCE invoice_no_seq', 'DROP SEQUENCE invoice_no_seq')")
-    pg_case.damage(["SELECT nextval('invoice_no_seq')"])
-    out = reset(pg_case, *REMOVE, "--dry-run")
-    assert out.returncode == 1, out.stdout + out.stderr
-    assert "- sequence invoice_no_seq: only in the old history" in out.stdout, out.stdout[-3000:]
-    assert "- sequence invoice_no_seq: only in the live database" in out.stdout, out.stdout[-3000:]
-    assert "nothing was changed" in out.stderr and scratch_databases(pg_case) == []
-
-
 def test_default_privileges_the_role_cannot_give_again_stop_a_rebuild_in_its_plan(pg_case):
     """ALTER DEFAULT PRIVILEGES FOR ROLE another (a deploy role's rule: its new tables readable
     by the application) lives in the database: a rebuilt one would lack it unless the reset's
