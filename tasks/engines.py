@@ -177,15 +177,18 @@ def table_entries(listing, tables):
     return "\n".join(out) + "\n"
 
 
-def access_toc(listing, tables, schemas):
-    """The archive's table-of-contents lines that give a rebuilt database the access rules its
-    rows do not carry: the privileges on the `schemas` it has (a REVOKE ... FROM PUBLIC on
-    public included), on the columns of the `tables` loaded ((schema, name) pairs) and the
-    default privileges (ALTER DEFAULT PRIVILEGES). pg_dump writes each relative to a new
-    database's own, which a rebuilt one is."""
+def after_load_toc(listing, tables, schemas, matviews=()):
+    """The archive's table-of-contents lines that a rebuilt database needs once its rows are in,
+    beyond them: the access rules its rows do not carry (the privileges on the `schemas` it has,
+    a REVOKE ... FROM PUBLIC on public included, on the columns of the `tables` loaded ((schema,
+    name) pairs), the default privileges from ALTER DEFAULT PRIVILEGES), and the refresh of the
+    materialized views `matviews` ((schema, name)) that the backup had filled (the migrations
+    made them over empty tables). pg_dump writes each relative to a new database's own, which a
+    rebuilt one is."""
     wanted = tuple(f"ACL - SCHEMA {schema} " for schema in schemas)
-    columns = tuple(f"ACL {schema} COLUMN {name}." for schema, name in tables)
-    out = [line for line, desc in toc_entries(listing) if desc.startswith((*wanted, *columns, "DEFAULT ACL "))]
+    wanted += tuple(f"ACL {schema} COLUMN {name}." for schema, name in tables)
+    wanted += tuple(f"MATERIALIZED VIEW DATA {schema} {name} " for schema, name in matviews)
+    out = [line for line, desc in toc_entries(listing) if desc.startswith((*wanted, "DEFAULT ACL "))]
     return "\n".join(out) + "\n" if out else ""
 
 
@@ -383,7 +386,7 @@ def grant_sql(grants):
     migrations make tables owned by their owner only)."""
     out = []
     for g in grants:
-        if g["kind"] not in ("TABLE", "SEQUENCE"):  # the rest: access_toc
+        if g["kind"] not in ("TABLE", "SEQUENCE"):  # the rest: after_load_toc
             continue
         grantee = "PUBLIC" if g["grantee"] == "PUBLIC" else sql.Identifier(g["grantee"]).as_string(None)
         tail = f" TO {grantee}" + (" WITH GRANT OPTION" if g["grantable"] else "")
@@ -1108,16 +1111,19 @@ class Postgres(Engine):
             self.run_sql([[f"ANALYZE {tbl};" for tbl in sorted(tables["parents"])]], "load-analyze",
                          "analyzing the partitioned tables")
         took.append(f"{len(fks)} foreign keys checked and statistics {timer}")
-        schemas = json.loads(ask(f"SELECT coalesce(json_agg(n.nspname), '[]') FROM pg_namespace n WHERE {S.USER_SCHEMAS}",
-                                 "listing the new schemas"))
-        access = access_toc(listing, [(s, n) for s, n, _ in keep], schemas)
-        if access:
-            self.target.write_private(posixpath.join(work, "access-toc"), access, replace=True)
-            script = ["pg_restore", f"--use-list={posixpath.join(work, 'access-toc')}", "--file=-", dump]
+        made = json.loads(ask("SELECT json_build_object('schemas', (SELECT coalesce(json_agg(n.nspname), '[]') FROM "
+                              f"pg_namespace n WHERE {S.USER_SCHEMAS}), 'matviews', (SELECT coalesce(json_agg("
+                              "json_build_array(schemaname, matviewname)), '[]') FROM pg_matviews))",
+                              "listing the new schemas and materialized views"))
+        after = after_load_toc(listing, [(s, n) for s, n, _ in keep], made["schemas"], made["matviews"])
+        if after:
+            self.target.write_private(posixpath.join(work, "after-load-toc"), after, replace=True)
+            script = ["pg_restore", f"--use-list={posixpath.join(work, 'after-load-toc')}", "--file=-", dump]
             apply = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", *pg_conn_args(self.db, self.beside),
                      "-f", "-"]
             self.target.shell(pipeline(script, apply, env=self.env()),
-                              what="giving back the privileges on schemas and columns and the default privileges")
+                              what="giving back the privileges on schemas and columns and the default privileges, "
+                                   "refreshing the materialized views")
         say(f"    loaded by {jobs} sessions: {', '.join(took)}")
         again = json.loads(ask(keys_query([(s, n) for s, n, _ in keep]), "reading the new schema's keys and indexes"))
         if again != parts:

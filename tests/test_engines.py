@@ -195,20 +195,23 @@ def test_the_entries_that_make_a_dropped_table_again_are_all_of_its_own_and_no_o
     assert [ln.split(";")[0] for ln in table_entries(dotted, {"s.x.y": {}}).splitlines()] == ["20", "21"]
 
 
-def test_the_access_rules_a_rebuild_gives_back_are_those_of_what_it_has():
+def test_what_a_rebuild_gives_back_after_its_load_is_that_of_what_it_has():
     """Schemas that exist in the new database, columns of the tables loaded, every default
-    privilege; a table's own grant is given by name elsewhere (grant_sql), never twice."""
-    from tasks.engines import access_toc
+    privilege, the refresh of its materialized views; a table's own grant is given by name
+    elsewhere (grant_sql), never twice."""
+    from tasks.engines import after_load_toc
 
     listing = ("3358; 0 0 ACL - SCHEMA public pg_database_owner\n3359; 0 0 ACL - SCHEMA reports app\n"
                "3357; 0 0 ACL - SCHEMA legacy app\n3360; 0 0 ACL public COLUMN t.id app\n"
                "3361; 0 0 ACL public COLUMN gone.name app\n3362; 0 0 ACL public TABLE t app\n"
                "2041; 826 16402 DEFAULT ACL reports DEFAULT PRIVILEGES FOR TABLES app\n"
                "2042; 826 16403 DEFAULT ACL - DEFAULT PRIVILEGES FOR FUNCTIONS app\n"
-               "3351; 0 16395 TABLE DATA public t app\n;3363; 0 0 ACL - SCHEMA public2 app\n")
-    lines = access_toc(listing, [("public", "t"), ("reports", "r")], ["public", "reports"])
-    assert [ln.split(";")[0] for ln in lines.splitlines()] == ["3358", "3359", "3360", "2041", "2042"]
-    assert access_toc("3351; 0 16395 TABLE DATA public t app\n", [("public", "t")], ["public"]) == ""
+               "3351; 0 16395 TABLE DATA public t app\n;3363; 0 0 ACL - SCHEMA public2 app\n"
+               "3370; 0 16500 MATERIALIZED VIEW DATA public report app\n"
+               "3371; 0 16501 MATERIALIZED VIEW DATA public gone_report app\n")
+    lines = after_load_toc(listing, [("public", "t"), ("reports", "r")], ["public", "reports"], [("public", "report")])
+    assert [ln.split(";")[0] for ln in lines.splitlines()] == ["3358", "3359", "3360", "2041", "2042", "3370"]
+    assert after_load_toc("3351; 0 16395 TABLE DATA public t app\n", [("public", "t")], ["public"]) == ""
 
 
 def test_a_foreign_key_taken_out_comes_back_unchecked_then_validated_with_its_comment(pg_db):
