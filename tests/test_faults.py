@@ -429,13 +429,21 @@ def access_rules(case):
                        "|| ' ' || defaclobjtype::text, defaclacl::text FROM pg_default_acl ORDER BY 1, 2")
 
 
-def test_a_sequence_of_its_own_made_by_the_old_history_is_carried_and_never_goes_back(pg_case):
+def test_a_sequence_and_a_materialized_view_of_the_old_history_are_carried_with_their_values(pg_case):
     """A RunSQL CREATE SEQUENCE (invoice numbers: no column owns it) is not in what makemigrations
     writes: the new history carries it, with its options and the value the old history left (a
     fresh install has it), and the rebuilt database goes on after the last number the live one
-    handed out, one taken while the reset ran included."""
+    handed out, one taken while the reset ran included. A RunSQL CREATE MATERIALIZED VIEW (a
+    report the application reads) is carried too, but the new history makes it while the tables
+    are empty: the rebuilt database refreshes it once the rows are in, as pg_restore does,
+    instead of an empty report until the next refresh."""
     add_writer_migration(pg_case, "migrations.RunSQL(\"CREATE SEQUENCE invoice_no_seq START 1000 INCREMENT 5 MAXVALUE 999999; "
-                                  "SELECT setval('invoice_no_seq', 1100)\", 'DROP SEQUENCE invoice_no_seq')")
+                                  "SELECT setval('invoice_no_seq', 1100)\", 'DROP SEQUENCE invoice_no_seq'), "
+                                  "migrations.RunSQL('CREATE MATERIALIZED VIEW writer_report AS SELECT count(*) AS n, "
+                                  "max(id) AS top FROM writer_content', 'DROP MATERIALIZED VIEW writer_report')")
+    pg_case.damage(["REFRESH MATERIALIZED VIEW writer_report"])
+    report = query(pg_case, "SELECT n, top FROM writer_report")
+    assert report[0][0] > 0
     taken = [query(pg_case, "SELECT nextval('invoice_no_seq')")[0][0] for _ in range(3)]
     before = data_rows(pg_case)
     proc = start_reset(pg_case, "pause:regenerate-migrations:6")
@@ -447,6 +455,7 @@ def test_a_sequence_of_its_own_made_by_the_old_history_is_carried_and_never_goes
     assert "made sequence invoice_no_seq" in out and "a fresh install from the new history equals one from the old " \
         "history" in out, out
     assert query(pg_case, "SELECT nextval('invoice_no_seq')") == [(1125,)]
+    assert "made view writer_report" in out and query(pg_case, "SELECT n, top FROM writer_report") == report
     assert query(pg_case, "SELECT increment_by, max_value FROM pg_sequences WHERE sequencename = 'invoice_no_seq'") == [(5, 999999)]
     assert data_rows(pg_case) == before
     carried = next(pg_case.project.rglob("*_remigrate_carried.json"))

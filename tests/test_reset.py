@@ -381,21 +381,6 @@ def test_an_old_history_that_does_not_apply_on_sqlite_is_said_and_the_postgresql
     assert scratch_databases(pg_case) == []
 
 
-def test_a_materialized_view_made_by_the_old_history_is_filled_again_after_the_load(pg_case):
-    """A RunSQL CREATE MATERIALIZED VIEW (a report the application reads) is carried, but the new
-    history makes it while the tables are still empty: the rebuilt database refreshes it once
-    the rows are in, as pg_restore does, instead of an empty report until the next refresh."""
-    add_writer_migration(pg_case, "migrations.RunSQL('CREATE MATERIALIZED VIEW writer_report AS SELECT count(*) AS n, "
-                                  "max(id) AS top FROM writer_content', 'DROP MATERIALIZED VIEW writer_report')")
-    pg_case.damage(["REFRESH MATERIALIZED VIEW writer_report"])
-    report = query(pg_case, "SELECT n, top FROM writer_report")
-    assert report[0][0] > 0
-    out = reset(pg_case, *REMOVE, "--yes")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "made view writer_report" in out.stdout, out.stdout
-    assert query(pg_case, "SELECT n, top FROM writer_report") == report
-
-
 def test_default_privileges_the_role_cannot_give_again_stop_a_rebuild_in_its_plan(pg_case):
     """ALTER DEFAULT PRIVILEGES FOR ROLE another (a deploy role's rule: its new tables readable
     by the application) lives in the database: a rebuilt one would lack it unless the reset's
