@@ -98,8 +98,17 @@ def explain_pg_error(stderr, db):
         return f"the server at {where} wants a password for {db.user!r} and none is configured; set DB_PASSWORD or DATABASE_URL"
     if re.search(r'database "[^"]*" does not exist', text):
         return f"database {db.name!r} does not exist at {where}; check DB_NAME or DATABASE_URL"
-    if re.search(r'role "[^"]*" does not exist', text):
+    missing = re.search(r'role "([^"]*)" does not exist', text)
+    if missing and missing.group(1) == db.user:
         return f"role {db.user!r} does not exist at {where}; check DB_USER or DATABASE_URL"
+    if missing:  # a role the backup names (an owner, a grantee) that this server has not
+        return (f"role {missing.group(1)!r}, which the backup names (an owner or a grantee), does not exist at {where}; "
+                f"create it first (CREATE ROLE {sql.Identifier(missing.group(1)).as_string(None)})")
+    member = re.search(r'must be member of role "([^"]*)"', text)
+    if member:  # ALTER DEFAULT PRIVILEGES FOR ROLE, OWNER TO: another role's
+        return (f"{db.user!r} may not act for role {member.group(1)!r}, whose objects or default privileges the backup "
+                f"holds; run it as a superuser, or first GRANT {sql.Identifier(member.group(1)).as_string(None)} TO "
+                f"{sql.Identifier(db.user).as_string(None)}")
     if any(s in text for s in ("Connection refused", "could not connect", "timeout expired", "could not translate host name", "No route to host")):
         return f"cannot reach PostgreSQL at {where}; is the server running and are DB_HOST/DB_PORT right?"
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
@@ -740,7 +749,7 @@ class Postgres(Engine):
         try:
             self.target.shell(line, what="pg_restore into the database")
         except CommandFailed as exc:
-            raise RemigrateError(f"restore failed and was rolled back (one transaction): {exc}")
+            raise RemigrateError(f"restore failed and was rolled back (one transaction): {explain_pg_error(str(exc), self.db)}")
         return {"dropped_extra": [f"{r['schema']}.{r['name']}" for r in extra]}
 
     # ---- reset: rebuild in place

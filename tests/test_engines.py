@@ -46,6 +46,9 @@ def test_tool_versions_are_parsed():
     ("fe_sendauth: no password supplied", "wants a password"),
     ('FATAL:  database "shop" does not exist', "database 'shop' does not exist"),
     ("connection to server at \"db.internal\", port 5433 failed: Connection refused", "cannot reach PostgreSQL at db.internal:5433"),
+    # a restore naming other roles: the connecting role is not the one missing, and what to run is said
+    ('psql:<stdin>:12: ERROR:  role "reporting" does not exist', "role 'reporting', which the backup names"),
+    ('psql:<stdin>:3034: ERROR:  must be member of role "deploy"', 'GRANT "deploy" TO'),
 ])
 def test_connection_errors_are_explained(stderr, expect):
     assert expect in explain_pg_error(stderr, DB)
