@@ -85,6 +85,8 @@ def observe(connection):
     objects |= {f"index {i['table']} {i['definition']}" for i in facts["indexes"].values()}
     objects |= {f"constraint {c['table']} {c['definition']}" for c in facts["constraints"].values()}
     objects |= {f"sequence {name}" for name, seq in facts["sequences"].items() if seq.get("sql")}  # of its own
+    objects |= {f"row security of {name}" for name in facts["row_security"]}
+    objects |= {f"policy {name}" for name in facts["policies"]}
     return objects, {t: (c["rows"], c["digest"]) for t, c in facts["content"].items()}
 
 
@@ -273,6 +275,10 @@ def to_carry(old, new, removed_tables, caches=()):
     for name, trigger in sorted(old["triggers"].items()):
         if name not in new["triggers"] and trigger["table"] not in skip:
             post.append((f"trigger {name}", trigger["sql"]))
+    for kind, label in (("row_security", "row security of"), ("policies", "policy")):  # after the rows: they may hide them
+        for name, made in sorted(old[kind].items()):
+            if name not in new[kind] and made["table"] not in skip:
+                post.append((f"{label} {name}", made["sql"]))
     return {"pre": pre, "post": post, "tables": sorted(new_tables), "cache_tables": cache}
 
 

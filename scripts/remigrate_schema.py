@@ -311,7 +311,7 @@ def sqlite_schema(conn, schema="main"):
     """Tables (columns, virtual module), indexes, views and triggers of a SQLite database."""
     virtual, shadows = sqlite_virtual_tables(conn, schema)
     out = {"tables": {}, "indexes": {}, "constraints": {}, "views": {}, "triggers": {}, "functions": {},
-           "extensions": {}, "sequences": {}, "shadows": sorted(shadows)}
+           "extensions": {}, "sequences": {}, "row_security": {}, "policies": {}, "shadows": sorted(shadows)}
     master = conn.execute(f"SELECT type, name, tbl_name, sql FROM {schema}.sqlite_master "
                           "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name").fetchall()
     for kind, name, table, sql in master:
@@ -495,10 +495,11 @@ def _pg_content(cursor, tables, upto, progress, algorithm):
 
 
 def pg_schema(cursor):
-    """Tables with columns, indexes, constraints, views, functions, triggers, extensions and
-    sequences of the user schemas, each with its definition as the server prints it."""
+    """Tables with columns, indexes, constraints, views, functions, triggers, extensions,
+    sequences, row security and its policies of the user schemas, each with its definition as
+    the server prints it."""
     out = {"tables": {}, "indexes": {}, "constraints": {}, "views": {}, "triggers": {}, "functions": {},
-           "extensions": {}, "sequences": {}, "shadows": []}
+           "extensions": {}, "sequences": {}, "row_security": {}, "policies": {}, "shadows": []}
     cursor.execute(
         "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,"
         " pg_get_expr(d.adbin, d.adrelid), a.attidentity <> '',"
@@ -565,6 +566,27 @@ def pg_schema(cursor):
     for schema, table, name, definition in cursor.fetchall():
         out["triggers"][f"{pg_key(schema, table)}.{name}"] = {"table": pg_key(schema, table),
                                                               "definition": definition, "sql": definition}
+    cursor.execute(
+        "SELECT n.nspname, c.relname, c.relforcerowsecurity, quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
+        f" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relrowsecurity AND {USER_SCHEMAS}")
+    for schema, table, forced, quoted in cursor.fetchall():  # a tenant's rows hidden from another: security, not rows
+        out["row_security"][pg_key(schema, table)] = {
+            "table": pg_key(schema, table), "definition": "enabled, forced" if forced else "enabled",
+            "sql": f"ALTER TABLE {quoted} ENABLE ROW LEVEL SECURITY" + (f"; ALTER TABLE {quoted} FORCE ROW LEVEL SECURITY"
+                                                                         if forced else "")}
+    cursor.execute(
+        "SELECT n.nspname, c.relname, p.polname, p.polpermissive,"
+        " CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,"
+        " CASE WHEN p.polroles = '{0}' THEN 'PUBLIC' ELSE array_to_string(ARRAY(SELECT quote_ident(r.rolname) FROM pg_roles r"
+        "   WHERE r.oid = ANY (p.polroles) ORDER BY r.rolname), ', ') END,"
+        " pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid),"
+        " quote_ident(n.nspname) || '.' || quote_ident(c.relname), quote_ident(p.polname)"
+        f" FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMAS}")
+    for schema, table, name, permissive, command, roles, using, check, qtable, qname in cursor.fetchall():
+        clauses = (f" AS {'PERMISSIVE' if permissive else 'RESTRICTIVE'} FOR {command} TO {roles}"
+                   + (f" USING ({using})" if using else "") + (f" WITH CHECK ({check})" if check else ""))
+        out["policies"][f"{pg_key(schema, table)}.{name}"] = {"table": pg_key(schema, table), "definition": clauses.strip(),
+                                                             "sql": f"CREATE POLICY {qname} ON {qtable}{clauses}"}
     cursor.execute("SELECT extname, quote_ident(extname) FROM pg_extension WHERE extname <> 'plpgsql'")
     for name, quoted in cursor.fetchall():
         out["extensions"][name] = {"definition": name, "sql": f"CREATE EXTENSION IF NOT EXISTS {quoted}"}
@@ -681,6 +703,8 @@ def objects(schema):
     out += [f"trigger {name}" for name in schema["triggers"]]
     out += [f"function {name}" for name in schema["functions"]]
     out += [f"extension {name}" for name in schema["extensions"]]
+    out += [f"row-security {name}" for name in schema.get("row_security", {})]
+    out += [f"policy {name}" for name in schema.get("policies", {})]
     out += [f"virtual table {name}" for name, t in schema["tables"].items() if t.get("virtual")]
     return sorted(out)
 
@@ -695,17 +719,18 @@ def differences(a, b, skip=(), content=True, names=("old", "new")):
     out = []
 
     def by_name(kind, label):
-        for name in sorted(set(a[kind]) | set(b[kind])):
-            table = (a[kind].get(name) or b[kind].get(name)).get("table")
+        ak, bk = a.get(kind, {}), b.get(kind, {})  # (a description saved by an older remigrate may lack a kind)
+        for name in sorted(set(ak) | set(bk)):
+            table = (ak.get(name) or bk.get(name)).get("table")
             if table in skip or name in skip:
                 continue
-            if name not in b[kind]:
+            if name not in bk:
                 out.append((f"{label} {name}", f"only in the {left}"))
-            elif name not in a[kind]:
+            elif name not in ak:
                 out.append((f"{label} {name}", f"only in the {right}"))
-            elif a[kind][name]["definition"] != b[kind][name]["definition"]:
-                out.append((f"{label} {name}", f"defined differently: {a[kind][name]['definition'][:120]!r} "
-                                               f"vs {b[kind][name]['definition'][:120]!r}"))
+            elif ak[name]["definition"] != bk[name]["definition"]:
+                out.append((f"{label} {name}", f"defined differently: {ak[name]['definition'][:120]!r} "
+                                               f"vs {bk[name]['definition'][:120]!r}"))
 
     for table in sorted(set(a["tables"]) | set(b["tables"])):
         if table in skip:
@@ -741,6 +766,8 @@ def differences(a, b, skip=(), content=True, names=("old", "new")):
     by_name("functions", "function")
     by_name("triggers", "trigger")
     by_name("extensions", "extension")
+    by_name("row_security", "row security of")
+    by_name("policies", "policy")
     for key in sorted(set(a["sequences"]) | set(b["sequences"])):  # a sequence of its own (no column owns it)
         sa, sb = a["sequences"].get(key), b["sequences"].get(key)
         if not (sa or sb).get("table") and (sa is None or sb is None) and key not in skip:

@@ -227,8 +227,10 @@ def missing_objects(before, after, skip=()):
     lacks now (those of skipped tables excepted)."""
     def on_skipped(obj):
         kind, _, name = obj.partition(" ")
-        if kind == "trigger":
+        if kind in ("trigger", "policy"):
             return name.rsplit(".", 1)[0] in skip
+        if kind == "row-security":
+            return name in skip
         if kind == "grant":  # "grant SELECT on table to role", "... on sequence of table.col ...", "... on column table.col ..."
             target = name.split(" on ", 1)[1].rsplit(" to ", 1)[0]
             if target.startswith("schema "):

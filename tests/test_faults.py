@@ -440,7 +440,10 @@ def test_a_sequence_and_a_materialized_view_of_the_old_history_are_carried_with_
     add_writer_migration(pg_case, "migrations.RunSQL(\"CREATE SEQUENCE invoice_no_seq START 1000 INCREMENT 5 MAXVALUE 999999; "
                                   "SELECT setval('invoice_no_seq', 1100)\", 'DROP SEQUENCE invoice_no_seq'), "
                                   "migrations.RunSQL('CREATE MATERIALIZED VIEW writer_report AS SELECT count(*) AS n, "
-                                  "max(id) AS top FROM writer_content', 'DROP MATERIALIZED VIEW writer_report')")
+                                  "max(id) AS top FROM writer_content', 'DROP MATERIALIZED VIEW writer_report'), "
+                                  # a tenant's rows hidden from another's sessions: lost, nothing would say so
+                                  "migrations.RunSQL(\"ALTER TABLE writer_task ENABLE ROW LEVEL SECURITY; CREATE POLICY "
+                                  "own_rows ON writer_task FOR SELECT TO PUBLIC USING (status <> 'secret')\")")
     pg_case.damage(["REFRESH MATERIALIZED VIEW writer_report"])
     report = query(pg_case, "SELECT n, top FROM writer_report")
     assert report[0][0] > 0
@@ -456,15 +459,20 @@ def test_a_sequence_and_a_materialized_view_of_the_old_history_are_carried_with_
         "history" in out, out
     assert query(pg_case, "SELECT nextval('invoice_no_seq')") == [(1125,)]
     assert "made view writer_report" in out and query(pg_case, "SELECT n, top FROM writer_report") == report
+    assert "row security of writer_task" in out and "policy writer_task.own_rows" in out, out
+    assert query(pg_case, "SELECT c.relrowsecurity, p.polname, pg_get_expr(p.polqual, p.polrelid) FROM pg_class c "
+                          "JOIN pg_policy p ON p.polrelid = c.oid WHERE c.relname = 'writer_task'") == \
+        [(True, "own_rows", "((status)::text <> 'secret'::text)")]
     assert query(pg_case, "SELECT increment_by, max_value FROM pg_sequences WHERE sequencename = 'invoice_no_seq'") == [(5, 999999)]
     assert data_rows(pg_case) == before
     carried = next(pg_case.project.rglob("*_remigrate_carried.json"))
     data = json.loads(carried.read_text())
     assert [None, '"public"."invoice_no_seq"', 1100] in data["sequences"]  # a fresh install starts where the old history left it
     # once gone from the live database, the check says so
-    pg_case.damage(["DROP SEQUENCE invoice_no_seq"])
+    pg_case.damage(["DROP SEQUENCE invoice_no_seq", "DROP POLICY own_rows ON writer_task"])
     out = run_inv("verify", *common(pg_case), env=pg_case.env)
     assert out.returncode == 1 and 'sequence public.invoice_no_seq is gone' in out.stdout, out.stdout
+    assert "policy writer_task.own_rows is gone" in out.stdout, out.stdout
 
 
 def held_locks(db):
