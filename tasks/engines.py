@@ -89,7 +89,14 @@ def parse_tool_version(text):
 
 
 def explain_pg_error(stderr, db):
-    """One line that says what failed connecting to PostgreSQL and what to do."""
+    """One line that says what failed talking to PostgreSQL and what to do (else its last line)."""
+    lines = [ln for ln in (stderr or "").strip().splitlines() if ln.strip()]
+    return known_pg_error(stderr, db) or (lines[-1] if lines else "unknown error")
+
+
+def known_pg_error(stderr, db):
+    """What to do about a PostgreSQL error this tool knows (a connection refused, a password
+    wrong, a role missing or not ours to act for, rows hidden by row level security), or None."""
     where = f"{db.host or 'local socket'}:{db.port or 5432}"
     text = stderr or ""
     if "password authentication failed" in text:
@@ -104,6 +111,11 @@ def explain_pg_error(stderr, db):
     if missing:  # a role the backup names (an owner, a grantee) that this server has not
         return (f"role {missing.group(1)!r}, which the backup names (an owner or a grantee), does not exist at {where}; "
                 f"create it first (CREATE ROLE {sql.Identifier(missing.group(1)).as_string(None)})")
+    hidden = re.search(r'query would be affected by row-level security policy for table "([^"]*)"', text)
+    if hidden:  # FORCE ROW LEVEL SECURITY: even its owner sees only some rows, so no backup could hold them all
+        return (f"table {hidden.group(1)!r} forces row level security on its owner, so {db.user!r} cannot read all its "
+                "rows; run it as a role with BYPASSRLS (or a superuser), or ALTER TABLE ... NO FORCE ROW LEVEL SECURITY "
+                "while it runs")
     member = re.search(r'must be member of role "([^"]*)"', text)
     if member:  # ALTER DEFAULT PRIVILEGES FOR ROLE, OWNER TO: another role's
         return (f"{db.user!r} may not act for role {member.group(1)!r}, whose objects or default privileges the backup "
@@ -111,8 +123,7 @@ def explain_pg_error(stderr, db):
                 f"{sql.Identifier(db.user).as_string(None)}")
     if any(s in text for s in ("Connection refused", "could not connect", "timeout expired", "could not translate host name", "No route to host")):
         return f"cannot reach PostgreSQL at {where}; is the server running and are DB_HOST/DB_PORT right?"
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "unknown error"
+    return None
 
 
 def pg_identifier(schema, name):
@@ -700,7 +711,9 @@ class Postgres(Engine):
             finally:
                 dumped = dumping.release()
             if dumped.exited != 0:
-                raise CommandFailed("pg_dump", dumped)
+                failed = CommandFailed("pg_dump", dumped)
+                known = known_pg_error(failed.stderr, self.db)
+                raise RemigrateError(f"pg_dump failed: {known}") if known else failed
         finally:
             holder.release()
         return {"tool": "pg_dump", "tool_version": self.pg_dump_version(),
