@@ -230,7 +230,7 @@ def pg_stats(cursor, count=True):
         counts[key] = cursor.fetchone()[0] if count else None
     sequences = pg_sequence_marks(cursor)
     grants = schema_facts.pg_grants(cursor)
-    properties["default_privileges_of_others"] = schema_facts.pg_default_privileges_of_others(cursor)
+    properties["beyond_reach"] = schema_facts.pg_beyond_reach(cursor)
     return {"server_version": version, "server_version_num": version_num, "properties": properties,
             "relations": relations, "tables": counts, "sequences": sequences, "grants": grants,
             "objects": schema_facts.objects(schema_facts.pg_schema(cursor)) + [schema_facts.grant_key(g) for g in grants],
@@ -238,8 +238,10 @@ def pg_stats(cursor, count=True):
 
 
 def pg_sequence_marks(cursor):
-    """Every sequence with its high-water mark (the last value handed out): one a column owns
-    (serial, identity) found by its (table, column), one of its own (table None) by its name."""
+    """Every sequence with its high-water mark: how far it has gone, the last value handed out (a
+    descending sequence's negated, so a greater mark is always further on). One a column owns
+    (serial, identity) is found by its (table, column), one of its own (table None) by its name;
+    one of its own this role may not read is left to the proof (which names it)."""
     cursor.execute(
         "SELECT n.nspname, c.relname, a.attname,"
         " pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname)"
@@ -250,19 +252,22 @@ def pg_sequence_marks(cursor):
     owned = [(schema, rel, column, seq) for schema, rel, column, seq in cursor.fetchall() if seq]
     cursor.execute(
         "SELECT NULL, NULL, NULL, quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
-        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        f" WHERE c.relkind = 'S' AND {schema_facts.USER_SCHEMAS}"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence q ON q.seqrelid = c.oid"
+        f" WHERE c.relkind = 'S' AND {schema_facts.USER_SCHEMAS} AND has_table_privilege(c.oid, 'SELECT')"
         f" AND {schema_facts.NOT_FROM_EXTENSION.format(oid='c.oid', catalog='pg_class')}"
         " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid"
         "                 AND d.deptype IN ('a', 'i')) ORDER BY 4")
     sequences = []
     for schema, rel, column, seq in owned + cursor.fetchall():
-        cursor.execute(f"SELECT last_value, is_called FROM {seq}")  # seq comes quoted from the server
-        last_value, is_called = cursor.fetchone()
+        literal = "'" + seq.replace("'", "''") + "'"  # seq comes quoted from the server (an identifier)
+        cursor.execute(f"SELECT last_value, is_called, (SELECT seqincrement FROM pg_sequence WHERE seqrelid = "
+                       f"{literal}::regclass) FROM {seq}")
+        last_value, is_called, increment = cursor.fetchone()
+        step = -1 if increment < 0 else 1
         sequences.append({
             "table": (rel if schema == "public" else f"{schema}.{rel}") if rel else None, "column": column,
-            "sequence": seq, "last_value": last_value, "is_called": is_called,
-            "high_water": last_value if is_called else last_value - 1,
+            "sequence": seq, "last_value": last_value, "is_called": is_called, "increment": increment,
+            "high_water": step * last_value if is_called else step * last_value - 1,
         })
     return sequences
 

@@ -658,13 +658,37 @@ def pg_grants(cursor):
     return out
 
 
-def pg_default_privileges_of_others(cursor):
-    """Roles whose default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE ...) the connected role
-    could not give again in a rebuilt database (it is neither a superuser nor one of them)."""
-    cursor.execute("SELECT DISTINCT pg_get_userbyid(d.defaclrole) FROM pg_default_acl d"
-                   " WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
-                   " AND NOT pg_has_role(current_user, d.defaclrole, 'USAGE') ORDER BY 1")
-    return [role for (role,) in cursor.fetchall()]
+def pg_beyond_reach(cursor):
+    """What the connected role could not make again in a new database (nor restore from a backup),
+    by the roles it would have to act for: {why: [roles]}. Default privileges of a role it is not
+    (a member of), a schema such a role owns, and privileges granted by a role other than the
+    object's owner (a WITH GRANT OPTION chain: pg_dump gives them back under SET SESSION
+    AUTHORIZATION, a superuser's right). Empty for a superuser."""
+    cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    if cursor.fetchone()[0]:
+        return {}
+    unreachable = "NOT pg_has_role(current_user, {role}, 'USAGE')"
+    queries = {
+        "default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE) of":
+            f"SELECT d.defaclrole FROM pg_default_acl d WHERE {unreachable.format(role='d.defaclrole')}",
+        "schemas owned by": f"SELECT n.nspowner FROM pg_namespace n WHERE {USER_SCHEMAS}"
+                            f" AND {unreachable.format(role='n.nspowner')}",
+        "privileges granted on another role's objects (WITH GRANT OPTION) by":
+            "SELECT a.grantor FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a"
+            f" WHERE c.relacl IS NOT NULL AND {USER_SCHEMAS} AND a.grantor <> c.relowner"
+            " UNION SELECT a.grantor FROM pg_attribute col JOIN pg_class c ON c.oid = col.attrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(col.attacl) a"
+            f" WHERE col.attacl IS NOT NULL AND {USER_SCHEMAS} AND a.grantor <> c.relowner"
+            " UNION SELECT a.grantor FROM pg_namespace n, aclexplode(n.nspacl) a"
+            f" WHERE n.nspacl IS NOT NULL AND {USER_SCHEMAS} AND a.grantor <> n.nspowner",
+    }
+    out = {}
+    for why, query in queries.items():
+        cursor.execute(f"SELECT DISTINCT pg_get_userbyid(r) FROM ({query}) AS found(r) ORDER BY 1")
+        roles = [role for (role,) in cursor.fetchall()]
+        if roles:
+            out[why] = roles
+    return out
 
 
 def grant_key(grant):

@@ -252,7 +252,7 @@ def access_rules(objects):
 def new_access(saved, after, skip=()):
     """Access rules the database has now and the backup did not (none to compare in a bundle
     made before remigrate recorded them, or of a table not brought back)."""
-    if "default_privileges_of_others" not in saved.get("properties", {}):  # recorded together with them
+    if "beyond_reach" not in saved.get("properties", {}):  # recorded together with them
         return []
     return missing_objects(access_rules(after) - access_rules(saved.get("objects", [])), [], skip)
 

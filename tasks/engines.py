@@ -116,6 +116,11 @@ def known_pg_error(stderr, db):
         return (f"table {hidden.group(1)!r} forces row level security on its owner, so {db.user!r} cannot read all its "
                 "rows; run it as a role with BYPASSRLS (or a superuser), or ALTER TABLE ... NO FORCE ROW LEVEL SECURITY "
                 "while it runs")
+    acting = re.search(r'permission denied to set session authorization(?: "([^"]*)")?', text)
+    if acting:  # pg_dump gives a privilege granted by a role that does not own the object back as that role
+        return (f"the backup holds privileges granted by {acting.group(1) or 'another role'} on objects it does not own "
+                f"(WITH GRANT OPTION), which only a superuser can give back as it; restore as a superuser, or grant "
+                "them again as the owner before the next backup")
     member = re.search(r'must be member of role "([^"]*)"', text)
     if member:  # ALTER DEFAULT PRIVILEGES FOR ROLE, OWNER TO: another role's
         return (f"{db.user!r} may not act for role {member.group(1)!r}, whose objects or default privileges the backup "
@@ -441,8 +446,8 @@ END $$;
 
 
 def merged_high_waters(*lists):
-    """{key: the highest high-water mark} over lists of sequences (the probe's pg_sequence_marks):
-    see B.sequence_key."""
+    """{key: the highest high-water mark} over lists of sequences (the probe's pg_sequence_marks:
+    how far each has gone, a descending one's value negated); see B.sequence_key."""
     out = {}
     for sequences in lists:
         for s in sequences or []:
@@ -479,13 +484,15 @@ BEGIN
   END LOOP;
 END $$;
 DO $$
-DECLARE r record; low bigint; step bigint;
+DECLARE r record; dir int; now_value bigint; now_called boolean;
 BEGIN
+  -- a mark says how far a sequence has gone: its last value, negated for a descending one
   FOR r IN SELECT to_regclass(col) AS seq, hw FROM remigrate_high_water WHERE tbl IS NULL AND col IS NOT NULL LOOP
     CONTINUE WHEN r.seq IS NULL;
-    SELECT seqmin, seqincrement INTO low, step FROM pg_sequence WHERE seqrelid = r.seq;
-    CONTINUE WHEN step < 0 OR r.hw < low OR r.hw <= coalesce(pg_sequence_last_value(r.seq), low - 1);
-    PERFORM setval(r.seq, r.hw, true);
+    SELECT sign(seqincrement) INTO dir FROM pg_sequence WHERE seqrelid = r.seq;
+    EXECUTE format('SELECT last_value, is_called FROM %s', r.seq) INTO now_value, now_called;
+    CONTINUE WHEN r.hw <= CASE WHEN now_called THEN dir * now_value ELSE dir * now_value - 1 END;
+    PERFORM setval(r.seq, dir * r.hw, true);
   END LOOP;
 END $$;
 DROP TABLE remigrate_high_water;
@@ -971,7 +978,7 @@ class Postgres(Engine):
         """A database under the live name that is neither the one the run replaces nor the one it
         built (made by someone, or restored by hand, while the run was interrupted) is never
         dropped: the run stops and says so."""
-        ours = {journal.get("live_oid"), journal.get("build_oid")} - {None}
+        ours = {journal.get("live_oid"), journal.get("build_oid"), journal.get("restore_oid")} - {None}
         if ours and self.exists() and self.oid() not in ours:
             raise StrangerDatabase(f"a database named {self.db.name} was created by someone else while the reset ran (it is "
                                  "neither the one the reset dropped nor the one it built); it was left as it is: move it "
@@ -1196,6 +1203,8 @@ class Postgres(Engine):
             if self.exists(name):
                 self.drop(name)
         self.create_from_archive(dump)
+        if journal is not None:  # the rollback's own: one that fails half-way may be tried again over it
+            journal["restore_oid"] = self.oid()
         self.restore(dump, manifest, {"relations": []})
         return "restored"
 

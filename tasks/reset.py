@@ -184,12 +184,13 @@ def show_strategies(project, engine, plan):
     if by_hand and plan.strategy != "fake":
         warn(f"{plan.strategy} gives these objects the new history's names; no migration gives their live names "
              f"(made or renamed by hand?): " + ", ".join(f"{r['kind']} {r['from']} -> {r['to']}" for r in by_hand[:6]))
-    others = plan.stats["properties"].get("default_privileges_of_others")
-    if others and plan.strategy != "fake":
+    beyond = plan.stats["properties"].get("beyond_reach")
+    if beyond and plan.strategy != "fake":
         role = plan.stats["properties"]["connected_as"]
-        raise RemigrateError(f"the database has default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE) of {', '.join(others)} "
-                             f"that {role} cannot give again to the new database; run the reset as a superuser, or "
-                             f"GRANT {others[0]} TO {role} for its length, or use --strategy fake; nothing was changed")
+        raise RemigrateError(f"the database holds what {role} cannot make again in a new database, nor restore from its "
+                             "backup: " + "; ".join(f"{why} {', '.join(roles)}" for why, roles in beyond.items())
+                             + f"; run the reset as a superuser, or (default privileges, a schema's owner) GRANT those "
+                             f"roles to {role} for its length, or use --strategy fake; nothing was changed")
     if plan.strategy == "swap" and not swap_fits:
         raise RemigrateError(f"--strategy swap needs room for a second copy of the database ({human_bytes(size)}) but "
                              f"there are {human_bytes(free)} free in {where}; free some, or use --strategy rebuild; "
@@ -870,7 +871,12 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
             engine.preflight(archive_version=manifest["dump"].get("dumped_by"), digest=B.content_digest(manifest))
         step(f"Rolling back to {manifest['name']}")
         with engine.server_lock():
-            rollback(project, engine, manifest, path, database=touched, journal=data)
+            try:
+                rollback(project, engine, manifest, path, database=touched, journal=data)
+            except BaseException:
+                if data:  # what the rollback made (a database it created) is known to the next try
+                    project.target.write_private(posixpath.join(path, JOURNAL), json.dumps(data, indent=2), replace=True)
+                raise
         if data:
             data["status"] = "rolled-back"
             project.target.write_private(posixpath.join(path, JOURNAL), json.dumps(data, indent=2), replace=True)

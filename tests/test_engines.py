@@ -49,6 +49,7 @@ def test_tool_versions_are_parsed():
     # a restore naming other roles: the connecting role is not the one missing, and what to run is said
     ('psql:<stdin>:12: ERROR:  role "reporting" does not exist', "role 'reporting', which the backup names"),
     ('psql:<stdin>:3034: ERROR:  must be member of role "deploy"', 'GRANT "deploy" TO'),
+    ('psql:<stdin>:40: ERROR:  permission denied to set session authorization "lead"', "granted by lead on objects it does not own"),
     ('pg_dump: error: query failed: ERROR:  query would be affected by row-level security policy for table "task"\n'
      "HINT:  To disable the policy for the table's owner, use ALTER TABLE NO FORCE ROW LEVEL SECURITY.",
      "table 'task' forces row level security on its owner"),

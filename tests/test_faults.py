@@ -280,6 +280,10 @@ def test_killed_between_drop_and_create_then_rollback_recreates_the_database(pg_
     the listing shows the run unfinished, and rollback brings back every row and file; the
     password file the dead run wrote (it had no chance to remove it) goes with the rollback."""
     seeded, tmp = pg_case, Path(os.environ.get("TMPDIR", "/tmp"))
+    rep = f"rep_{seeded.pg_db.name}"  # a grantee, dropped while the database is gone (its backup names it)
+    with psycopg_admin(seeded.pg_db.cluster) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(rep)))
+    seeded.damage([f'GRANT SELECT ON planner_keyword TO "{rep}"'])
     before, files = seeded.rows(), tree_digest(seeded.project)
     proc = start_reset(seeded, "pause:dropped")
 
@@ -313,6 +317,13 @@ def test_killed_between_drop_and_create_then_rollback_recreates_the_database(pg_
     assert json.loads(journal.read_text())["status"] == "running"  # still to resume or roll back, once it is moved away
     with psycopg_admin(seeded.pg_db.cluster) as conn:
         conn.execute(f'DROP DATABASE "{seeded.pg_db.name}"')
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(rep)))
+    # the backup names a role gone since: the restore fails whole, says what to do, and the database
+    # it made is its own, so the next try goes over it (not refused as someone else's)
+    out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
+    assert out.returncode == 1 and f"role '{rep}', which the backup names" in out.stderr, out.stdout + out.stderr
+    with psycopg_admin(seeded.pg_db.cluster) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(rep)))
     out = run_inv("rollback", *common(seeded), "--yes", env=seeded.env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert seeded.rows() == before and tree_digest(seeded.project) == files
@@ -443,21 +454,27 @@ def test_a_sequence_and_a_materialized_view_of_the_old_history_are_carried_with_
                                   "max(id) AS top FROM writer_content', 'DROP MATERIALIZED VIEW writer_report'), "
                                   # a tenant's rows hidden from another's sessions: lost, nothing would say so
                                   "migrations.RunSQL(\"ALTER TABLE writer_task ENABLE ROW LEVEL SECURITY; CREATE POLICY "
-                                  "own_rows ON writer_task FOR SELECT TO PUBLIC USING (status <> 'secret')\")")
+                                  "own_rows ON writer_task FOR SELECT TO PUBLIC USING (status <> 'secret')\"), "
+                                  # a countdown (tickets left): further on is lower
+                                  "migrations.RunSQL('CREATE SEQUENCE countdown_seq INCREMENT -1 START 100 MINVALUE 1 "
+                                  "MAXVALUE 100')")
     pg_case.damage(["REFRESH MATERIALIZED VIEW writer_report"])
     report = query(pg_case, "SELECT n, top FROM writer_report")
     assert report[0][0] > 0
     taken = [query(pg_case, "SELECT nextval('invoice_no_seq')")[0][0] for _ in range(3)]
+    left = [query(pg_case, "SELECT nextval('countdown_seq')")[0][0] for _ in range(3)]
     before = data_rows(pg_case)
     proc = start_reset(pg_case, "pause:regenerate-migrations:6")
     wait_for(journal_phase(pg_case, "regenerate-migrations"), "phase regenerate-migrations", proc)
     taken.append(query(pg_case, "SELECT nextval('invoice_no_seq')")[0][0])  # the application numbers an invoice
+    left.append(query(pg_case, "SELECT nextval('countdown_seq')")[0][0])
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, out + err
     assert taken == [1105, 1110, 1115, 1120]
     assert "made sequence invoice_no_seq" in out and "a fresh install from the new history equals one from the old " \
         "history" in out, out
     assert query(pg_case, "SELECT nextval('invoice_no_seq')") == [(1125,)]
+    assert left == [100, 99, 98, 97] and query(pg_case, "SELECT nextval('countdown_seq')") == [(96,)]
     assert "made view writer_report" in out and query(pg_case, "SELECT n, top FROM writer_report") == report
     assert "row security of writer_task" in out and "policy writer_task.own_rows" in out, out
     assert query(pg_case, "SELECT c.relrowsecurity, p.polname, pg_get_expr(p.polqual, p.polrelid) FROM pg_class c "

@@ -381,25 +381,47 @@ def test_an_old_history_that_does_not_apply_on_sqlite_is_said_and_the_postgresql
     assert scratch_databases(pg_case) == []
 
 
-def test_default_privileges_the_role_cannot_give_again_stop_a_rebuild_in_its_plan(pg_case):
-    """ALTER DEFAULT PRIVILEGES FOR ROLE another (a deploy role's rule: its new tables readable
-    by the application) lives in the database: a rebuilt one would lack it unless the reset's
-    role may set it again. The plan says so, with the ways out, before anything is touched."""
-    deployer = f"deployer_{pg_case.pg_db.name}"
+def test_a_sequence_made_by_hand_that_the_role_cannot_read_is_named_by_the_plan(pg_case):
+    """A sequence another role made (a DBA's), which the application may use but not read: the
+    plan names it as only in the live database, instead of failing to read it."""
     with psycopg_admin(pg_case.pg_db.cluster, pg_case.pg_db.name) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(deployer)))
+        conn.execute("CREATE SEQUENCE dba_seq")
+        conn.execute(sql.SQL("GRANT USAGE ON SEQUENCE dba_seq TO {}").format(sql.Identifier(pg_case.pg_db.role)))
+    out = reset(pg_case, *REMOVE, "--dry-run")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "- sequence dba_seq: only in the live database" in out.stdout, out.stdout[-2000:] + out.stderr
+    assert "nothing was changed" in out.stderr and "permission denied" not in out.stderr, out.stderr
+
+
+def test_what_the_role_could_not_make_again_stops_a_rebuild_in_its_plan(pg_case):
+    """What lives in the database and belongs to another role: ALTER DEFAULT PRIVILEGES FOR ROLE
+    another (a deploy role's rule), and a privilege granted by a role that is not the table's
+    owner (WITH GRANT OPTION: only a superuser can give it again as that role, in a new
+    database or a restore of the backup, which a rollback is). The plan says so, with the ways
+    out, before anything is touched."""
+    deployer, lead, rep = (f"{r}_{pg_case.pg_db.name}" for r in ("deployer", "lead", "rep"))
+    with psycopg_admin(pg_case.pg_db.cluster, pg_case.pg_db.name) as conn:
+        for role in (deployer, lead, rep):
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
         conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT SELECT ON TABLES TO {}").format(
             sql.Identifier(deployer), sql.Identifier(pg_case.pg_db.role)))
+    pg_case.damage([f'GRANT SELECT ON planner_keyword TO "{lead}" WITH GRANT OPTION'])
+    with psycopg_admin(pg_case.pg_db.cluster, pg_case.pg_db.name) as conn:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(lead)))
+        conn.execute(sql.SQL("GRANT SELECT ON planner_keyword TO {}").format(sql.Identifier(rep)))
     before = data_rows(pg_case)
     out = reset(pg_case, *REMOVE, "--strategy", "swap", "--yes")
     assert out.returncode == 1, out.stdout + out.stderr
-    assert (f"default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE) of {deployer} that {pg_case.pg_db.role} cannot give "
-            "again") in out.stderr and "--strategy fake" in out.stderr and "nothing was changed" in out.stderr, out.stderr
+    assert "cannot make again in a new database, nor restore from its backup" in out.stderr, out.stderr
+    assert f"default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE) of {deployer}" in out.stderr, out.stderr
+    assert f"(WITH GRANT OPTION) by {lead}" in out.stderr and "--strategy fake" in out.stderr, out.stderr
+    assert "nothing was changed" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert data_rows(pg_case) == before and scratch_databases(pg_case) == []
     assert not (pg_case.project.parent / "b").exists() or not bundles_in(pg_case.project.parent / "b")
     with psycopg_admin(pg_case.pg_db.cluster, pg_case.pg_db.name) as conn:
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(deployer)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(deployer)))
+        for role in (deployer, lead, rep):
+            conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_a_project_whose_start_up_leaves_threads_running_is_proven_all_the_same(pg_case):
