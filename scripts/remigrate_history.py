@@ -87,6 +87,7 @@ def observe(connection):
     objects |= {f"sequence {name}" for name, seq in facts["sequences"].items() if seq.get("sql")}  # of its own
     objects |= {f"row security of {name}" for name in facts["row_security"]}
     objects |= {f"policy {name}" for name in facts["policies"]}
+    objects |= {f"schema {name}" for name in facts["schemas"]}
     return objects, {t: (c["rows"], c["digest"]) for t, c in facts["content"].items()}
 
 
@@ -198,13 +199,16 @@ def table_rows(connection, state_apps, tables):
                 virtual, _ = S.sqlite_virtual_tables(connection.connection)
                 cols = S.sqlite_columns(connection.connection, table)
                 cols = (["rowid"] if table in virtual else []) + cols
-            else:
+                qualified = S.qident(table)
+            else:  # "schema.name" outside public
+                schema, name = S.pg_key_parts(table)
                 cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s "
-                               "AND table_schema = current_schema() ORDER BY ordinal_position", [table])
+                               "AND table_schema = %s ORDER BY ordinal_position", [name, schema])
                 cols = [r[0] for r in cursor.fetchall()]
+                qualified = f"{S.qident(schema)}.{S.qident(name)}"
             select = ", ".join("rowid" if c == "rowid" else S.qident(c) for c in cols)
-            cursor.execute(f"SELECT {select} FROM {S.qident(table)} ORDER BY 1")
-            out.append({"table": table, "model": None, "columns": cols,
+            cursor.execute(f"SELECT {select} FROM {qualified} ORDER BY 1")
+            out.append({"table": table, "model": None, "columns": cols, "qualified": qualified,
                         "rows": [[encode(v) for v in row] for row in cursor.fetchall()]})
     return out
 
@@ -241,6 +245,9 @@ def to_carry(old, new, removed_tables, caches=()):
     on rows whose effects are carried already)."""
     skip = set(removed_tables)
     pre, post = [], []
+    for name, made in sorted(old.get("schemas", {}).items()):  # first: tables, sequences and functions go in them
+        if name not in new.get("schemas", {}):
+            pre.append((f"schema {name}", made["sql"]))
     for name, ext in sorted(old["extensions"].items()):
         if name not in new["extensions"]:
             pre.append((f"extension {name}", ext["sql"]))
@@ -381,14 +388,17 @@ def load_rows(apps, schema_editor):
             columns = ", ".join("rowid" if c == "rowid" else quote(c) for c in table["columns"])
             marks = ", ".join(["%s"] * len(table["columns"]))
             with connection.cursor() as cursor:
-                cursor.executemany(f"INSERT INTO {{quote(table['table'])}} ({{columns}}) VALUES ({{marks}})", rows)
+                target = table.get("qualified") or quote(table["table"])
+                cursor.executemany(f"INSERT INTO {{target}} ({{columns}}) VALUES ({{marks}})", rows)
+    quote = connection.ops.quote_name
     with connection.cursor() as cursor:  # ids are never reused: sequences as the old history left them
         for table, column, value in data["sequences"]:
             if connection.vendor == "postgresql" and table is None:  # a sequence of its own (column: its name)
                 cursor.execute("SELECT setval(%s::regclass, %s, true)", [column, value])
             elif connection.vendor == "postgresql" and column:
-                cursor.execute("SELECT setval(pg_get_serial_sequence(%s, %s), %s, true)",
-                               [connection.ops.quote_name(table), column, value])
+                schema, dot, name = table.partition(".")  # "schema.name" outside public
+                where = f"{{quote(schema)}}.{{quote(name)}}" if dot else quote(table)
+                cursor.execute("SELECT setval(pg_get_serial_sequence(%s, %s), %s, true)", [where, column, value])
             elif connection.vendor == "sqlite" and table:
                 cursor.execute("UPDATE sqlite_sequence SET seq = %s WHERE name = %s", [value, table])
                 if not cursor.rowcount:
@@ -414,9 +424,8 @@ def carried_sequences(schema, tables, carried=()):
     for key, seq in sorted(schema["sequences"].items()):
         if not seq["value"]:
             continue
-        if seq.get("sql") and key in carried:
-            sequence_schema, name = S.pg_key_parts(key)
-            out.append([None, f"{S.qident(sequence_schema)}.{S.qident(name)}", seq["value"]])
+        if seq.get("sql") and key in carried:  # (its key is ambiguous when its name holds a dot: not parsed)
+            out.append([None, f"{S.qident(seq['schema'])}.{S.qident(seq['name'])}", seq["value"]])
             continue
         table = seq.get("table") or key
         if table in tables:

@@ -311,7 +311,8 @@ def sqlite_schema(conn, schema="main"):
     """Tables (columns, virtual module), indexes, views and triggers of a SQLite database."""
     virtual, shadows = sqlite_virtual_tables(conn, schema)
     out = {"tables": {}, "indexes": {}, "constraints": {}, "views": {}, "triggers": {}, "functions": {},
-           "extensions": {}, "sequences": {}, "row_security": {}, "policies": {}, "shadows": sorted(shadows)}
+           "extensions": {}, "sequences": {}, "row_security": {}, "policies": {}, "schemas": {},
+           "shadows": sorted(shadows)}
     master = conn.execute(f"SELECT type, name, tbl_name, sql FROM {schema}.sqlite_master "
                           "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name").fetchall()
     for kind, name, table, sql in master:
@@ -499,7 +500,7 @@ def pg_schema(cursor):
     sequences, row security and its policies of the user schemas, each with its definition as
     the server prints it."""
     out = {"tables": {}, "indexes": {}, "constraints": {}, "views": {}, "triggers": {}, "functions": {},
-           "extensions": {}, "sequences": {}, "row_security": {}, "policies": {}, "shadows": []}
+           "extensions": {}, "sequences": {}, "row_security": {}, "policies": {}, "schemas": {}, "shadows": []}
     cursor.execute(
         "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,"
         " pg_get_expr(d.adbin, d.adrelid), a.attidentity <> '',"
@@ -566,6 +567,10 @@ def pg_schema(cursor):
     for schema, table, name, definition in cursor.fetchall():
         out["triggers"][f"{pg_key(schema, table)}.{name}"] = {"table": pg_key(schema, table),
                                                               "definition": definition, "sql": definition}
+    cursor.execute(f"SELECT n.nspname, quote_ident(n.nspname) FROM pg_namespace n WHERE {USER_SCHEMAS} AND "
+                   + NOT_FROM_EXTENSION.format(oid="n.oid", catalog="pg_namespace"))
+    for name, quoted in cursor.fetchall():  # one made by a RunSQL holds tables: made before them
+        out["schemas"][name] = {"definition": "schema", "sql": f"CREATE SCHEMA IF NOT EXISTS {quoted}"}
     cursor.execute(
         "SELECT n.nspname, c.relname, c.relforcerowsecurity, quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
         f" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relrowsecurity AND {USER_SCHEMAS}")
@@ -592,7 +597,8 @@ def pg_schema(cursor):
         out["extensions"][name] = {"definition": name, "sql": f"CREATE EXTENSION IF NOT EXISTS {quoted}"}
     cursor.execute(
         "SELECT s.schemaname, s.sequencename, coalesce(s.last_value, 0),"
-        " (SELECT t.relname || '.' || a.attname FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid"
+        " (SELECT CASE WHEN tn.nspname = 'public' THEN '' ELSE tn.nspname || '.' END || t.relname || '.' || a.attname"
+        "   FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace"
         "   JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
         "   WHERE d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass"
         "   AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1),"
@@ -602,7 +608,7 @@ def pg_schema(cursor):
         # Keyed by the column that owns it: a renamed table keeps its old sequence name.
         out["sequences"][owner or pg_key(schema, name)] = {
             "table": (owner or "").rsplit(".", 1)[0] or None, "value": int(value), "name": name,
-            "rename": f"ALTER SEQUENCE {qident(schema)}.{OLD} RENAME TO {NEW}",
+            "rename": f"ALTER SEQUENCE {qident(schema)}.{OLD} RENAME TO {NEW}", "schema": schema,
             **({} if owner else {"sql": sequence_sql(schema, name, *options)})}
     return out
 
@@ -640,6 +646,8 @@ def pg_grants(cursor):
         " CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable, NULL"
         f" FROM pg_namespace n, aclexplode(n.nspacl) a WHERE n.nspacl IS NOT NULL AND {USER_SCHEMAS}"
         " AND a.grantee <> n.nspowner"
+        " UNION ALL SELECT n.nspname, n.nspname, 'SCHEMA OWNER', NULL, pg_get_userbyid(n.nspowner), 'OWNER', false, NULL"
+        f" FROM pg_namespace n WHERE {USER_SCHEMAS}"
         " UNION ALL SELECT n.nspname, pg_get_userbyid(d.defaclrole), 'DEFAULT',"
         " CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS'"
         "  WHEN 'T' THEN 'TYPES' WHEN 'n' THEN 'SCHEMAS' ELSE d.defaclobjtype::text END,"
@@ -698,6 +706,8 @@ def grant_key(grant):
         return f"grant {grant['privilege']} on column {pg_key(grant['schema'], grant['name'])}.{grant['column']}{to}"
     if kind == "SCHEMA":
         return f"grant {grant['privilege']} on schema {grant['schema']}{to}"
+    if kind == "SCHEMA OWNER":
+        return f"schema {grant['schema']} owned by {grant['grantee']}"
     if kind == "DEFAULT":
         where = f" in schema {grant['schema']}" if grant["schema"] else ""
         return f"default privilege {grant['privilege']} on {grant['objects'].lower()} made by {grant['role']}{where}{to}"
@@ -727,6 +737,7 @@ def objects(schema):
     out += [f"trigger {name}" for name in schema["triggers"]]
     out += [f"function {name}" for name in schema["functions"]]
     out += [f"extension {name}" for name in schema["extensions"]]
+    out += [f"schema {name}" for name in schema.get("schemas", {})]
     out += [f"row-security {name}" for name in schema.get("row_security", {})]
     out += [f"policy {name}" for name in schema.get("policies", {})]
     out += [f"virtual table {name}" for name, t in schema["tables"].items() if t.get("virtual")]
@@ -790,6 +801,7 @@ def differences(a, b, skip=(), content=True, names=("old", "new")):
     by_name("functions", "function")
     by_name("triggers", "trigger")
     by_name("extensions", "extension")
+    by_name("schemas", "schema")
     by_name("row_security", "row security of")
     by_name("policies", "policy")
     for key in sorted(set(a["sequences"]) | set(b["sequences"])):  # a sequence of its own (no column owns it)

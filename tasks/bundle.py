@@ -242,10 +242,10 @@ def missing_objects(before, after, skip=()):
 
 
 def access_rules(objects):
-    """The privileges on schemas and columns and the default privileges among `objects` (see
+    """The privileges on schemas and columns, the schemas' owners and the default privileges among `objects` (see
     remigrate_schema.grant_key): a rebuilt database must have these exactly, no more (a schema's
     REVOKE ... FROM PUBLIC is the absence of a grant)."""
-    return {o for o in objects if o.startswith("default privilege ")
+    return {o for o in objects if o.startswith("default privilege ") or (o.startswith("schema ") and " owned by " in o)
             or (o.startswith("grant ") and (" on schema " in o or " on column " in o))}
 
 

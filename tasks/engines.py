@@ -189,31 +189,39 @@ def table_entries(listing, tables):
         schema, name = S.pg_key_parts(key)
         for kind in ("TABLE", "TABLE DATA", "DEFAULT", "CONSTRAINT", "FK CONSTRAINT", "TRIGGER"):
             prefixes.append(f"{kind} {schema} {name} ")
-        prefixes += [f"ACL {schema} TABLE {name} ", f"COMMENT {schema} TABLE {name} ", f"COMMENT {schema} COLUMN {name}.",
-                     f"ACL {schema} COLUMN {name}.", f"POLICY {schema} {name} ", f"ROW SECURITY {schema} {name} "]
+        prefixes += [f"COMMENT {schema} TABLE {name} ", f"COMMENT {schema} COLUMN {name}.",
+                     f"POLICY {schema} {name} ", f"ROW SECURITY {schema} {name} "]
+        prefixes += [f"ACL {schema} {kind} {tag}{end}" for tag in as_tagged(name) for kind, end in (("TABLE", " "), ("COLUMN", "."))]
         constraint_comments.append((f"COMMENT {schema} CONSTRAINT ", f" ON {name} "))
         for index in objects.get("indexes", []):
             prefixes += [f"INDEX {schema} {index} ", f"COMMENT {schema} INDEX {index} "]
         for sequence in objects.get("sequences", []):
             prefixes += [f"{kind} {schema} {sequence} " for kind in ("SEQUENCE", "SEQUENCE SET", "SEQUENCE OWNED BY")]
-            prefixes.append(f"ACL {schema} SEQUENCE {sequence} ")
+            prefixes += [f"ACL {schema} SEQUENCE {tag} " for tag in as_tagged(sequence)]
     out = [line for line, desc in toc_entries(listing)
            if desc.startswith(tuple(prefixes)) or any(desc.startswith(a) and b in desc for a, b in constraint_comments)]
     return "\n".join(out) + "\n"
 
 
-def after_load_toc(listing, tables, schemas, matviews=()):
+def as_tagged(name):
+    """The ways pg_dump writes a name in an ACL entry's tag: as it is, or quoted when it must be
+    (capitals, spaces, a keyword: pg_dump's fmtId); an entry's own name column is never quoted."""
+    return (name, '"' + name.replace('"', '""') + '"')
+
+
+def after_load_toc(listing, relations, schemas, matviews=()):
     """The archive's table-of-contents lines that a rebuilt database needs once its rows are in,
     beyond them: the access rules its rows do not carry (the privileges on the `schemas` it has,
-    a REVOKE ... FROM PUBLIC on public included, on the columns of the `tables` loaded ((schema,
-    name) pairs), the default privileges from ALTER DEFAULT PRIVILEGES), and the refresh of the
-    materialized views `matviews` ((schema, name)) that the backup had filled (the migrations
-    made them over empty tables). pg_dump writes each relative to a new database's own, which a
-    rebuilt one is."""
-    wanted = tuple(f"ACL - SCHEMA {schema} " for schema in schemas)
-    wanted += tuple(f"ACL {schema} COLUMN {name}." for schema, name in tables)
+    a REVOKE ... FROM PUBLIC on public included, on the columns of its `relations` (tables and
+    views, as (schema, name) pairs), the default privileges from ALTER DEFAULT PRIVILEGES, for
+    the whole database or a schema it has), and the refresh of the materialized views `matviews`
+    that the backup had filled (the migrations made them over empty tables). pg_dump writes each
+    relative to a new database's own, which a rebuilt one is."""
+    wanted = tuple(f"ACL - SCHEMA {tag} " for schema in schemas for tag in as_tagged(schema))
+    wanted += tuple(f"ACL {schema} COLUMN {tag}." for schema, name in relations for tag in as_tagged(name))
     wanted += tuple(f"MATERIALIZED VIEW DATA {schema} {name} " for schema, name in matviews)
-    out = [line for line, desc in toc_entries(listing) if desc.startswith((*wanted, "DEFAULT ACL "))]
+    wanted += tuple(f"DEFAULT ACL {schema} " for schema in ("-", *schemas))
+    out = [line for line, desc in toc_entries(listing) if desc.startswith(wanted)]
     return "\n".join(out) + "\n" if out else ""
 
 
@@ -411,6 +419,11 @@ def grant_sql(grants):
     migrations make tables owned by their owner only)."""
     out = []
     for g in grants:
+        if g["kind"] == "SCHEMA OWNER":  # before the schema's privileges (after_load_toc): pg_dump writes them for its owner
+            schema, owner = sql.Literal(g["schema"]).as_string(None), sql.Literal(g["grantee"]).as_string(None)
+            out.append(f"DO $remigrate$ BEGIN IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {schema} AND "
+                       f"pg_get_userbyid(nspowner) <> {owner}) THEN EXECUTE format('ALTER SCHEMA %I OWNER TO %I', "
+                       f"{schema}, {owner}); END IF; END $remigrate$;\n")
         if g["kind"] not in ("TABLE", "SEQUENCE"):  # the rest: after_load_toc
             continue
         grantee = "PUBLIC" if g["grantee"] == "PUBLIC" else sql.Identifier(g["grantee"]).as_string(None)
@@ -1141,10 +1154,12 @@ class Postgres(Engine):
                          "analyzing the partitioned tables")
         took.append(f"{len(fks)} foreign keys checked and statistics {timer}")
         made = json.loads(ask("SELECT json_build_object('schemas', (SELECT coalesce(json_agg(n.nspname), '[]') FROM "
-                              f"pg_namespace n WHERE {S.USER_SCHEMAS}), 'matviews', (SELECT coalesce(json_agg("
-                              "json_build_array(schemaname, matviewname)), '[]') FROM pg_matviews))",
-                              "listing the new schemas and materialized views"))
-        after = after_load_toc(listing, [(s, n) for s, n, _ in keep], made["schemas"], made["matviews"])
+                              f"pg_namespace n WHERE {S.USER_SCHEMAS}), 'relations', (SELECT coalesce(json_agg("
+                              "json_build_array(n.nspname, c.relname)), '[]') FROM pg_class c JOIN pg_namespace n ON "
+                              f"n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {S.USER_SCHEMAS}), "
+                              "'matviews', (SELECT coalesce(json_agg(json_build_array(schemaname, matviewname)), '[]') "
+                              "FROM pg_matviews))", "listing the new schemas, relations and materialized views"))
+        after = after_load_toc(listing, made["relations"], made["schemas"], made["matviews"])
         if after:
             self.target.write_private(posixpath.join(work, "after-load-toc"), after, replace=True)
             script = ["pg_restore", f"--use-list={posixpath.join(work, 'after-load-toc')}", "--file=-", dump]

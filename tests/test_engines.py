@@ -215,9 +215,14 @@ def test_what_a_rebuild_gives_back_after_its_load_is_that_of_what_it_has():
                "2042; 826 16403 DEFAULT ACL - DEFAULT PRIVILEGES FOR FUNCTIONS app\n"
                "3351; 0 16395 TABLE DATA public t app\n;3363; 0 0 ACL - SCHEMA public2 app\n"
                "3370; 0 16500 MATERIALIZED VIEW DATA public report app\n"
-               "3371; 0 16501 MATERIALIZED VIEW DATA public gone_report app\n")
-    lines = after_load_toc(listing, [("public", "t"), ("reports", "r")], ["public", "reports"], [("public", "report")])
-    assert [ln.split(";")[0] for ln in lines.splitlines()] == ["3358", "3359", "3360", "2041", "2042", "3370"]
+               "3371; 0 16501 MATERIALIZED VIEW DATA public gone_report app\n"
+               # names pg_dump quotes in a tag; a default privilege in a schema the new database lacks
+               '3380; 0 0 ACL public COLUMN "Odd Table"."Secret" app\n3381; 0 0 ACL - SCHEMA "Reports" app\n'
+               "3382; 826 16405 DEFAULT ACL legacy DEFAULT PRIVILEGES FOR TABLES app\n")
+    lines = after_load_toc(listing, [("public", "t"), ("reports", "r"), ("public", "Odd Table")],
+                           ["public", "reports", "Reports"], [("public", "report")])
+    assert [ln.split(";")[0] for ln in lines.splitlines()] == ["3358", "3359", "3360", "2041", "2042", "3370", "3380",
+                                                               "3381"]
     assert after_load_toc("3351; 0 16395 TABLE DATA public t app\n", [("public", "t")], ["public"]) == ""
 
 

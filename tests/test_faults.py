@@ -387,9 +387,17 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
             sql.Identifier(pg_case.pg_db.role), sql.Identifier(pg_case.pg_db.name)))
         conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET work_mem = '8MB'").format(  # another role's: said, not given
             sql.Identifier(role), sql.Identifier(pg_case.pg_db.name)))
+    # a schema and a table of the old history's own, with names pg_dump quotes, and rows
+    made = ('CREATE SCHEMA "Reports"; CREATE TABLE "Reports"."Odd Table" (id serial PRIMARY KEY, "Secret" text, plain text); '
+            """INSERT INTO "Reports"."Odd Table" ("Secret", plain) VALUES ('s', 'p')""")
+    add_writer_migration(pg_case, f"migrations.RunSQL({made!r})")
+    with psycopg_admin(pg_case.pg_db.cluster) as conn:  # the application's role may act for the reporting one
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(pg_case.pg_db.role)))
     pg_case.damage([f'GRANT SELECT ON planner_keyword TO "{role}"', f'GRANT USAGE ON SEQUENCE planner_idea_id_seq TO "{role}"',
                     # what no row and no relation carries: the schema's, the columns' and the default privileges
                     "REVOKE ALL ON SCHEMA public FROM PUBLIC", f'GRANT USAGE ON SCHEMA public TO "{role}"',
+                    f'GRANT USAGE ON SCHEMA "Reports" TO "{role}"', f'GRANT SELECT (plain, "Secret") ON "Reports"."Odd Table" TO "{role}"',
+                    f'GRANT SELECT (key) ON system_setting_keys TO "{role}"', f'ALTER SCHEMA "Reports" OWNER TO "{role}"',
                     f'GRANT SELECT (id, phrase), UPDATE (volume) ON planner_keyword TO "{role}"',
                     f'ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO "{role}"',
                     "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC",
@@ -431,9 +439,12 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
 
 
 def access_rules(case):
-    """The database's own access rules, as the server shows them: the schema's ACL, every
-    column's, and the default privileges (role names, not oids)."""
-    return query(case, "SELECT 'schema', nspname, nspacl::text FROM pg_namespace WHERE nspname = 'public' "
+    """The database's own access rules, as the server shows them: every schema's ACL (none set:
+    its owner's default) and owner, every column's ACL, and the default privileges (role names,
+    not oids)."""
+    return query(case, "SELECT 'schema', nspname, coalesce(nspacl, acldefault('n', nspowner))::text || ' ' || "
+                       "pg_get_userbyid(nspowner) FROM pg_namespace "
+                       "WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' "
                        "UNION ALL SELECT 'column', attrelid::regclass::text || '.' || attname, attacl::text FROM pg_attribute "
                        "WHERE attacl IS NOT NULL "
                        "UNION ALL SELECT 'default', pg_get_userbyid(defaclrole) || ' ' || defaclnamespace::regnamespace::text "
@@ -457,12 +468,16 @@ def test_a_sequence_and_a_materialized_view_of_the_old_history_are_carried_with_
                                   "own_rows ON writer_task FOR SELECT TO PUBLIC USING (status <> 'secret')\"), "
                                   # a countdown (tickets left): further on is lower
                                   "migrations.RunSQL('CREATE SEQUENCE countdown_seq INCREMENT -1 START 100 MINVALUE 1 "
-                                  "MAXVALUE 100')")
+                                  "MAXVALUE 100'), "
+                                  # in a schema of the history's own, and a name with a dot in it
+                                  "migrations.RunSQL('CREATE SCHEMA billing; CREATE SEQUENCE billing.invoice_no; "
+                                  "CREATE SEQUENCE \"inv.no\"; SELECT nextval(\\'billing.invoice_no\\')')")
     pg_case.damage(["REFRESH MATERIALIZED VIEW writer_report"])
     report = query(pg_case, "SELECT n, top FROM writer_report")
     assert report[0][0] > 0
     taken = [query(pg_case, "SELECT nextval('invoice_no_seq')")[0][0] for _ in range(3)]
     left = [query(pg_case, "SELECT nextval('countdown_seq')")[0][0] for _ in range(3)]
+    others = query(pg_case, """SELECT nextval('billing.invoice_no'), nextval('"inv.no"'), nextval('"inv.no"')""")
     before = data_rows(pg_case)
     proc = start_reset(pg_case, "pause:regenerate-migrations:6")
     wait_for(journal_phase(pg_case, "regenerate-migrations"), "phase regenerate-migrations", proc)
@@ -475,6 +490,8 @@ def test_a_sequence_and_a_materialized_view_of_the_old_history_are_carried_with_
         "history" in out, out
     assert query(pg_case, "SELECT nextval('invoice_no_seq')") == [(1125,)]
     assert left == [100, 99, 98, 97] and query(pg_case, "SELECT nextval('countdown_seq')") == [(96,)]
+    assert others == [(2, 1, 2)]
+    assert query(pg_case, """SELECT nextval('billing.invoice_no'), nextval('"inv.no"')""") == [(3, 3)]
     assert "made view writer_report" in out and query(pg_case, "SELECT n, top FROM writer_report") == report
     assert "row security of writer_task" in out and "policy writer_task.own_rows" in out, out
     assert query(pg_case, "SELECT c.relrowsecurity, p.polname, pg_get_expr(p.polqual, p.polrelid) FROM pg_class c "
