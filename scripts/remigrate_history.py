@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import decimal
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -415,6 +416,78 @@ class Migration(migrations.Migration):
         migrations.RunPython(run_sql("post"), migrations.RunPython.noop),
     ]
 '''
+
+
+EXTENSIONS = "remigrate_extensions"
+CREATE_EXTENSION = re.compile(r"\bcreate\s+extension\s+(?:if\s+not\s+exists\s+)?(\"(?:[^\"]|\"\")+\"|[\w-]+)", re.I)
+
+
+def extensions_made(loader, labels):
+    """{extension: app} of the PostgreSQL extensions the old history of the apps `labels` creates
+    (CreateExtension and its kinds, or a RunSQL CREATE EXTENSION), in the order it does: the new
+    history must make them before any app's first migration, whose fields, indexes or operator
+    classes may need them (makemigrations does not write them)."""
+    from django.db import migrations
+    try:
+        from django.contrib.postgres.operations import CreateExtension
+    except ImportError:  # no PostgreSQL driver: no such operation in the history either
+        CreateExtension = ()
+
+    def walk(operations):
+        for op in operations:
+            if isinstance(op, CreateExtension):
+                yield op.name
+            elif type(op).__name__ == "SeparateDatabaseAndState":
+                yield from walk(op.database_operations)
+            elif isinstance(op, migrations.RunSQL):
+                statements = op.sql if isinstance(op.sql, (list, tuple)) else [op.sql]
+                for statement in statements:
+                    text = statement[0] if isinstance(statement, (list, tuple)) else statement
+                    for name in CREATE_EXTENSION.findall(str(text)):
+                        yield name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+
+    found, ordered = {}, []
+    for leaf in sorted(loader.graph.leaf_nodes()):
+        for node in loader.graph.forwards_plan(leaf):
+            if node not in ordered:
+                ordered.append(node)
+    for app, name in ordered:
+        if app in labels:
+            for extension in walk(loader.get_migration(app, name).operations):
+                found.setdefault(extension, app)
+    return found
+
+
+EXTENSIONS_TEMPLATE = '''\
+"""Made by remigrate from the old migration history on {date}.
+
+The PostgreSQL extensions the old history created, made before any app's first migration (a
+field, an index or an operator class there may need them); makemigrations does not write them.
+Elsewhere than on PostgreSQL, as CreateExtension does, nothing is done.
+"""
+from django.contrib.postgres.operations import CreateExtension
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    initial = True
+
+    dependencies = []
+
+    run_before = {run_before}
+
+    operations = [{operations}]
+'''
+
+
+def write_extensions(folder, extensions, roots):
+    """The migration that makes `extensions` before the `roots` ((app, name) of every app's first
+    new migration); returns its file name."""
+    source = EXTENSIONS_TEMPLATE.format(
+        date=dt.date.today().isoformat(), run_before=repr(sorted(roots)),
+        operations=", ".join(f"CreateExtension({name!r})" for name in extensions))
+    (Path(folder) / f"0000_{EXTENSIONS}.py").write_text(source, encoding="utf-8")
+    return f"0000_{EXTENSIONS}.py"
 
 
 def carried_sequences(schema, tables, carried=()):

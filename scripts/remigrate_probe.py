@@ -1233,6 +1233,7 @@ def new_history(settings, old, removed, written):
     own = [a for a in project_apps() if a["in_project"] and a["migrations_dir"]]
     if old is not None:
         loader = MigrationLoader(None, ignore_no_migrations=True)
+        extensions = history.extensions_made(loader, {a["label"] for a in own})
         for app in own:
             folder = Path(app["migrations_dir"])
             for label, name in loader.disk_migrations:
@@ -1244,6 +1245,14 @@ def new_history(settings, old, removed, written):
         importlib.invalidate_caches()
         out = io.StringIO()
         call_command("makemigrations", *[a["label"] for a in own], "--noinput", stdout=out, stderr=out)
+        if extensions:  # made first, in the app whose history made the first of them
+            made = MigrationLoader(None, ignore_no_migrations=True)
+            labels = {a["label"] for a in own}
+            roots = [(label, name) for (label, name), migration in made.disk_migrations.items() if label in labels
+                     and not any(dep[0] == label for dep in migration.dependencies)]
+            first = next(iter(extensions.values()))
+            history.write_extensions(next(a["migrations_dir"] for a in own if a["label"] == first), list(extensions), roots)
+            importlib.invalidate_caches()
     try:
         result = history.build_new(connection, old, removed, own, on_written=written)
     except history.HistoryError as exc:

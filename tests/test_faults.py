@@ -440,14 +440,17 @@ def access_rules(case):
                        "|| ' ' || defaclobjtype::text, defaclacl::text FROM pg_default_acl ORDER BY 1, 2")
 
 
-def test_a_sequence_and_a_materialized_view_of_the_old_history_are_carried_with_their_values(pg_case):
-    """A RunSQL CREATE SEQUENCE (invoice numbers: no column owns it) is not in what makemigrations
-    writes: the new history carries it, with its options and the value the old history left (a
-    fresh install has it), and the rebuilt database goes on after the last number the live one
+def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(pg_case):
+    """What the old history made with SQL or with operations makemigrations does not write. A
+    RunSQL CREATE SEQUENCE (invoice numbers: no column owns it): the new history carries it,
+    with its options and the value the old history left (a fresh install has it), and the
+    rebuilt database goes on after the last number the live one
     handed out, one taken while the reset ran included. A RunSQL CREATE MATERIALIZED VIEW (a
     report the application reads) is carried too, but the new history makes it while the tables
     are empty: the rebuilt database refreshes it once the rows are in, as pg_restore does,
-    instead of an empty report until the next refresh."""
+    instead of an empty report until the next refresh. Row level security and its policy. A
+    TrigramExtension that an index's operator class needs: made before any app's first migration.
+    """
     add_writer_migration(pg_case, "migrations.RunSQL(\"CREATE SEQUENCE invoice_no_seq START 1000 INCREMENT 5 MAXVALUE 999999; "
                                   "SELECT setval('invoice_no_seq', 1100)\", 'DROP SEQUENCE invoice_no_seq'), "
                                   "migrations.RunSQL('CREATE MATERIALIZED VIEW writer_report AS SELECT count(*) AS n, "
@@ -460,7 +463,16 @@ def test_a_sequence_and_a_materialized_view_of_the_old_history_are_carried_with_
                                   "MAXVALUE 100'), "
                                   # in a schema of the history's own, and a name with a dot in it
                                   "migrations.RunSQL('CREATE SCHEMA billing; CREATE SEQUENCE billing.invoice_no; "
-                                  "CREATE SEQUENCE \"inv.no\"; SELECT nextval(\\'billing.invoice_no\\')')")
+                                  "CREATE SEQUENCE \"inv.no\"; SELECT nextval(\\'billing.invoice_no\\')'), "
+                                  # an extension the models need before any table: an operator class of an index
+                                  "TrigramExtension(), migrations.AddIndex('task', GinIndex(fields=['title'], "
+                                  "name='writer_task_title_trgm', opclasses=['gin_trgm_ops']))",
+                         imports="from django.contrib.postgres.indexes import GinIndex\n"
+                                 "from django.contrib.postgres.operations import TrigramExtension")
+    models = pg_case.project / "igny8_core/modules/writer/models.py"
+    models.write_text("from django.contrib.postgres.indexes import GinIndex\n" + models.read_text().replace(
+        "on_delete=models.SET_NULL)\n\n\nclass Content", "on_delete=models.SET_NULL)\n\n    class Meta:\n        indexes = "
+        "[GinIndex(fields=['title'], name='writer_task_title_trgm', opclasses=['gin_trgm_ops'])]\n\n\nclass Content"))
     pg_case.damage(["REFRESH MATERIALIZED VIEW writer_report"])
     report = query(pg_case, "SELECT n, top FROM writer_report")
     assert report[0][0] > 0
@@ -483,6 +495,11 @@ def test_a_sequence_and_a_materialized_view_of_the_old_history_are_carried_with_
     assert query(pg_case, "SELECT nextval(pg_get_serial_sequence('system_setting', 'id'))")[0][0] > given
     assert left == [100, 99, 98, 97] and query(pg_case, "SELECT nextval('countdown_seq')") == [(96,)]
     assert others == [(2, 1, 2)]
+    # the extension comes first in the new history, so its index could be made
+    early = (pg_case.project / "igny8_core/modules/writer/migrations/0000_remigrate_extensions.py").read_text()
+    assert "CreateExtension('pg_trgm')" in early and "('igny8_core_auth', '0001_initial')" in early
+    assert query(pg_case, "SELECT indexdef LIKE '%gin_trgm_ops%' FROM pg_indexes WHERE indexname = 'writer_task_title_trgm'") \
+        == [(True,)]
     assert query(pg_case, """SELECT nextval('billing.invoice_no'), nextval('"inv.no"')""") == [(3, 3)]
     assert "made view writer_report" in out and query(pg_case, "SELECT n, top FROM writer_report") == report
     assert "row security of writer_task" in out and "policy writer_task.own_rows" in out, out
