@@ -419,7 +419,7 @@ class Migration(migrations.Migration):
 
 
 EXTENSIONS = "remigrate_extensions"
-CREATE_EXTENSION = re.compile(r"\bcreate\s+extension\s+(?:if\s+not\s+exists\s+)?(\"(?:[^\"]|\"\")+\"|[\w-]+)", re.I)
+EXTENSION_SQL = re.compile(r"\b(create|drop)\s+extension\s+(?:if\s+(?:not\s+)?exists\s+)?(\"(?:[^\"]|\"\")+\"|[\w-]+)", re.I)
 
 
 def extensions_made(loader, labels):
@@ -433,18 +433,18 @@ def extensions_made(loader, labels):
     except ImportError:  # no PostgreSQL driver: no such operation in the history either
         CreateExtension = ()
 
-    def walk(operations):
+    def walk(operations):  # ("create" or "drop", extension)
         for op in operations:
             if isinstance(op, CreateExtension):
-                yield op.name
+                yield "create", op.name
             elif type(op).__name__ == "SeparateDatabaseAndState":
                 yield from walk(op.database_operations)
             elif isinstance(op, migrations.RunSQL):
                 statements = op.sql if isinstance(op.sql, (list, tuple)) else [op.sql]
                 for statement in statements:
                     text = statement[0] if isinstance(statement, (list, tuple)) else statement
-                    for name in CREATE_EXTENSION.findall(str(text)):
-                        yield name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+                    for verb, name in EXTENSION_SQL.findall(str(text)):
+                        yield verb.lower(), name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
 
     found, ordered = {}, []
     for leaf in sorted(loader.graph.leaf_nodes()):
@@ -453,8 +453,11 @@ def extensions_made(loader, labels):
                 ordered.append(node)
     for app, name in ordered:
         if app in labels:
-            for extension in walk(loader.get_migration(app, name).operations):
-                found.setdefault(extension, app)
+            for verb, extension in walk(loader.get_migration(app, name).operations):
+                if verb == "create":
+                    found.setdefault(extension, app)
+                else:  # dropped later in the history: a fresh install from it has none
+                    found.pop(extension, None)
     return found
 
 

@@ -1,0 +1,47 @@
+"""Which extensions the new history must make before every app's first migration: read from the
+old history's operations (pure: a stand-in loader over real Django operation objects)."""
+from django.contrib.postgres.operations import HStoreExtension, TrigramExtension
+from django.db import migrations
+
+import tasks.console  # noqa: F401  (puts scripts/ on the path)
+import remigrate_history as H  # noqa: E402
+
+
+class Graph:
+    def __init__(self, order):
+        self.order = order
+
+    def leaf_nodes(self):
+        return [self.order[-1]]
+
+    def forwards_plan(self, leaf):
+        return self.order
+
+
+class Loader:
+    def __init__(self, migrations_by_node):
+        self.graph = Graph(list(migrations_by_node))
+        self.migrations_by_node = migrations_by_node
+
+    def get_migration(self, app, name):
+        return self.migrations_by_node[(app, name)]
+
+
+def migration(*operations):
+    m = migrations.Migration("x", "y")
+    m.operations = list(operations)
+    return m
+
+
+def test_extensions_created_and_not_dropped_later_in_the_order_made_by_the_apps_that_made_them():
+    loader = Loader({
+        ("auth", "0001_initial"): migration(HStoreExtension()),  # not a project app: not its to carry
+        ("shop", "0001_initial"): migration(TrigramExtension()),
+        ("shop", "0002_sql"): migration(migrations.RunSQL(
+            ['CREATE EXTENSION IF NOT EXISTS "uuid-ossp"', ("create extension citext", None)], "")),
+        ("blog", "0001_initial"): migration(migrations.SeparateDatabaseAndState(
+            database_operations=[migrations.RunSQL("CREATE EXTENSION unaccent; CREATE EXTENSION btree_gin")])),
+        ("blog", "0002_drop"): migration(migrations.RunSQL("DROP EXTENSION IF EXISTS btree_gin")),
+    })
+    found = H.extensions_made(loader, {"shop", "blog"})
+    assert list(found.items()) == [("pg_trgm", "shop"), ("uuid-ossp", "shop"), ("citext", "shop"), ("unaccent", "blog")]
