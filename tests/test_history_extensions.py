@@ -1,9 +1,12 @@
 """Which extensions the new history must make before every app's first migration: read from the
 old history's operations (pure: a stand-in loader over real Django operation objects)."""
+import sys
+from pathlib import Path
+
 from django.contrib.postgres.operations import HStoreExtension, TrigramExtension
 from django.db import migrations
 
-import tasks.console  # noqa: F401  (puts scripts/ on the path)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import remigrate_history as H  # noqa: E402
 
 
