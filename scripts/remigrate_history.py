@@ -418,7 +418,6 @@ class Migration(migrations.Migration):
 '''
 
 
-EXTENSIONS = "remigrate_extensions"
 EXTENSION_SQL = re.compile(r"\b(create|drop)\s+extension\s+(?:if\s+(?:not\s+)?exists\s+)?(\"(?:[^\"]|\"\")+\"|[\w-]+)", re.I)
 
 
@@ -461,36 +460,27 @@ def extensions_made(loader, labels):
     return found
 
 
-EXTENSIONS_TEMPLATE = '''\
-"""Made by remigrate from the old migration history on {date}.
+def make_extensions_first(loader, roots, extensions):
+    """Each of the `roots` (every app's first new migration, (app, name)) made to begin with the
+    CreateExtension of each of `extensions` (IF NOT EXISTS: whichever of them runs first makes
+    them, the others do nothing; elsewhere than on PostgreSQL none does anything): a field, an
+    index or an operator class of any app's first migration may need them. Written again by
+    Django's own MigrationWriter, so the files stay as makemigrations writes them, and the
+    migration graph is unchanged (no migration of its own that `__first__` could resolve to)."""
+    from django.conf import settings
+    from django.contrib.postgres.operations import CreateExtension
+    from django.db.migrations.writer import MigrationWriter
 
-The PostgreSQL extensions the old history created, made before any app's first migration (a
-field, an index or an operator class there may need them); makemigrations does not write them.
-Elsewhere than on PostgreSQL, as CreateExtension does, nothing is done.
-"""
-from django.contrib.postgres.operations import CreateExtension
-from django.db import migrations
-
-
-class Migration(migrations.Migration):
-    initial = True
-
-    dependencies = []
-
-    run_before = {run_before}
-
-    operations = [{operations}]
-'''
-
-
-def write_extensions(folder, extensions, roots):
-    """The migration that makes `extensions` before the `roots` ((app, name) of every app's first
-    new migration); returns its file name."""
-    source = EXTENSIONS_TEMPLATE.format(
-        date=dt.date.today().isoformat(), run_before=repr(sorted(roots)),
-        operations=", ".join(f"CreateExtension({name!r})" for name in extensions))
-    (Path(folder) / f"0000_{EXTENSIONS}.py").write_text(source, encoding="utf-8")
-    return f"0000_{EXTENSIONS}.py"
+    for app, name in roots:
+        migration = loader.get_migration(app, name)
+        migration.operations[:0] = [CreateExtension(extension) for extension in extensions]
+        # the user model's swappable dependency as makemigrations gives it to the writer (loaded
+        # from the file it holds the setting's value, not its name)
+        migration.dependencies = [("__setting__", "AUTH_USER_MODEL")
+                                  if getattr(dep, "setting", None) == settings.AUTH_USER_MODEL else dep
+                                  for dep in migration.dependencies]
+        writer = MigrationWriter(migration)
+        Path(writer.path).write_text(writer.as_string(), encoding="utf-8")
 
 
 def carried_sequences(schema, tables, carried=()):

@@ -1245,13 +1245,14 @@ def new_history(settings, old, removed, written):
         importlib.invalidate_caches()
         out = io.StringIO()
         call_command("makemigrations", *[a["label"] for a in own], "--noinput", stdout=out, stderr=out)
-        if extensions:  # made first, in the app whose history made the first of them
+        if extensions:  # made first, by whichever app's first migration runs first
             made = MigrationLoader(None, ignore_no_migrations=True)
             labels = {a["label"] for a in own}
             roots = [(label, name) for (label, name), migration in made.disk_migrations.items() if label in labels
                      and not any(dep[0] == label for dep in migration.dependencies)]
-            first = next(iter(extensions.values()))
-            history.write_extensions(next(a["migrations_dir"] for a in own if a["label"] == first), list(extensions), roots)
+            history.make_extensions_first(made, roots, list(extensions))
+            for module in [m for m in sys.modules if m.startswith("rmg_") and "." in m]:
+                del sys.modules[module]  # rewritten: never served from the import cache
             importlib.invalidate_caches()
     try:
         result = history.build_new(connection, old, removed, own, on_written=written)

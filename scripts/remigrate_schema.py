@@ -545,14 +545,17 @@ def pg_schema(cursor):
             "rename": f"ALTER TABLE {qtable} RENAME CONSTRAINT {OLD} TO {NEW}"}
     cursor.execute(
         "SELECT n.nspname, c.relname, c.relkind, pg_get_viewdef(c.oid),"
-        " quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
+        " quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relispopulated"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         f" WHERE c.relkind IN ('v', 'm') AND {USER_SCHEMAS} AND "
         + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class"))
-    for schema, name, kind, definition, quoted in cursor.fetchall():
+    for schema, name, kind, definition, quoted, populated in cursor.fetchall():
         what = "MATERIALIZED VIEW" if kind == "m" else "VIEW"
+        # a materialized view made WITH NO DATA stays so (reading it fails until the application
+        # refreshes it), rather than filled over the empty tables of a new database
+        made = definition.strip().rstrip(";") + ("" if populated else " WITH NO DATA")
         out["views"][pg_key(schema, name)] = {"definition": f"{what} {' '.join(definition.split())}",
-                                              "sql": f"CREATE {what} {quoted} AS {definition}"}
+                                              "sql": f"CREATE {what} {quoted} AS {made}"}
     cursor.execute(
         "SELECT n.nspname, p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', pg_get_functiondef(p.oid)"
         " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
@@ -647,7 +650,7 @@ def pg_grants(cursor):
         f" FROM pg_namespace n, aclexplode(n.nspacl) a WHERE n.nspacl IS NOT NULL AND {USER_SCHEMAS}"
         " AND a.grantee <> n.nspowner"
         " UNION ALL SELECT n.nspname, n.nspname, 'SCHEMA OWNER', NULL, pg_get_userbyid(n.nspowner), 'OWNER', false, NULL"
-        f" FROM pg_namespace n WHERE {USER_SCHEMAS}"
+        f" FROM pg_namespace n WHERE {USER_SCHEMAS} AND n.nspname <> 'public'"  # every database has its own public
         " UNION ALL SELECT n.nspname, pg_get_userbyid(d.defaclrole), 'DEFAULT',"
         " CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS'"
         "  WHEN 'T' THEN 'TYPES' WHEN 'n' THEN 'SCHEMAS' ELSE d.defaclobjtype::text END,"
@@ -679,7 +682,7 @@ def pg_beyond_reach(cursor):
     queries = {
         "default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE) of":
             f"SELECT d.defaclrole FROM pg_default_acl d WHERE {unreachable.format(role='d.defaclrole')}",
-        "schemas owned by": f"SELECT n.nspowner FROM pg_namespace n WHERE {USER_SCHEMAS}"
+        "schemas owned by": f"SELECT n.nspowner FROM pg_namespace n WHERE {USER_SCHEMAS} AND n.nspname <> 'public'"
                             f" AND {unreachable.format(role='n.nspowner')}",
         "privileges granted on another role's objects (WITH GRANT OPTION) by":
             "SELECT a.grantor FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a"

@@ -451,10 +451,18 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
     instead of an empty report until the next refresh. Row level security and its policy. A
     TrigramExtension that an index's operator class needs: made before any app's first migration.
     """
+    # and one the custom user's app made (a case-insensitive email, say): the app others reach by __first__
+    (pg_case.project / "igny8_core/auth/migrations/0003_citext.py").write_text(
+        "from django.contrib.postgres.operations import CITextExtension\nfrom django.db import migrations\n\n\n"
+        "class Migration(migrations.Migration):\n    dependencies = [('igny8_core_auth', '0002_user_timezone')]\n"
+        "    operations = [CITextExtension()]\n")
     add_writer_migration(pg_case, "migrations.RunSQL(\"CREATE SEQUENCE invoice_no_seq START 1000 INCREMENT 5 MAXVALUE 999999; "
                                   "SELECT setval('invoice_no_seq', 1100)\", 'DROP SEQUENCE invoice_no_seq'), "
                                   "migrations.RunSQL('CREATE MATERIALIZED VIEW writer_report AS SELECT count(*) AS n, "
                                   "max(id) AS top FROM writer_content', 'DROP MATERIALIZED VIEW writer_report'), "
+                                  # one the application fills itself: reading it fails until then
+                                  "migrations.RunSQL('CREATE MATERIALIZED VIEW writer_later AS SELECT count(*) AS n "
+                                  "FROM writer_content WITH NO DATA'), "
                                   # a tenant's rows hidden from another's sessions: lost, nothing would say so
                                   "migrations.RunSQL(\"ALTER TABLE writer_task ENABLE ROW LEVEL SECURITY; CREATE POLICY "
                                   "own_rows ON writer_task FOR SELECT TO PUBLIC USING (status <> 'secret')\"), "
@@ -495,13 +503,21 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
     assert query(pg_case, "SELECT nextval(pg_get_serial_sequence('system_setting', 'id'))")[0][0] > given
     assert left == [100, 99, 98, 97] and query(pg_case, "SELECT nextval('countdown_seq')") == [(96,)]
     assert others == [(2, 1, 2)]
-    # the extension comes first in the new history, so its index could be made
-    early = (pg_case.project / "igny8_core/modules/writer/migrations/0000_remigrate_extensions.py").read_text()
-    assert "CreateExtension('pg_trgm')" in early and "('igny8_core_auth', '0001_initial')" in early
+    # the extensions come first in every app's first migration (whichever runs first makes them), so
+    # the index could be made
+    for first in pg_case.project.glob("igny8_core/**/migrations/0001_initial.py"):
+        text = first.read_text()
+        assert text.index("name='citext'") < text.index("name='pg_trgm'") < text.index("CreateModel("), first
+        assert "('igny8_core_auth', '__first__')" not in text, first  # still swappable_dependency(AUTH_USER_MODEL)
+    writer = (pg_case.project / "igny8_core/modules/writer/migrations/0001_initial.py").read_text()
+    assert "migrations.swappable_dependency(settings.AUTH_USER_MODEL)" in writer
+    assert query(pg_case, "SELECT extname FROM pg_extension WHERE extname IN ('pg_trgm', 'citext') ORDER BY 1") == \
+        [("citext",), ("pg_trgm",)]
     assert query(pg_case, "SELECT indexdef LIKE '%gin_trgm_ops%' FROM pg_indexes WHERE indexname = 'writer_task_title_trgm'") \
         == [(True,)]
     assert query(pg_case, """SELECT nextval('billing.invoice_no'), nextval('"inv.no"')""") == [(3, 3)]
     assert "made view writer_report" in out and query(pg_case, "SELECT n, top FROM writer_report") == report
+    assert query(pg_case, "SELECT ispopulated FROM pg_matviews WHERE matviewname = 'writer_later'") == [(False,)]
     assert "row security of writer_task" in out and "policy writer_task.own_rows" in out, out
     assert query(pg_case, "SELECT c.relrowsecurity, p.polname, pg_get_expr(p.polqual, p.polrelid) FROM pg_class c "
                           "JOIN pg_policy p ON p.polrelid = c.oid WHERE c.relname = 'writer_task'") == \
