@@ -418,7 +418,8 @@ class Migration(migrations.Migration):
 '''
 
 
-EXTENSION_SQL = re.compile(r"\b(create|drop)\s+extension\s+(?:if\s+(?:not\s+)?exists\s+)?(\"(?:[^\"]|\"\")+\"|[\w-]+)", re.I)
+EXTENSION_SQL = re.compile(r"\b(create|drop)\s+extension\s+(?:if\s+(?:not\s+)?exists\s+)?(\"(?:[^\"]|\"\")+\"|[\w-]+)"
+                           r"((?:\s+with)?\s+schema\s+(?!public\b)[\w\"]+)?", re.I)
 
 
 def extensions_made(loader, labels):
@@ -442,7 +443,9 @@ def extensions_made(loader, labels):
                 statements = op.sql if isinstance(op.sql, (list, tuple)) else [op.sql]
                 for statement in statements:
                     text = statement[0] if isinstance(statement, (list, tuple)) else statement
-                    for verb, name in EXTENSION_SQL.findall(str(text)):
+                    for verb, name, elsewhere in EXTENSION_SQL.findall(str(text)):
+                        if elsewhere:  # in a schema of its own: made there by the carried migration, after the schema
+                            continue
                         yield verb.lower(), name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
 
     found, ordered = {}, []

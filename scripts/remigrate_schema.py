@@ -595,9 +595,11 @@ def pg_schema(cursor):
                    + (f" USING ({using})" if using else "") + (f" WITH CHECK ({check})" if check else ""))
         out["policies"][f"{pg_key(schema, table)}.{name}"] = {"table": pg_key(schema, table), "definition": clauses.strip(),
                                                              "sql": f"CREATE POLICY {qname} ON {qtable}{clauses}"}
-    cursor.execute("SELECT extname, quote_ident(extname) FROM pg_extension WHERE extname <> 'plpgsql'")
-    for name, quoted in cursor.fetchall():
-        out["extensions"][name] = {"definition": name, "sql": f"CREATE EXTENSION IF NOT EXISTS {quoted}"}
+    cursor.execute("SELECT e.extname, quote_ident(e.extname), n.nspname, quote_ident(n.nspname) FROM pg_extension e"
+                   " JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'")
+    for name, quoted, schema, qschema in cursor.fetchall():  # its schema too: its functions and types are named by it
+        out["extensions"][name] = {"definition": f"{name} in schema {schema}",
+                                   "sql": f"CREATE EXTENSION IF NOT EXISTS {quoted} WITH SCHEMA {qschema}"}
     cursor.execute(
         "SELECT s.schemaname, s.sequencename, coalesce(s.last_value, 0),"
         " (SELECT CASE WHEN tn.nspname = 'public' THEN '' ELSE tn.nspname || '.' END || t.relname || '.' || a.attname"

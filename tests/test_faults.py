@@ -472,6 +472,8 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
                                   # in a schema of the history's own, and a name with a dot in it
                                   "migrations.RunSQL('CREATE SCHEMA billing; CREATE SEQUENCE billing.invoice_no; "
                                   "CREATE SEQUENCE \"inv.no\"; SELECT nextval(\\'billing.invoice_no\\')'), "
+                                  # an extension in a schema of its own: there again
+                                  "migrations.RunSQL('CREATE SCHEMA ext; CREATE EXTENSION IF NOT EXISTS unaccent WITH SCHEMA ext'), "
                                   # an extension the models need before any table: an operator class of an index
                                   "TrigramExtension(), migrations.AddIndex('task', GinIndex(fields=['title'], "
                                   "name='writer_task_title_trgm', opclasses=['gin_trgm_ops']))",
@@ -513,6 +515,7 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
     assert "migrations.swappable_dependency(settings.AUTH_USER_MODEL)" in writer
     assert query(pg_case, "SELECT extname FROM pg_extension WHERE extname IN ('pg_trgm', 'citext') ORDER BY 1") == \
         [("citext",), ("pg_trgm",)]
+    assert query(pg_case, "SELECT ext.unaccent('Hélène')") == [("Helene",)]
     assert query(pg_case, "SELECT indexdef LIKE '%gin_trgm_ops%' FROM pg_indexes WHERE indexname = 'writer_task_title_trgm'") \
         == [(True,)]
     assert query(pg_case, """SELECT nextval('billing.invoice_no'), nextval('"inv.no"')""") == [(3, 3)]

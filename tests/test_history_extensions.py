@@ -44,7 +44,11 @@ def test_extensions_created_and_not_dropped_later_in_the_order_made_by_the_apps_
             ['CREATE EXTENSION IF NOT EXISTS "uuid-ossp"', ("create extension citext", None)], "")),
         ("blog", "0001_initial"): migration(migrations.SeparateDatabaseAndState(
             database_operations=[migrations.RunSQL("CREATE EXTENSION unaccent; CREATE EXTENSION btree_gin")])),
-        ("blog", "0002_drop"): migration(migrations.RunSQL("DROP EXTENSION IF EXISTS btree_gin")),
+        ("blog", "0002_drop"): migration(migrations.RunSQL("DROP EXTENSION IF EXISTS btree_gin; "
+                                                           "CREATE EXTENSION hstore WITH SCHEMA ext; "
+                                                           "create extension if not exists intarray schema public")),
     })
     found = H.extensions_made(loader, {"shop", "blog"})
-    assert list(found.items()) == [("pg_trgm", "shop"), ("uuid-ossp", "shop"), ("citext", "shop"), ("unaccent", "blog")]
+    # (one made in a schema of its own is the carried migration's, after that schema)
+    assert list(found.items()) == [("pg_trgm", "shop"), ("uuid-ossp", "shop"), ("citext", "shop"), ("unaccent", "blog"),
+                                   ("intarray", "blog")]
