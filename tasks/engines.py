@@ -1206,10 +1206,11 @@ class Postgres(Engine):
         else:
             self.target.shell(line, what=what)
 
-    def recover(self, bundle_path, manifest, journal=None):
+    def recover(self, bundle_path, manifest, journal=None, save=lambda: None):
         """Put the database back from the bundle, whatever state the reset left it in; a database
         that someone else made under the live name while it was free is never dropped. After a
-        swap, the database kept aside is renamed back instead ("renamed"; else "restored")."""
+        swap, the database kept aside is renamed back instead ("renamed"; else "restored").
+        `save` writes the journal: the database this makes is recorded in it at once."""
         if self.undo_swap(journal or {}):
             return "renamed"
         dump = posixpath.join(bundle_path, manifest["dump"]["file"])
@@ -1218,8 +1219,9 @@ class Postgres(Engine):
             if self.exists(name):
                 self.drop(name)
         self.create_from_archive(dump)
-        if journal is not None:  # the rollback's own: one that fails half-way may be tried again over it
+        if journal is not None:  # the rollback's own: one that fails half-way (or is killed) may be tried again over it
             journal["restore_oid"] = self.oid()
+            save()
         self.restore(dump, manifest, {"relations": []})
         return "restored"
 
@@ -1421,7 +1423,7 @@ class Sqlite(Engine):
     def remove_kept(self, name):
         self.target.run(["rm", "-f", "--", name])
 
-    def recover(self, bundle_path, manifest, journal=None):
+    def recover(self, bundle_path, manifest, journal=None, save=lambda: None):
         if self.undo_swap(journal or {}):
             return "renamed"
         self._clear_new()

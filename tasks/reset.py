@@ -392,7 +392,7 @@ def database_touched(engine, phases, strategy="rebuild"):
     return bool(TOUCHING[(engine.name, strategy)] & set(phases)) or engine.swapped(phases)
 
 
-def rollback(project, engine, manifest, bundle_path, database=True, journal=None):
+def rollback(project, engine, manifest, bundle_path, database=True, journal=None, save=lambda: None):
     """Database and migration files back as the bundle holds them (`journal`: the run's, which
     says which databases it made or dropped)."""
     fake_run = (journal or {}).get("plan", {}).get("strategy") == "fake"
@@ -408,7 +408,7 @@ def rollback(project, engine, manifest, bundle_path, database=True, journal=None
     if fake_run:
         undo_fake(project, engine, manifest, bundle_path)
         return
-    if engine.recover(bundle_path, manifest, journal) == "renamed":
+    if engine.recover(bundle_path, manifest, journal, save) == "renamed":
         say(f"    the {engine.name} database kept aside by the swap is back under its name (proven unchanged since "
             "the backup when it was set aside)")
         set_aside = rejected_of(engine, journal or {})
@@ -621,7 +621,7 @@ def execute(project, engine, plan, manifest, bundle_path, journal, total, files_
         kept = isinstance(exc, LiveDatabaseKept) or not database_touched(engine, [p["phase"] for p in journal.data["phases"]],
                                                                           plan.strategy)
         try:
-            rollback(project, engine, manifest, bundle_path, database=not kept, journal=journal.data)
+            rollback(project, engine, manifest, bundle_path, database=not kept, journal=journal.data, save=journal.save)
         except BaseException as again:
             journal.finish("failed", f"{reason}; rollback failed too: {again}")
             raise RemigrateError(f"the reset failed ({reason}) and so did the rollback ({again}); "
@@ -875,12 +875,10 @@ def rollback_task(c, backup=None, yes=False, project_dir=None, python=None, sett
             engine.preflight(archive_version=manifest["dump"].get("dumped_by"), digest=B.content_digest(manifest))
         step(f"Rolling back to {manifest['name']}")
         with engine.server_lock():
-            try:
-                rollback(project, engine, manifest, path, database=touched, journal=data)
-            except BaseException:
-                if data:  # what the rollback made (a database it created) is known to the next try
+            def save():  # what the rollback made (a database it created) is known to the next try
+                if data:
                     project.target.write_private(posixpath.join(path, JOURNAL), json.dumps(data, indent=2), replace=True)
-                raise
+            rollback(project, engine, manifest, path, database=touched, journal=data, save=save)
         if data:
             data["status"] = "rolled-back"
             project.target.write_private(posixpath.join(path, JOURNAL), json.dumps(data, indent=2), replace=True)
