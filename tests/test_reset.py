@@ -381,21 +381,6 @@ def test_an_old_history_that_does_not_apply_on_sqlite_is_said_and_the_postgresql
     assert scratch_databases(pg_case) == []
 
 
-def test_a_public_schema_owned_by_a_superuser_as_upgraded_clusters_have_it_is_reset(pg_case):
-    """After pg_upgrade from PostgreSQL 14 or older (and on some hosted services) the public schema
-    belongs to a superuser, not pg_database_owner: every new database has a public schema of its
-    own, so that is not a reason to refuse, and the application keeps what it may do there."""
-    from servers import SUPERUSER
-
-    with psycopg_admin(pg_case.pg_db.cluster, pg_case.pg_db.name) as conn:
-        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(SUPERUSER)))
-    before = data_rows(pg_case)
-    out = reset(pg_case, *REMOVE, "--yes")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert data_rows(pg_case) == before
-    pg_case.damage(["CREATE TABLE after_reset (id int)", "DROP TABLE after_reset"])  # the application may still make tables
-
-
 def test_a_sequence_made_by_hand_that_the_role_cannot_read_is_named_by_the_plan(pg_case):
     """A sequence another role made (a DBA's), which the application may use but not read: the
     plan names it as only in the live database, instead of failing to read it."""
