@@ -448,11 +448,8 @@ def extensions_made(loader, labels):
                             continue
                         yield verb.lower(), name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
 
-    found, ordered = {}, []
-    for leaf in sorted(loader.graph.leaf_nodes()):
-        for node in loader.graph.forwards_plan(leaf):
-            if node not in ordered:
-                ordered.append(node)
+    found = {}
+    ordered = dict.fromkeys(node for leaf in sorted(loader.graph.leaf_nodes()) for node in loader.graph.forwards_plan(leaf))
     for app, name in ordered:
         if app in labels:
             for verb, extension in walk(loader.get_migration(app, name).operations):

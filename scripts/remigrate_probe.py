@@ -1221,6 +1221,13 @@ def cmd_history(opts):
     return answer
 
 
+def forget_migration_modules():
+    """The scratch copies' migration modules out of the import cache (their files changed)."""
+    for module in [m for m in sys.modules if m.startswith("rmg_") and "." in m]:
+        del sys.modules[module]
+    importlib.invalidate_caches()
+
+
 def new_history(settings, old, removed, written):
     """Scratch database B: the new history made (when `old`, a function that waits for A's result,
     is given; else it is the one in the folders already) and migrated, then the carried
@@ -1233,27 +1240,23 @@ def new_history(settings, old, removed, written):
     own = [a for a in project_apps() if a["in_project"] and a["migrations_dir"]]
     if old is not None:
         loader = MigrationLoader(None, ignore_no_migrations=True)
-        extensions = history.extensions_made(loader, {a["label"] for a in own})
+        labels = {a["label"] for a in own}
+        extensions = history.extensions_made(loader, labels)
         for app in own:
             folder = Path(app["migrations_dir"])
             for label, name in loader.disk_migrations:
                 if label == app["label"]:
                     (folder / f"{name}.py").unlink()
             shutil.rmtree(folder / "__pycache__", ignore_errors=True)
-        for module in [m for m in sys.modules if m.startswith("rmg_") and "." in m]:
-            del sys.modules[module]  # the old files are gone: never serve them from the import cache
-        importlib.invalidate_caches()
+        forget_migration_modules()  # the old files are gone: never serve them from the import cache
         out = io.StringIO()
         call_command("makemigrations", *[a["label"] for a in own], "--noinput", stdout=out, stderr=out)
         if extensions:  # made first, by whichever app's first migration runs first
             made = MigrationLoader(None, ignore_no_migrations=True)
-            labels = {a["label"] for a in own}
             roots = [(label, name) for (label, name), migration in made.disk_migrations.items() if label in labels
                      and not any(dep[0] == label for dep in migration.dependencies)]
             history.make_extensions_first(made, roots, list(extensions))
-            for module in [m for m in sys.modules if m.startswith("rmg_") and "." in m]:
-                del sys.modules[module]  # rewritten: never served from the import cache
-            importlib.invalidate_caches()
+            forget_migration_modules()  # rewritten
     try:
         result = history.build_new(connection, old, removed, own, on_written=written)
     except history.HistoryError as exc:

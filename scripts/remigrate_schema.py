@@ -625,6 +625,9 @@ def sequence_sql(schema, name, data_type, increment, minimum, maximum, start, ca
             f"{' CYCLE' if cycle else ' NO CYCLE'}")
 
 
+GRANTEE = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END"  # of an aclexplode() row
+
+
 def pg_grants(cursor):
     """Privileges the migrations do not make, so a rebuild must give them again: on tables, views
     and sequences (kind TABLE, SEQUENCE) and on columns (COLUMN) to roles other than the owner,
@@ -634,7 +637,7 @@ def pg_grants(cursor):
     the whole database; a role-wide entry holds its full list, the owner's own included)."""
     cursor.execute(
         "SELECT n.nspname, c.relname, CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, NULL,"
-        " CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable,"
+        f" {GRANTEE}, a.privilege_type, a.is_grantable,"
         " (SELECT t.relname || '.' || col.attname FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid"
         "   JOIN pg_attribute col ON col.attrelid = d.refobjid AND col.attnum = d.refobjsubid"
         "   WHERE d.objid = c.oid AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1)"
@@ -642,13 +645,13 @@ def pg_grants(cursor):
         f" WHERE c.relacl IS NOT NULL AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND {USER_SCHEMAS}"
         " AND a.grantee <> c.relowner"
         " UNION ALL SELECT n.nspname, c.relname, 'COLUMN', col.attname,"
-        " CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable, NULL"
+        f" {GRANTEE}, a.privilege_type, a.is_grantable, NULL"
         " FROM pg_attribute col JOIN pg_class c ON c.oid = col.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace,"
         " aclexplode(col.attacl) a"
         f" WHERE col.attacl IS NOT NULL AND col.attnum > 0 AND NOT col.attisdropped AND {USER_SCHEMAS}"
         " AND a.grantee <> c.relowner"
         " UNION ALL SELECT n.nspname, n.nspname, 'SCHEMA', NULL,"
-        " CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable, NULL"
+        f" {GRANTEE}, a.privilege_type, a.is_grantable, NULL"
         f" FROM pg_namespace n, aclexplode(n.nspacl) a WHERE n.nspacl IS NOT NULL AND {USER_SCHEMAS}"
         " AND a.grantee <> n.nspowner"
         " UNION ALL SELECT n.nspname, n.nspname, 'SCHEMA OWNER', NULL, pg_get_userbyid(n.nspowner), 'OWNER', false, NULL"
@@ -656,7 +659,7 @@ def pg_grants(cursor):
         " UNION ALL SELECT n.nspname, pg_get_userbyid(d.defaclrole), 'DEFAULT',"
         " CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS'"
         "  WHEN 'T' THEN 'TYPES' WHEN 'n' THEN 'SCHEMAS' ELSE d.defaclobjtype::text END,"
-        " CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable, NULL"
+        f" {GRANTEE}, a.privilege_type, a.is_grantable, NULL"
         " FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace, aclexplode(d.defaclacl) a"
         " ORDER BY 3, 1, 2, 4, 5, 6")
     out = []

@@ -211,9 +211,10 @@ def sequence_problems(before, after, skip=()):
     now = {sequence_key(s): s for s in after}
     problems = []
     for s in before:
-        key, got = sequence_key(s), now.get(sequence_key(s))
         if s.get("table") in skip or s.get("table") == "django_migrations":
             continue
+        key = sequence_key(s)
+        got = now.get(key)
         what = f"sequence {s['sequence']}" if key[0] is None else f"sequence of {s['table']}.{s['column']}"
         if got is None and key[0] is None:
             problems.append(f"{what} is gone")

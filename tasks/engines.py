@@ -189,9 +189,9 @@ def table_entries(listing, tables):
         schema, name = S.pg_key_parts(key)
         for kind in ("TABLE", "TABLE DATA", "DEFAULT", "CONSTRAINT", "FK CONSTRAINT", "TRIGGER"):
             prefixes.append(f"{kind} {schema} {name} ")
-        prefixes += [f"COMMENT {schema} TABLE {name} ", f"COMMENT {schema} COLUMN {name}.",
-                     f"POLICY {schema} {name} ", f"ROW SECURITY {schema} {name} "]
-        prefixes += [f"ACL {schema} {kind} {tag}{end}" for tag in as_tagged(name) for kind, end in (("TABLE", " "), ("COLUMN", "."))]
+        prefixes += [f"POLICY {schema} {name} ", f"ROW SECURITY {schema} {name} "]
+        prefixes += [f"{entry} {schema} {kind} {tag}{end}" for entry in ("ACL", "COMMENT") for tag in as_tagged(name)
+                     for kind, end in (("TABLE", " "), ("COLUMN", "."))]
         constraint_comments.append((f"COMMENT {schema} CONSTRAINT ", f" ON {name} "))
         for index in objects.get("indexes", []):
             prefixes += [f"INDEX {schema} {index} ", f"COMMENT {schema} INDEX {index} "]
@@ -204,8 +204,9 @@ def table_entries(listing, tables):
 
 
 def as_tagged(name):
-    """The ways pg_dump writes a name in an ACL entry's tag: as it is, or quoted when it must be
-    (capitals, spaces, a keyword: pg_dump's fmtId); an entry's own name column is never quoted."""
+    """The ways pg_dump writes a name in an ACL or COMMENT entry's tag: as it is, or quoted when it
+    must be (capitals, spaces, a keyword: pg_dump's fmtId); an entry's own name column is never
+    quoted, nor a POLICY or ROW SECURITY entry's tag."""
     return (name, '"' + name.replace('"', '""') + '"')
 
 
@@ -472,9 +473,10 @@ def merged_high_waters(*lists):
 def sequences_sql(high_waters):
     """Every sequence set by (table, column) to the greater of max(column) and the old high-water
     mark, so no id is ever reused (a renamed model's old sequence name is moot); a sequence of its
-    own ((None, its quoted name)) raised to its old mark (an ascending one: never lowered)."""
+    own ((None, its quoted name)) moved on to its old mark, never back (either direction)."""
+    ordered = sorted(high_waters.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or ""))
     rows = ",\n  ".join(
-        f"({sql.Literal(t).as_string(None)}, {sql.Literal(c).as_string(None)}, {int(h)})" for (t, c), h in sorted(high_waters.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or ""))
+        f"({sql.Literal(t).as_string(None)}, {sql.Literal(c).as_string(None)}, {int(h)})" for (t, c), h in ordered
     ) or "(NULL, NULL, NULL)"
     return f"""\
 CREATE TEMP TABLE remigrate_high_water (tbl text, col text, hw bigint);

@@ -294,8 +294,7 @@ def regenerate(project, plan):
     still = [spec for spec, r in plan.removals.items() if f"{r['app']}.{r['model']}" in history]
     if still:
         raise RemigrateError(f"the new migrations still create {', '.join(still)}")
-    # (the probe's own check: manage.py makemigrations --check would also check the live database's
-    # applied migrations against the new files, which only the rebuild or fake brings in line)
+    # makemigrations --check, from the read of the new files just made (no process of its own)
     if after["pending"]:
         raise RemigrateError("makemigrations --check is not clean after regenerating: "
                              + "; ".join(c["change"] for c in after["pending"][:5]))

@@ -197,6 +197,11 @@ def test_the_entries_that_make_a_dropped_table_again_are_all_of_its_own_and_no_o
             "36; 3256 2 POLICY public shop_flag_extra theirs owner\n")
     lines = table_entries(more, {"shop_flag": {"indexes": ["shop_flag_name_1a2b3c4d"]}})
     assert [line.split(";")[0] for line in lines.splitlines()] == ["30", "31", "32", "33", "34"]
+    # a name pg_dump must quote is quoted in ACL and COMMENT tags, never in the entry's own name
+    odd = ('40; 1259 1 TABLE public Odd Flag owner\n41; 0 0 COMMENT public TABLE "Odd Flag" owner\n'
+           '42; 0 0 COMMENT public COLUMN "Odd Flag"."Name" owner\n43; 0 0 ACL public TABLE "Odd Flag" owner\n'
+           '44; 0 0 COMMENT public TABLE "Odd Flagged" owner\n')
+    assert [ln.split(";")[0] for ln in table_entries(odd, {"Odd Flag": {}}).splitlines()] == ["40", "41", "42", "43"]
     # outside public a table is "schema.name", and its name may hold a dot itself
     dotted = "20; 1259 1 TABLE s x.y owner\n21; 0 1 TABLE DATA s x.y owner\n22; 1259 2 TABLE s y owner\n"
     assert [ln.split(";")[0] for ln in table_entries(dotted, {"s.x.y": {}}).splitlines()] == ["20", "21"]

@@ -64,7 +64,8 @@ def test_swap_keeps_every_row_and_cleanup_then_rollback_restores_from_the_backup
     assert access is None or access_rules(seeded) == access
     assert query(seeded, "INSERT INTO system_setting (key, value) VALUES ('after.swap', '1') RETURNING id")[0][0] > given
     seeded.damage(["DELETE FROM system_setting WHERE key = 'after.swap'"])
-    before_all.pop("<sequences>", None), before_all.pop("sqlite_sequence", None)  # moved on by that row, as they must
+    for moved_on in ("<sequences>", "sqlite_sequence"):  # by that id, as they must
+        before_all.pop(moved_on, None)
     assert "the application could not write for" in out.stdout
     report, journal = report_of(seeded), journal_of(seeded)
     assert report["strategy"] == "swap" and report["status"] == "ok"
