@@ -231,6 +231,7 @@ def pg_stats(cursor, count=True):
     sequences = pg_sequence_marks(cursor)
     grants = schema_facts.pg_grants(cursor)
     properties["beyond_reach"] = schema_facts.pg_beyond_reach(cursor)
+    properties["owners_recorded"] = True  # among the grants (OWNER): see bundle.new_access
     return {"server_version": version, "server_version_num": version_num, "properties": properties,
             "relations": relations, "tables": counts, "sequences": sequences, "grants": grants,
             "objects": schema_facts.objects(schema_facts.pg_schema(cursor)) + [schema_facts.grant_key(g) for g in grants],

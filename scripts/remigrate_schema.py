@@ -628,11 +628,27 @@ def sequence_sql(schema, name, data_type, increment, minimum, maximum, start, ca
 GRANTEE = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END"  # of an aclexplode() row
 
 
+# The relations and routines of the user schemas, with their owners, as (nsp, name, what, owner):
+# `what` is the word ALTER ... OWNER TO takes. A sequence a column owns follows its table, and an
+# extension's objects are the extension's.
+OWNED = (
+    "SELECT c.relnamespace AS nsp, c.relname AS name, CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN"
+    " 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS what, c.relowner AS owner FROM pg_class c"
+    " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE"
+    " d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')) AND "
+    + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class")
+    + " UNION ALL SELECT p.pronamespace, p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',"
+    " CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, p.proowner FROM pg_proc p"
+    " WHERE p.prokind IN ('f', 'p') AND " + NOT_FROM_EXTENSION.format(oid="p.oid", catalog="pg_proc"))
+
+
 def pg_grants(cursor):
     """Privileges the migrations do not make, so a rebuild must give them again: on tables, views
     and sequences (kind TABLE, SEQUENCE) and on columns (COLUMN) to roles other than the owner,
     on schemas to roles other than the owner (SCHEMA: a REVOKE ... FROM PUBLIC shows as the
-    absence of PUBLIC's USAGE) and the default privileges (DEFAULT, from ALTER DEFAULT
+    absence of PUBLIC's USAGE), the owners of relations and routines other than the connected role
+    (OWNER: `detail` says which kind; the migrations make everything the connected role's) and
+    the default privileges (DEFAULT, from ALTER DEFAULT
     PRIVILEGES: `role` is whose new objects get them, `objects` which kind, `schema` None for
     the whole database; a role-wide entry holds its full list, the owner's own included)."""
     cursor.execute(
@@ -656,6 +672,9 @@ def pg_grants(cursor):
         " AND a.grantee <> n.nspowner"
         " UNION ALL SELECT n.nspname, n.nspname, 'SCHEMA OWNER', NULL, pg_get_userbyid(n.nspowner), 'OWNER', false, NULL"
         f" FROM pg_namespace n WHERE {USER_SCHEMAS} AND n.nspname <> 'public'"  # every database has its own public
+        " UNION ALL SELECT n.nspname, o.name, 'OWNER', o.what, pg_get_userbyid(o.owner), 'OWNER', false, NULL"
+        f" FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
+        " AND o.owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)"
         " UNION ALL SELECT n.nspname, pg_get_userbyid(d.defaclrole), 'DEFAULT',"
         " CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS'"
         "  WHEN 'T' THEN 'TYPES' WHEN 'n' THEN 'SCHEMAS' ELSE d.defaclobjtype::text END,"
@@ -670,6 +689,8 @@ def pg_grants(cursor):
             grant["column"] = detail
         elif kind == "DEFAULT":
             grant.update(role=name, objects=detail)
+        elif kind == "OWNER":
+            grant["what"] = detail
         out.append(grant)
     return out
 
@@ -689,6 +710,18 @@ def pg_beyond_reach(cursor):
             f"SELECT d.defaclrole FROM pg_default_acl d WHERE {unreachable.format(role='d.defaclrole')}",
         "schemas owned by": f"SELECT n.nspowner FROM pg_namespace n WHERE {USER_SCHEMAS} AND n.nspname <> 'public'"
                             f" AND {unreachable.format(role='n.nspowner')}",
+        # ALTER ... OWNER TO gives an object to a role the connected one is a member of (USAGE
+        # aside: a NOINHERIT member may), and only where that role may create objects; a restore
+        # (pg_dump's order) gives the owners before any GRANT, so by the schema's ownership (public's
+        # owner is the database's), which a superuser has everywhere
+        "tables, views, sequences or functions owned by":
+            f"SELECT o.owner FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
+            " AND NOT pg_has_role(current_user, o.owner, 'MEMBER')",
+        "objects whose owner may create in their schema only by a GRANT (a restore gives owners before "
+        "privileges), owned by":
+            f"SELECT o.owner FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
+            " AND o.owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)"
+            " AND NOT pg_has_role(o.owner, n.nspowner, 'USAGE')",
         "privileges granted on another role's objects (WITH GRANT OPTION) by":
             "SELECT a.grantor FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a"
             f" WHERE c.relacl IS NOT NULL AND {USER_SCHEMAS} AND a.grantor <> c.relowner"
@@ -716,6 +749,8 @@ def grant_key(grant):
         return f"grant {grant['privilege']} on schema {grant['schema']}{to}"
     if kind == "SCHEMA OWNER":
         return f"schema {grant['schema']} owned by {grant['grantee']}"
+    if kind == "OWNER":
+        return f"{grant['what'].lower()} {pg_key(grant['schema'], grant['name'])} owned by {grant['grantee']}"
     if kind == "DEFAULT":
         where = f" in schema {grant['schema']}" if grant["schema"] else ""
         return f"default privilege {grant['privilege']} on {grant['objects'].lower()} made by {grant['role']}{where}{to}"

@@ -227,6 +227,9 @@ def missing_objects(before, after, skip=()):
     """Views, triggers, functions, extensions and virtual tables the backup had and the database
     lacks now (those of skipped tables excepted)."""
     def on_skipped(obj):
+        owned = owned_object(obj)
+        if owned:
+            return owned in skip
         kind, _, name = obj.partition(" ")
         if kind in ("trigger", "policy"):
             return name.rsplit(".", 1)[0] in skip
@@ -242,20 +245,40 @@ def missing_objects(before, after, skip=()):
     return sorted(o for o in set(before) - set(after) if not on_skipped(o))
 
 
+OWNED_WORDS = ("table ", "view ", "materialized view ", "sequence ", "foreign table ", "function ", "procedure ")
+
+
+def owned_object(obj):
+    """The object's name of an owner's entry ("table orders owned by deployer", see
+    remigrate_schema.grant_key), else None."""
+    head, sep, _role = obj.rpartition(" owned by ")
+    if not sep or head.startswith("schema "):
+        return None
+    for word in sorted(OWNED_WORDS, key=len, reverse=True):
+        if head.startswith(word):
+            return head[len(word):]
+    return None
+
+
 def access_rules(objects):
-    """The privileges on schemas and columns, the schemas' owners and the default privileges among `objects` (see
+    """The privileges on schemas and columns, the owners (schemas, and relations and routines not the
+    connected role's) and the default privileges among `objects` (see
     remigrate_schema.grant_key): a rebuilt database must have these exactly, no more (a schema's
     REVOKE ... FROM PUBLIC is the absence of a grant)."""
-    return {o for o in objects if o.startswith("default privilege ") or (o.startswith("schema ") and " owned by " in o)
+    return {o for o in objects if o.startswith("default privilege ") or " owned by " in o
             or (o.startswith("grant ") and (" on schema " in o or " on column " in o))}
 
 
 def new_access(saved, after, skip=()):
     """Access rules the database has now and the backup did not (none to compare in a bundle
     made before remigrate recorded them, or of a table not brought back)."""
-    if "beyond_reach" not in saved.get("properties", {}):  # recorded together with them
+    properties = saved.get("properties", {})
+    if "beyond_reach" not in properties:  # recorded together with them
         return []
-    return missing_objects(access_rules(after) - access_rules(saved.get("objects", [])), [], skip)
+    new = access_rules(after) - access_rules(saved.get("objects", []))
+    if not properties.get("owners_recorded"):  # the owners of relations and routines came later
+        new = {o for o in new if not owned_object(o)}
+    return missing_objects(new, [], skip)
 
 
 def check_files(manifest, actual, names=None):

@@ -415,17 +415,44 @@ def share_out(keys, sizes, jobs):
     return [[make for tbl in group for make in by_table[tbl]] for group in groups]
 
 
+def literal(value):
+    return sql.Literal(value).as_string(None)
+
+
+def schema_owner_sql(grants):
+    """The schemas' owners given back, before their privileges (after_load_toc): pg_dump writes
+    those for the owner it recorded."""
+    return "".join(f"DO $remigrate$ BEGIN IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {literal(g['schema'])} "
+                   f"AND pg_get_userbyid(nspowner) <> {literal(g['grantee'])}) THEN EXECUTE format('ALTER SCHEMA %I "
+                   f"OWNER TO %I', {literal(g['schema'])}, {literal(g['grantee'])}); END IF; END $remigrate$;\n"
+                   for g in grants if g["kind"] == "SCHEMA OWNER")
+
+
+OWNED_KINDS = ("TABLE", "VIEW", "MATERIALIZED VIEW", "SEQUENCE", "FOREIGN TABLE", "FUNCTION", "PROCEDURE")
+
+
 def grant_sql(grants):
-    """The privileges other roles had, given again on the relations the new schema has (the
-    migrations make tables owned by their owner only)."""
+    """The owners and the privileges other roles had, given again on the relations and routines
+    the new schema has (the migrations make everything the connected role's, its own privileges
+    only): the owners first (ALTER ... OWNER TO hands the old owner's privileges to the new one),
+    once the schemas' privileges are back (the new owner must be allowed to create there) and
+    the materialized views refreshed (their owner's right)."""
     out = []
-    for g in grants:
-        if g["kind"] == "SCHEMA OWNER":  # before the schema's privileges (after_load_toc): pg_dump writes them for its owner
-            schema, owner = sql.Literal(g["schema"]).as_string(None), sql.Literal(g["grantee"]).as_string(None)
-            out.append(f"DO $remigrate$ BEGIN IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {schema} AND "
-                       f"pg_get_userbyid(nspowner) <> {owner}) THEN EXECUTE format('ALTER SCHEMA %I OWNER TO %I', "
-                       f"{schema}, {owner}); END IF; END $remigrate$;\n")
-        if g["kind"] not in ("TABLE", "SEQUENCE"):  # the rest: after_load_toc
+    for g in sorted(grants, key=lambda g: g["kind"] != "OWNER"):
+        if g["kind"] == "OWNER":
+            if g["what"] not in OWNED_KINDS:
+                raise RemigrateError(f"the backup names an owned object of an unknown kind {g['what']!r}")
+            if g["what"] in ("FUNCTION", "PROCEDURE"):
+                find = (f"SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                        f"WHERE n.nspname = {literal(g['schema'])} AND p.proname || '(' || "
+                        f"pg_get_function_identity_arguments(p.oid) || ')' = {literal(g['name'])}")
+            else:
+                find = (f"SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        f"WHERE n.nspname = {literal(g['schema'])} AND c.relname = {literal(g['name'])}")
+            out.append(f"DO $remigrate$ DECLARE target text; BEGIN {find} INTO target; IF target IS NOT NULL THEN "
+                       f"EXECUTE format('ALTER {g['what']} %s OWNER TO %I', target, {literal(g['grantee'])}); "
+                       "END IF; END $remigrate$;\n")
+        if g["kind"] not in ("TABLE", "SEQUENCE"):  # the rest: schema_owner_sql and after_load_toc
             continue
         grantee = "PUBLIC" if g["grantee"] == "PUBLIC" else sql.Identifier(g["grantee"]).as_string(None)
         tail = f" TO {grantee}" + (" WITH GRANT OPTION" if g["grantable"] else "")
@@ -1141,7 +1168,7 @@ class Postgres(Engine):
         fks = parts["foreign_keys"]
         post = ([unchecked or make for _t, make, _d, unchecked, _v in fks]
                 + [load_post_sql(merged_high_waters(manifest["database"]["sequences"], live_sequences)),
-                   grant_sql(manifest["database"].get("grants", []))])
+                   schema_owner_sql(manifest["database"].get("grants", []))])
         self.run_sql([post], "load-post", "adding the foreign keys back")
         # each foreign key checked with one query, and every table analyzed: a table's in one
         # session (no session waits for another's lock), the tables shared out by size; a
@@ -1170,6 +1197,9 @@ class Postgres(Engine):
             self.target.shell(pipeline(script, apply, env=self.env()),
                               what="giving back the privileges on schemas and columns and the default privileges, "
                                    "refreshing the materialized views")
+        owners = grant_sql(manifest["database"].get("grants", []))
+        if owners:
+            self.run_sql([[owners]], "load-owners", "giving back the owners and the privileges on tables and sequences")
         say(f"    loaded by {jobs} sessions: {', '.join(took)}")
         again = json.loads(ask(keys_query([(s, n) for s, n, _ in keep]), "reading the new schema's keys and indexes"))
         if again != parts:

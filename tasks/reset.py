@@ -189,8 +189,8 @@ def show_strategies(project, engine, plan):
         role = plan.stats["properties"]["connected_as"]
         raise RemigrateError(f"the database holds what {role} cannot make again in a new database, nor restore from its "
                              "backup: " + "; ".join(f"{why} {', '.join(roles)}" for why, roles in beyond.items())
-                             + f"; run the reset as a superuser, or (default privileges, a schema's owner) GRANT those "
-                             f"roles to {role} for its length, or use --strategy fake; nothing was changed")
+                             + f"; run the reset as a superuser, or (default privileges, owners) GRANT those roles to "
+                             f"{role} for its length, or use --strategy fake; nothing was changed")
     if plan.strategy == "swap" and not swap_fits:
         raise RemigrateError(f"--strategy swap needs room for a second copy of the database ({human_bytes(size)}) but "
                              f"there are {human_bytes(free)} free in {where}; free some, or use --strategy rebuild; "

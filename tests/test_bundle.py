@@ -65,3 +65,16 @@ def test_newest_verified_bundle_is_picked_and_partials_never():
     assert pick_bundle(bundles)["name"] == "db-2"
     assert pick_bundle(bundles, "/some/where/db-1/")["name"] == "db-1"
     assert pick_bundle(bundles, "db-4") is None
+
+
+def test_owners_are_access_rules_of_their_object_and_skipped_with_a_removed_table():
+    from tasks.bundle import missing_objects, new_access, owned_object
+    assert owned_object("materialized view Reports.Odd view owned by rep") == "Reports.Odd view"
+    assert owned_object("function public.f(n integer) owned by rep") == "public.f(n integer)"
+    assert owned_object("schema Reports owned by rep") is None and owned_object("view reports") is None
+    before = ["table shop_old owned by rep", "table shop_order owned by rep", "view report owned by rep"]
+    assert missing_objects(before, ["view report owned by rep"], skip={"shop_old"}) == ["table shop_order owned by rep"]
+    saved = {"properties": {"beyond_reach": {}}, "objects": []}
+    assert new_access(saved, ["table shop_order owned by rep"]) == []  # a bundle made before owners were recorded
+    saved["properties"]["owners_recorded"] = True
+    assert new_access(saved, ["table shop_order owned by rep"]) == ["table shop_order owned by rep"]

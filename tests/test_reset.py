@@ -399,12 +399,18 @@ def test_what_the_role_could_not_make_again_stops_a_rebuild_in_its_plan(pg_case)
     owner (WITH GRANT OPTION: only a superuser can give it again as that role, in a new
     database or a restore of the backup, which a rollback is). The plan says so, with the ways
     out, before anything is touched."""
-    deployer, lead, rep = (f"{r}_{pg_case.pg_db.name}" for r in ("deployer", "lead", "rep"))
+    deployer, lead, rep, keeper = (f"{r}_{pg_case.pg_db.name}" for r in ("deployer", "lead", "rep", "keeper"))
     with psycopg_admin(pg_case.pg_db.cluster, pg_case.pg_db.name) as conn:
-        for role in (deployer, lead, rep):
+        for role in (deployer, lead, rep, keeper):
             conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
         conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT SELECT ON TABLES TO {}").format(
             sql.Identifier(deployer), sql.Identifier(pg_case.pg_db.role)))
+        # a view the deploy role owns (the app's role could not give it back), and one a role it
+        # may act for owns but that may not create objects in public (ALTER ... OWNER TO needs it)
+        for view, owner in (("deploy_view", deployer), ("kept_view", keeper)):
+            conn.execute(sql.SQL("CREATE VIEW {} AS SELECT 1 AS one").format(sql.Identifier(view)))
+            conn.execute(sql.SQL("ALTER VIEW {} OWNER TO {}").format(sql.Identifier(view), sql.Identifier(owner)))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(keeper), sql.Identifier(pg_case.pg_db.role)))
     pg_case.damage([f'GRANT SELECT ON planner_keyword TO "{lead}" WITH GRANT OPTION'])
     with psycopg_admin(pg_case.pg_db.cluster, pg_case.pg_db.name) as conn:
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(lead)))
@@ -415,11 +421,13 @@ def test_what_the_role_could_not_make_again_stops_a_rebuild_in_its_plan(pg_case)
     assert "cannot make again in a new database, nor restore from its backup" in out.stderr, out.stderr
     assert f"default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE) of {deployer}" in out.stderr, out.stderr
     assert f"(WITH GRANT OPTION) by {lead}" in out.stderr and "--strategy fake" in out.stderr, out.stderr
+    assert f"tables, views, sequences or functions owned by {deployer};" in out.stderr, out.stderr
+    assert f"only by a GRANT (a restore gives owners before privileges), owned by {deployer}, {keeper};" in out.stderr, out.stderr
     assert "nothing was changed" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert data_rows(pg_case) == before and scratch_databases(pg_case) == []
     assert not (pg_case.project.parent / "b").exists() or not bundles_in(pg_case.project.parent / "b")
     with psycopg_admin(pg_case.pg_db.cluster, pg_case.pg_db.name) as conn:
-        for role in (deployer, lead, rep):
+        for role in (deployer, lead, rep, keeper):
             conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(role)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
