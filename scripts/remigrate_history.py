@@ -89,6 +89,7 @@ def observe(connection):
     objects |= {f"row security of {name}" for name in facts["row_security"]}
     objects |= {f"policy {name}" for name in facts["policies"]}
     objects |= {f"schema {name}" for name in facts["schemas"]}
+    objects |= {S.comment_key(name, c["definition"]) for name, c in facts.get("comments", {}).items()}
     return objects, {t: (c["rows"], c["digest"]) for t, c in facts["content"].items()}
 
 
@@ -283,6 +284,12 @@ def to_carry(old, new, removed_tables, caches=()):
     for name, trigger in sorted(old["triggers"].items()):
         if name not in new["triggers"] and trigger["table"] not in skip:
             post.append((f"trigger {name}", trigger["sql"]))
+    for name, made in sorted(old.get("comments", {}).items()):  # COMMENT ON by a RunSQL (db_comment: made by the models)
+        if made["table"] not in skip and new.get("comments", {}).get(name, {}).get("definition") != made["definition"]:
+            post.append((f"comment on {name}", made["sql"]))
+    for name, made in sorted(new.get("comments", {}).items()):  # one the old history took away again
+        if made["table"] not in skip and name not in old.get("comments", {}):
+            post.append((f"comment on {name}", f"{made['target']} IS NULL"))
     for kind, label in (("row_security", "row security of"), ("policies", "policy")):  # after the rows: they may hide them
         for name, made in sorted(old[kind].items()):
             if name not in new[kind] and made["table"] not in skip:

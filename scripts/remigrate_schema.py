@@ -500,7 +500,8 @@ def pg_schema(cursor):
     sequences, row security and its policies of the user schemas, each with its definition as
     the server prints it."""
     out = {"tables": {}, "indexes": {}, "constraints": {}, "views": {}, "triggers": {}, "functions": {},
-           "extensions": {}, "sequences": {}, "row_security": {}, "policies": {}, "schemas": {}, "shadows": []}
+           "extensions": {}, "sequences": {}, "row_security": {}, "policies": {}, "schemas": {}, "comments": {},
+           "shadows": []}
     cursor.execute(
         "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,"
         " pg_get_expr(d.adbin, d.adrelid), a.attidentity <> '',"
@@ -595,6 +596,39 @@ def pg_schema(cursor):
                    + (f" USING ({using})" if using else "") + (f" WITH CHECK ({check})" if check else ""))
         out["policies"][f"{pg_key(schema, table)}.{name}"] = {"table": pg_key(schema, table), "definition": clauses.strip(),
                                                              "sql": f"CREATE POLICY {qname} ON {qtable}{clauses}"}
+    # Comments (COMMENT ON) of tables, columns, views, sequences of their own, routines and schemas:
+    # the SQL that makes each, quoted by the server. An index's or a constraint's name follows its
+    # table's history, so theirs are not kept; a column's sequence's neither.
+    cursor.execute(
+        "SELECT CASE WHEN d.objsubid > 0 THEN 'column' ELSE lower(w.what) END, n.nspname,"
+        " c.relname || CASE WHEN d.objsubid > 0 THEN '.' || a.attname ELSE '' END, CASE WHEN c.relkind IN ('r', 'p')"
+        " THEN c.relname END, d.description, quote_literal(d.description), 'COMMENT ON ' || CASE WHEN d.objsubid > 0 THEN 'COLUMN' ELSE w.what END"
+        " || ' ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || CASE WHEN d.objsubid > 0 THEN '.' ||"
+        " quote_ident(a.attname) ELSE '' END"
+        " FROM pg_description d JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND d.objoid = c.oid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid"
+        " CROSS JOIN LATERAL (SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN"
+        " 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS what) w"
+        f" WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {USER_SCHEMAS} AND "
+        + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class")
+        + " AND NOT EXISTS (SELECT 1 FROM pg_depend o WHERE o.classid = 'pg_class'::regclass AND o.objid = c.oid"
+        " AND o.deptype IN ('a', 'i'))"
+        " UNION ALL SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END, n.nspname,"
+        " p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', NULL, d.description, quote_literal(d.description),"
+        " 'COMMENT ON ' || CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END || ' ' || quote_ident(n.nspname)"
+        " || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')'"
+        " FROM pg_description d JOIN pg_proc p ON d.classoid = 'pg_proc'::regclass AND d.objoid = p.oid"
+        f" JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMAS} AND "
+        + NOT_FROM_EXTENSION.format(oid="p.oid", catalog="pg_proc")
+        + " UNION ALL SELECT 'schema', n.nspname, n.nspname, NULL, d.description, quote_literal(d.description),"
+        " 'COMMENT ON SCHEMA ' || quote_ident(n.nspname)"
+        " FROM pg_description d JOIN pg_namespace n ON d.classoid = 'pg_namespace'::regclass AND d.objoid = n.oid"
+        f" WHERE {USER_SCHEMAS} AND " + NOT_FROM_EXTENSION.format(oid="n.oid", catalog="pg_namespace")
+        + " ORDER BY 1, 2, 3")
+    for kind, schema, name, table, text, quoted, target in cursor.fetchall():
+        key = f"{kind} {name if kind == 'schema' else pg_key(schema, name)}"
+        out["comments"][key] = {"definition": text, "target": target, "sql": f"{target} IS {quoted}",
+                                "table": pg_key(schema, table) if table else None}
     cursor.execute("SELECT e.extname, quote_ident(e.extname), n.nspname, quote_ident(n.nspname) FROM pg_extension e"
                    " JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'")
     for name, quoted, schema, qschema in cursor.fetchall():  # its schema too: its functions and types are named by it
@@ -784,14 +818,22 @@ def objects(schema):
     out += [f"row-security {name}" for name in schema.get("row_security", {})]
     out += [f"policy {name}" for name in schema.get("policies", {})]
     out += [f"virtual table {name}" for name, t in schema["tables"].items() if t.get("virtual")]
+    out += [comment_key(name, c["definition"]) for name, c in schema.get("comments", {}).items()]
     return sorted(out)
 
 
-def differences(a, b, skip=(), content=True, names=("old", "new")):
+def comment_key(name, text):
+    """A comment among the objects a reset keeps: its object and a digest of its text (a changed
+    comment is the old one gone)."""
+    return f"comment on {name} #{hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]}"
+
+
+def differences(a, b, skip=(), content=True, names=("old", "new"), comments=True):
     """What differs between two described databases, as (object, what differs) pairs: tables and
     their columns, indexes and constraints (by definition: their names follow a table's
-    history), views, functions, triggers, extensions, sequences, and with content, every
-    table's rows. Tables in `skip` (removed models) and django_migrations are left out."""
+    history), views, functions, triggers, extensions, sequences, with `comments` their comments
+    (COMMENT ON), and with content, every table's rows. Tables in `skip` (removed models) and
+    django_migrations are left out."""
     skip = set(skip) | {"django_migrations"}
     left, right = names
     out = []
@@ -847,6 +889,8 @@ def differences(a, b, skip=(), content=True, names=("old", "new")):
     by_name("schemas", "schema")
     by_name("row_security", "row security of")
     by_name("policies", "policy")
+    if comments:
+        by_name("comments", "comment on")
     for key in sorted(set(a["sequences"]) | set(b["sequences"])):  # a sequence of its own (no column owns it)
         sa, sb = a["sequences"].get(key), b["sequences"].get(key)
         if not (sa or sb).get("table") and (sa is None or sb is None) and key not in skip:
@@ -963,7 +1007,7 @@ def strict_differences(live, new, skip=(), names=("live database", "new history"
     and a column that is an identity on one side but a serial on the other is told apart."""
     skip = set(skip) | {"django_migrations"}
     left, right = names
-    out = differences(live, new, skip=skip, content=False, names=names)
+    out = differences(live, new, skip=skip, content=False, names=names, comments=False)  # a fake keeps the live ones
     for table in sorted(set(live["tables"]) & set(new["tables"])):
         if table in skip:
             continue

@@ -231,6 +231,9 @@ def missing_objects(before, after, skip=()):
         if owned:
             return owned in skip
         kind, _, name = obj.partition(" ")
+        if kind == "comment":  # "comment on column shop_order.total #digest" (see remigrate_schema.comment_key)
+            what, _, name = name.removeprefix("on ").rpartition(" #")[0].partition(" ")
+            return (name.rsplit(".", 1)[0] if what == "column" else name) in skip
         if kind in ("trigger", "policy"):
             return name.rsplit(".", 1)[0] in skip
         if kind == "row-security":

@@ -210,16 +210,26 @@ def as_tagged(name):
     return (name, '"' + name.replace('"', '""') + '"')
 
 
-def after_load_toc(listing, relations, schemas, matviews=()):
+COMMENTED = ("TABLE", "VIEW", "MATERIALIZED VIEW", "FOREIGN TABLE", "SEQUENCE")
+
+
+def after_load_toc(listing, relations, schemas, matviews=(), routines=()):
     """The archive's table-of-contents lines that a rebuilt database needs once its rows are in,
     beyond them: the access rules its rows do not carry (the privileges on the `schemas` it has,
-    a REVOKE ... FROM PUBLIC on public included, on the columns of its `relations` (tables and
-    views, as (schema, name) pairs), the default privileges from ALTER DEFAULT PRIVILEGES, for
-    the whole database or a schema it has), and the refresh of the materialized views `matviews`
-    that the backup had filled (the migrations made them over empty tables). pg_dump writes each
+    a REVOKE ... FROM PUBLIC on public included, on the columns of its `relations` (tables,
+    views and sequences, as (schema, name) pairs), the default privileges from ALTER DEFAULT
+    PRIVILEGES, for the whole database or a schema it has), the live database's comments on
+    them, their columns and its `routines` ((schema, name, identity arguments)), whether the old
+    history made them or a hand did, and the refresh of the materialized views `matviews` that
+    the backup had filled (the migrations made them over empty tables). pg_dump writes each
     relative to a new database's own, which a rebuilt one is."""
-    wanted = tuple(f"ACL - SCHEMA {tag} " for schema in schemas for tag in as_tagged(schema))
-    wanted += tuple(f"ACL {schema} COLUMN {tag}." for schema, name in relations for tag in as_tagged(name))
+    wanted = tuple(f"{entry} - SCHEMA {tag} " for entry in ("ACL", "COMMENT") for schema in schemas for tag in as_tagged(schema))
+    wanted += tuple(f"{entry} {schema} COLUMN {tag}." for entry in ("ACL", "COMMENT") for schema, name in relations
+                    for tag in as_tagged(name))
+    wanted += tuple(f"COMMENT {schema} {kind} {tag} " for schema, name in relations for tag in as_tagged(name)
+                    for kind in COMMENTED)
+    wanted += tuple(f"COMMENT {schema} {kind} {tag}({args}) " for schema, name, args in routines for tag in as_tagged(name)
+                    for kind in ("FUNCTION", "PROCEDURE"))
     wanted += tuple(f"MATERIALIZED VIEW DATA {schema} {name} " for schema, name in matviews)
     wanted += tuple(f"DEFAULT ACL {schema} " for schema in ("-", *schemas))
     out = [line for line, desc in toc_entries(listing) if desc.startswith(wanted)]
@@ -1185,18 +1195,21 @@ class Postgres(Engine):
         made = json.loads(ask("SELECT json_build_object('schemas', (SELECT coalesce(json_agg(n.nspname), '[]') FROM "
                               f"pg_namespace n WHERE {S.USER_SCHEMAS}), 'relations', (SELECT coalesce(json_agg("
                               "json_build_array(n.nspname, c.relname)), '[]') FROM pg_class c JOIN pg_namespace n ON "
-                              f"n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {S.USER_SCHEMAS}), "
+                              f"n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {S.USER_SCHEMAS}), "
                               "'matviews', (SELECT coalesce(json_agg(json_build_array(schemaname, matviewname)), '[]') "
-                              "FROM pg_matviews))", "listing the new schemas, relations and materialized views"))
-        after = after_load_toc(listing, made["relations"], made["schemas"], made["matviews"])
+                              "FROM pg_matviews), 'routines', (SELECT coalesce(json_agg(json_build_array(n.nspname, "
+                              "p.proname, pg_get_function_identity_arguments(p.oid))), '[]') FROM pg_proc p JOIN "
+                              f"pg_namespace n ON n.oid = p.pronamespace WHERE {S.USER_SCHEMAS}))",
+                              "listing the new schemas, relations, routines and materialized views"))
+        after = after_load_toc(listing, made["relations"], made["schemas"], made["matviews"], made["routines"])
         if after:
             self.target.write_private(posixpath.join(work, "after-load-toc"), after, replace=True)
             script = ["pg_restore", f"--use-list={posixpath.join(work, 'after-load-toc')}", "--file=-", dump]
             apply = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", *pg_conn_args(self.db, self.beside),
                      "-f", "-"]
             self.target.shell(pipeline(script, apply, env=self.env()),
-                              what="giving back the privileges on schemas and columns and the default privileges, "
-                                   "refreshing the materialized views")
+                              what="giving back the privileges on schemas and columns, the default privileges and "
+                                   "the comments, refreshing the materialized views")
         owners = grant_sql(manifest["database"].get("grants", []))
         if owners:
             self.run_sql([[owners]], "load-owners", "giving back the owners and the privileges on tables and sequences")

@@ -209,8 +209,8 @@ def test_the_entries_that_make_a_dropped_table_again_are_all_of_its_own_and_no_o
 
 def test_what_a_rebuild_gives_back_after_its_load_is_that_of_what_it_has():
     """Schemas that exist in the new database, columns of the tables loaded, every default
-    privilege, the refresh of its materialized views; a table's own grant is given by name
-    elsewhere (grant_sql), never twice."""
+    privilege, the refresh of its materialized views, the comments on what it has; a table's own
+    grant is given by name elsewhere (grant_sql), never twice."""
     from tasks.engines import after_load_toc
 
     listing = ("3358; 0 0 ACL - SCHEMA public pg_database_owner\n3359; 0 0 ACL - SCHEMA reports app\n"
@@ -223,11 +223,17 @@ def test_what_a_rebuild_gives_back_after_its_load_is_that_of_what_it_has():
                "3371; 0 16501 MATERIALIZED VIEW DATA public gone_report app\n"
                # names pg_dump quotes in a tag; a default privilege in a schema the new database lacks
                '3380; 0 0 ACL public COLUMN "Odd Table"."Secret" app\n3381; 0 0 ACL - SCHEMA "Reports" app\n'
-               "3382; 826 16405 DEFAULT ACL legacy DEFAULT PRIVILEGES FOR TABLES app\n")
-    lines = after_load_toc(listing, [("public", "t"), ("reports", "r"), ("public", "Odd Table")],
-                           ["public", "reports", "Reports"], [("public", "report")])
+               "3382; 826 16405 DEFAULT ACL legacy DEFAULT PRIVILEGES FOR TABLES app\n"
+               # comments: of what the new database has (a table's name a prefix of another's is not it)
+               '3390; 0 0 COMMENT - SCHEMA "Reports" app\n3391; 0 0 COMMENT public TABLE "Odd Table" app\n'
+               '3392; 0 0 COMMENT public COLUMN "Odd Table"."Secret" app\n3393; 0 0 COMMENT public TABLE t2 app\n'
+               "3394; 0 0 COMMENT reports FUNCTION answer(n integer) app\n3395; 0 0 COMMENT reports FUNCTION answer() app\n"
+               "3396; 0 0 COMMENT public INDEX t_idx app\n3397; 0 0 COMMENT public MATERIALIZED VIEW report app\n"
+               "3398; 0 0 COMMENT - SCHEMA legacy app\n3399; 0 0 COMMENT public TABLE gone app\n")
+    lines = after_load_toc(listing, [("public", "t"), ("reports", "r"), ("public", "Odd Table"), ("public", "report")],
+                           ["public", "reports", "Reports"], [("public", "report")], [("reports", "answer", "n integer")])
     assert [ln.split(";")[0] for ln in lines.splitlines()] == ["3358", "3359", "3360", "2041", "2042", "3370", "3380",
-                                                               "3381"]
+                                                               "3381", "3390", "3391", "3392", "3394", "3397"]
     assert after_load_toc("3351; 0 16395 TABLE DATA public t app\n", [("public", "t")], ["public"]) == ""
 
 

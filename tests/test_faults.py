@@ -362,6 +362,22 @@ def test_a_verification_that_found_problems_keeps_the_lock_until_rollback(sqlite
     assert reset(sqlite_case, *REMOVE, "--dry-run").returncode == 0
 
 
+COMMENTS = ("COMMENT ON TABLE writer_task IS 'the writers'' queue'; COMMENT ON COLUMN writer_content.title IS "
+            "E'shown as C:\\\\path'; COMMENT ON MATERIALIZED VIEW writer_report IS 'nightly'; "
+            "COMMENT ON SEQUENCE invoice_no_seq IS 'invoices'; COMMENT ON SCHEMA billing IS 'money'")
+# every comment on a relation, a column, a routine or a schema other than public
+COMMENTED = ("SELECT coalesce(c.relname || coalesce('.' || a.attname, ''), p.proname, s.nspname), d.description "
+             "FROM pg_description d LEFT JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND c.oid = d.objoid "
+             "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid AND d.objsubid > 0 "
+             "LEFT JOIN pg_proc p ON d.classoid = 'pg_proc'::regclass AND p.oid = d.objoid "
+             "LEFT JOIN pg_namespace s ON d.classoid = 'pg_namespace'::regclass AND s.oid = d.objoid "
+             "WHERE (c.oid IS NOT NULL AND c.relnamespace <> 'pg_catalog'::regnamespace) OR (p.oid IS NOT NULL AND "
+             "p.pronamespace <> 'pg_catalog'::regnamespace) OR s.nspname NOT LIKE 'pg\\_%' AND s.nspname NOT IN ('public', 'information_schema') "
+             "EXCEPT SELECT coalesce(p.proname, c.relname), d.description FROM pg_description d JOIN pg_depend e ON "
+             "e.objid = d.objoid AND e.deptype = 'e' LEFT JOIN pg_proc p ON p.oid = d.objoid "
+             "LEFT JOIN pg_class c ON c.oid = d.objoid ORDER BY 1")
+
+
 def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
     """The new database is built under another name: while it is migrated and loaded, the
     application's connections fail (no row can be written into it and emptied by the load).
@@ -395,12 +411,16 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
                     # app's): a table (its id sequence follows it), a view, a function, a sequence
                     f'ALTER VIEW "Reports".keywords OWNER TO "{role}"', f'ALTER SEQUENCE "Reports".report_no OWNER TO "{role}"',
                     f'ALTER FUNCTION "Reports".answer(integer) OWNER TO "{role}"', f'ALTER TABLE "Reports"."Odd Table" OWNER TO "{role}"',
+                    # comments made by hand (no migration made them): kept from the live database
+                    """COMMENT ON COLUMN planner_keyword.phrase IS 'what the reader searched'""",
+                    """COMMENT ON FUNCTION "Reports".answer(integer) IS 'always 42'""",
+                    """COMMENT ON TABLE "Reports"."Odd Table" IS 'odd'""",
                     # and what the app's role has been given on it (gone if the owner were not given back first)
                     f'GRANT SELECT, INSERT, UPDATE ON "Reports"."Odd Table" TO "{pg_case.pg_db.role}"',
                     f'ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO "{role}"',
                     "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC",
                     f'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES TO "{role}" WITH GRANT OPTION'])
-    access = access_rules(pg_case)
+    access, comments = access_rules(pg_case), query(pg_case, COMMENTED)
     before = data_rows(pg_case)
     proc = start_reset(pg_case, "pause:migrate:4")
     wait_for(journal_phase(pg_case, "migrate"), "phase migrate", proc)
@@ -428,13 +448,15 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
                             f"has_sequence_privilege('{role}', pg_get_serial_sequence('planner_contentidea', 'id'), 'USAGE')")
     assert checks == [(True, True)]
     assert access_rules(pg_case) == kept_access(access)
+    assert query(pg_case, COMMENTED) == comments and len(comments) == 3
     pg_case.damage([f'REVOKE SELECT ON planner_keyword FROM "{role}"',  # lost later: the later check names it
-                    f'ALTER VIEW "Reports".keywords OWNER TO "{pg_case.pg_db.role}"',
+                    f'ALTER VIEW "Reports".keywords OWNER TO "{pg_case.pg_db.role}"', "COMMENT ON COLUMN planner_keyword.phrase IS 'x'",
                     "GRANT USAGE ON SCHEMA public TO PUBLIC", "ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO PUBLIC"])
     out = run_inv("verify", *common(pg_case), env=pg_case.env)
     assert out.returncode == 1 and f"grant SELECT on planner_keyword to {role} is gone" in out.stdout, out.stdout
     assert "grant USAGE on schema public to PUBLIC is new" in out.stdout, out.stdout
     assert f"view Reports.keywords owned by {role} is gone" in out.stdout, out.stdout
+    assert "comment on column planner_keyword.phrase #" in out.stdout, out.stdout
     assert "default privilege EXECUTE on functions made by" in out.stdout, out.stdout
 
 
@@ -499,6 +521,8 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
                                   "CREATE SEQUENCE \"inv.no\"; SELECT nextval(\\'billing.invoice_no\\')'), "
                                   # an extension in a schema of its own: there again
                                   "migrations.RunSQL('CREATE SCHEMA ext; CREATE EXTENSION IF NOT EXISTS unaccent WITH SCHEMA ext'), "
+                                  # comments (COMMENT ON): of a table, a column, a view, a sequence, a schema
+                                  f"migrations.RunSQL({COMMENTS!r}), "
                                   # an extension the models need before any table: an operator class of an index
                                   "TrigramExtension(), migrations.AddIndex('task', GinIndex(fields=['title'], "
                                   "name='writer_task_title_trgm', opclasses=['gin_trgm_ops']))",
@@ -556,6 +580,9 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
                           "JOIN pg_policy p ON p.polrelid = c.oid WHERE c.relname = 'writer_task'") == \
         [(True, "own_rows", "((status)::text <> 'secret'::text)")]
     assert query(pg_case, "SELECT increment_by, max_value FROM pg_sequences WHERE sequencename = 'invoice_no_seq'") == [(5, 999999)]
+    assert "comment on column writer_content.title" in out, out
+    assert query(pg_case, COMMENTED) == [("billing", "money"), ("invoice_no_seq", "invoices"), ("writer_content.title",
+                                         "shown as C:\\path"), ("writer_report", "nightly"), ("writer_task", "the writers' queue")]
     assert data_rows(pg_case) == before
     carried = next(pg_case.project.rglob("*_remigrate_carried.json"))
     data = json.loads(carried.read_text())
