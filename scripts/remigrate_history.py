@@ -89,6 +89,8 @@ def observe(connection):
     objects |= {f"row security of {name}" for name in facts["row_security"]}
     objects |= {f"policy {name}" for name in facts["policies"]}
     objects |= {f"schema {name}" for name in facts["schemas"]}
+    objects |= {f"collation {name}" for name in facts.get("collations", {})}
+    objects |= {f"type {name}" for name in facts.get("types", {})}
     objects |= {S.comment_key(name, c["definition"]) for name, c in facts.get("comments", {}).items()}
     return objects, {t: (c["rows"], c["digest"]) for t, c in facts["content"].items()}
 
@@ -253,6 +255,12 @@ def to_carry(old, new, removed_tables, caches=()):
     for name, ext in sorted(old["extensions"].items()):
         if name not in new["extensions"]:
             pre.append((f"extension {name}", ext["sql"]))
+    for name, made in sorted(old.get("collations", {}).items()):
+        if name not in new.get("collations", {}):
+            pre.append((f"collation {name}", made["sql"]))
+    for name, made in old.get("types", {}).items():  # in the order they were read: one may use another
+        if name not in new.get("types", {}):
+            pre.append((f"type {name}", made["sql"]))
     for name, seq in sorted(old["sequences"].items()):  # of its own: invoice numbers, say (its value: carried_sequences)
         if seq.get("sql") and name not in new["sequences"] and name not in skip:
             pre.append((f"sequence {name}", seq["sql"]))
@@ -429,6 +437,21 @@ EXTENSION_SQL = re.compile(r"\b(create|drop)\s+extension\s+(?:if\s+(?:not\s+)?ex
                            r"((?:\s+with)?\s+schema\s+(?!public\b)[\w\"]+)?", re.I)
 
 
+def history_order(loader, labels):
+    """(app, migration) of the apps `labels`, in the order a migrate runs them."""
+    ordered = dict.fromkeys(node for leaf in sorted(loader.graph.leaf_nodes()) for node in loader.graph.forwards_plan(leaf))
+    return [(app, name) for app, name in ordered if app in labels]
+
+
+def database_operations(operations):
+    """The operations as the database sees them (a SeparateDatabaseAndState's database side)."""
+    for op in operations:
+        if type(op).__name__ == "SeparateDatabaseAndState":
+            yield from database_operations(op.database_operations)
+        else:
+            yield op
+
+
 def extensions_made(loader, labels):
     """{extension: app} of the PostgreSQL extensions the old history of the apps `labels` creates
     (CreateExtension and its kinds, or a RunSQL CREATE EXTENSION), in the order it does: the new
@@ -441,11 +464,9 @@ def extensions_made(loader, labels):
         CreateExtension = ()
 
     def walk(operations):  # ("create" or "drop", extension)
-        for op in operations:
+        for op in database_operations(operations):
             if isinstance(op, CreateExtension):
                 yield "create", op.name
-            elif type(op).__name__ == "SeparateDatabaseAndState":
-                yield from walk(op.database_operations)
             elif isinstance(op, migrations.RunSQL):
                 statements = op.sql if isinstance(op.sql, (list, tuple)) else [op.sql]
                 for statement in statements:
@@ -456,31 +477,57 @@ def extensions_made(loader, labels):
                         yield verb.lower(), name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
 
     found = {}
-    ordered = dict.fromkeys(node for leaf in sorted(loader.graph.leaf_nodes()) for node in loader.graph.forwards_plan(leaf))
-    for app, name in ordered:
-        if app in labels:
-            for verb, extension in walk(loader.get_migration(app, name).operations):
-                if verb == "create":
-                    found.setdefault(extension, app)
-                else:  # dropped later in the history: a fresh install from it has none
-                    found.pop(extension, None)
+    for app, name in history_order(loader, labels):
+        for verb, extension in walk(loader.get_migration(app, name).operations):
+            if verb == "create":
+                found.setdefault(extension, app)
+            else:  # dropped later in the history: a fresh install from it has none
+                found.pop(extension, None)
     return found
 
 
-def make_extensions_first(loader, roots, extensions):
+def collations_made(loader, labels):
+    """[CreateCollation] of the collations the old history of the apps `labels` creates and does
+    not remove again (Django's CreateCollation: a case-insensitive one that a field's
+    db_collation names, say), in the order it does: makemigrations does not write them, and a
+    table of any app's first migration may need them."""
+    try:
+        from django.contrib.postgres.operations import CreateCollation, RemoveCollation
+    except ImportError:
+        return []
+    found = {}
+    for app, name in history_order(loader, labels):
+        for op in database_operations(loader.get_migration(app, name).operations):
+            if isinstance(op, CreateCollation):
+                found[op.name] = op
+            elif isinstance(op, RemoveCollation):
+                found.pop(op.name, None)
+    return list(found.values())
+
+
+def make_first(loader, roots, extensions, collations=()):
     """Each of the `roots` (every app's first new migration, (app, name)) made to begin with the
     CreateExtension of each of `extensions` (IF NOT EXISTS: whichever of them runs first makes
-    them, the others do nothing; elsewhere than on PostgreSQL none does anything): a field, an
-    index or an operator class of any app's first migration may need them. Written again by
-    Django's own MigrationWriter, so the files stay as makemigrations writes them, and the
-    migration graph is unchanged (no migration of its own that `__first__` could resolve to)."""
+    them, the others do nothing; elsewhere than on PostgreSQL none does anything). The
+    `collations` (CreateCollation, which fails on one that exists) go into the root that runs
+    first, and every other root depends on it: no cycle can come of it, since that root depends
+    on none of them. A field, an index or an operator class of any app's first migration may
+    need them. Written again by Django's own MigrationWriter, so the files stay as makemigrations
+    writes them (no migration of its own that `__first__` could resolve to)."""
     from django.conf import settings
     from django.contrib.postgres.operations import CreateExtension
     from django.db.migrations.writer import MigrationWriter
 
+    order = history_order(loader, {app for app, _ in roots})
+    first = min(roots, key=order.index)
     for app, name in roots:
         migration = loader.get_migration(app, name)
-        migration.operations[:0] = [CreateExtension(extension) for extension in extensions]
+        made = [CreateExtension(extension) for extension in extensions]
+        if collations and (app, name) == first:
+            made += list(collations)
+        elif collations:
+            migration.dependencies.append(first)
+        migration.operations[:0] = made
         # the user model's swappable dependency as makemigrations gives it to the writer (loaded
         # from the file it holds the setting's value, not its name)
         migration.dependencies = [("__setting__", "AUTH_USER_MODEL")

@@ -1242,7 +1242,7 @@ def new_history(settings, old, removed, written):
     if old is not None:
         loader = MigrationLoader(None, ignore_no_migrations=True)
         labels = {a["label"] for a in own}
-        extensions = history.extensions_made(loader, labels)
+        extensions, collations = history.extensions_made(loader, labels), history.collations_made(loader, labels)
         for app in own:
             folder = Path(app["migrations_dir"])
             for label, name in loader.disk_migrations:
@@ -1252,11 +1252,11 @@ def new_history(settings, old, removed, written):
         forget_migration_modules()  # the old files are gone: never serve them from the import cache
         out = io.StringIO()
         call_command("makemigrations", *[a["label"] for a in own], "--noinput", stdout=out, stderr=out)
-        if extensions:  # made first, by whichever app's first migration runs first
+        if extensions or collations:  # made first, before any app's first tables
             made = MigrationLoader(None, ignore_no_migrations=True)
             roots = [(label, name) for (label, name), migration in made.disk_migrations.items() if label in labels
                      and not any(dep[0] == label for dep in migration.dependencies)]
-            history.make_extensions_first(made, roots, list(extensions))
+            history.make_first(made, roots, list(extensions), collations)
             forget_migration_modules()  # rewritten
     try:
         result = history.build_new(connection, old, removed, own, on_written=written)

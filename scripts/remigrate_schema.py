@@ -358,6 +358,11 @@ WRITE_COUNTERS_SQL = (
     "c.relfilenode)), '{}') FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid))")
 
 
+def quote_text(text):
+    """A string constant of a name or a locale (no backslash in either: quotes doubled)."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
 def pg_key(schema, name):
     return name if schema == "public" else f"{schema}.{name}"
 
@@ -501,16 +506,19 @@ def pg_schema(cursor):
     the server prints it."""
     out = {"tables": {}, "indexes": {}, "constraints": {}, "views": {}, "triggers": {}, "functions": {},
            "extensions": {}, "sequences": {}, "row_security": {}, "policies": {}, "schemas": {}, "comments": {},
+           "collations": {}, "types": {},
            "shadows": []}
     cursor.execute(
         "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,"
         " pg_get_expr(d.adbin, d.adrelid), a.attidentity <> '',"
-        " pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname)"
+        " pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname),"
+        " (SELECT co.collname FROM pg_collation co WHERE co.oid = a.attcollation AND a.attcollation <>"
+        "  (SELECT ty.typcollation FROM pg_type ty WHERE ty.oid = a.atttypid))"  # db_collation: not the type's own
         " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
         " LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
         f" WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {USER_SCHEMAS} AND "
         + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class") + " ORDER BY 1, 2, a.attnum")
-    for schema, table, col, ctype, null, default, identity, sequence in cursor.fetchall():
+    for schema, table, col, ctype, null, default, identity, sequence, collation in cursor.fetchall():
         raw = default
         # serial (Django < 4.1) and identity columns are both "auto"; a renamed table keeps its
         # old sequence name, so the name is not compared
@@ -518,7 +526,8 @@ def pg_schema(cursor):
             default = "auto"
         entry = out["tables"].setdefault(pg_key(schema, table), {"virtual": None, "columns": {}})
         entry["columns"][col] = {"type": ctype, "null": null, "default": default, "raw_default": raw,
-                                 "identity": identity, "sequence": sequence if raw and raw.startswith("nextval(") else None}
+                                 "identity": identity, "sequence": sequence if raw and raw.startswith("nextval(") else None,
+                                 **({"collation": collation} if collation else {})}
     cursor.execute(
         "SELECT n.nspname, i.relname, t.relname, pg_get_indexdef(i.oid), x.indisvalid"
         " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid"
@@ -629,6 +638,46 @@ def pg_schema(cursor):
         key = f"{kind} {name if kind == 'schema' else pg_key(schema, name)}"
         out["comments"][key] = {"definition": text, "target": target, "sql": f"{target} IS {quoted}",
                                 "table": pg_key(schema, table) if table else None}
+    # Types of the project's own (a RunSQL CREATE TYPE ... AS ENUM, CREATE DOMAIN, a composite or a
+    # range type), made in an order that lets one use another: enums, ranges, domains, composites
+    cursor.execute(
+        "SELECT n.nspname, t.typname, quote_ident(n.nspname) || '.' || quote_ident(t.typname), t.typtype, CASE t.typtype"
+        " WHEN 'e' THEN 'ENUM (' || coalesce((SELECT string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder)"
+        "  FROM pg_enum e WHERE e.enumtypid = t.oid), '') || ')'"
+        " WHEN 'd' THEN format_type(t.typbasetype, t.typtypmod)"
+        "  || coalesce((SELECT ' COLLATE ' || quote_ident(cn.nspname) || '.' || quote_ident(co.collname) FROM pg_collation co"
+        "   JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = t.typcollation AND t.typcollation <>"
+        "   (SELECT b.typcollation FROM pg_type b WHERE b.oid = t.typbasetype)), '')"
+        "  || coalesce(' DEFAULT ' || t.typdefault, '') || CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END"
+        "  || coalesce((SELECT string_agg(' CONSTRAINT ' || quote_ident(k.conname) || ' ' || pg_get_constraintdef(k.oid), ''"
+        "   ORDER BY k.conname) FROM pg_constraint k WHERE k.contypid = t.oid AND k.contype = 'c'), '')"
+        " WHEN 'c' THEN '(' || coalesce((SELECT string_agg(quote_ident(a.attname) || ' ' || format_type(a.atttypid,"
+        "  a.atttypmod), ', ' ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0"
+        "  AND NOT a.attisdropped), '') || ')'"
+        " ELSE (SELECT 'RANGE (subtype = ' || format_type(r.rngsubtype, NULL) || coalesce(', subtype_diff = ' ||"
+        "  nullif(r.rngsubdiff, 0)::regproc::text, '') || ')' FROM pg_range r WHERE r.rngtypid = t.oid) END"
+        " FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
+        f" WHERE {USER_SCHEMAS} AND t.typtype IN ('e', 'd', 'c', 'r') AND (t.typtype <> 'c' OR"
+        " (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c') AND "
+        + NOT_FROM_EXTENSION.format(oid="t.oid", catalog="pg_type")
+        + " ORDER BY position(t.typtype IN 'erdc'), 1, 2")
+    for schema, name, quoted, kind, body in cursor.fetchall():
+        made = f"CREATE DOMAIN {quoted} AS {body}" if kind == "d" else f"CREATE TYPE {quoted} AS {body}"
+        out["types"][pg_key(schema, name)] = {"definition": ("DOMAIN " if kind == "d" else "") + body, "sql": made}
+    # Collations of the project's own (CreateCollation: a case-insensitive one for db_collation,
+    # say), read through to_jsonb: the locale's column is named differently from one version to another
+    cursor.execute(
+        "SELECT n.nspname, co.collname, quote_ident(n.nspname) || '.' || quote_ident(co.collname), co.collprovider,"
+        " coalesce(to_jsonb(co) ->> 'colliculocale', to_jsonb(co) ->> 'colllocale'), co.collcollate, co.collctype,"
+        " co.collisdeterministic FROM pg_collation co JOIN pg_namespace n ON n.oid = co.collnamespace"
+        f" WHERE {USER_SCHEMAS} AND " + NOT_FROM_EXTENSION.format(oid="co.oid", catalog="pg_collation"))
+    for schema, name, quoted, provider, locale, collate, ctype, deterministic in cursor.fetchall():
+        provider = {"i": "icu", "c": "libc", "b": "builtin"}.get(provider, "libc")
+        options = ([f"locale = {quote_text(locale)}"] if provider != "libc" and locale is not None
+                   else [f"lc_collate = {quote_text(collate)}", f"lc_ctype = {quote_text(ctype)}"])
+        options = [f"provider = {provider}", *options, f"deterministic = {'true' if deterministic else 'false'}"]
+        out["collations"][pg_key(schema, name)] = {"definition": ", ".join(options),
+                                                   "sql": f"CREATE COLLATION IF NOT EXISTS {quoted} ({', '.join(options)})"}
     cursor.execute("SELECT e.extname, quote_ident(e.extname), n.nspname, quote_ident(n.nspname) FROM pg_extension e"
                    " JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'")
     for name, quoted, schema, qschema in cursor.fetchall():  # its schema too: its functions and types are named by it
@@ -815,6 +864,8 @@ def objects(schema):
     out += [f"function {name}" for name in schema["functions"]]
     out += [f"extension {name}" for name in schema["extensions"]]
     out += [f"schema {name}" for name in schema.get("schemas", {})]
+    out += [f"collation {name}" for name in schema.get("collations", {})]
+    out += [f"type {name}" for name in schema.get("types", {})]
     out += [f"row-security {name}" for name in schema.get("row_security", {})]
     out += [f"policy {name}" for name in schema.get("policies", {})]
     out += [f"virtual table {name}" for name, t in schema["tables"].items() if t.get("virtual")]
@@ -866,7 +917,7 @@ def differences(a, b, skip=(), content=True, names=("old", "new"), comments=True
             if ca is None or cb is None:
                 out.append((f"column {table}.{col}", f"only in the {left if cb is None else right}"))
                 continue
-            for prop in ("type", "null", "default"):
+            for prop in ("type", "null", "default", "collation"):
                 if ca.get(prop) != cb.get(prop):
                     out.append((f"column {table}.{col}", f"{prop} {ca.get(prop)!r} vs {cb.get(prop)!r}"))
     for kind, label in (("indexes", "index"), ("constraints", "constraint")):
@@ -886,6 +937,8 @@ def differences(a, b, skip=(), content=True, names=("old", "new"), comments=True
     by_name("functions", "function")
     by_name("triggers", "trigger")
     by_name("extensions", "extension")
+    by_name("collations", "collation")
+    by_name("types", "type")
     by_name("schemas", "schema")
     by_name("row_security", "row security of")
     by_name("policies", "policy")

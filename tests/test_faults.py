@@ -365,6 +365,9 @@ def test_a_verification_that_found_problems_keeps_the_lock_until_rollback(sqlite
 COMMENTS = ("COMMENT ON TABLE writer_task IS 'the writers'' queue'; COMMENT ON COLUMN writer_content.title IS "
             "E'shown as C:\\\\path'; COMMENT ON MATERIALIZED VIEW writer_report IS 'nightly'; "
             "COMMENT ON SEQUENCE invoice_no_seq IS 'invoices'; COMMENT ON SCHEMA billing IS 'money'")
+TYPES = ("CREATE TYPE ticket_state AS ENUM ('open', 'closed'); CREATE DOMAIN percent AS integer CHECK (VALUE BETWEEN "
+         "0 AND 100); CREATE FUNCTION state_of(p percent) RETURNS ticket_state LANGUAGE sql AS "
+         "$$ SELECT CASE WHEN p = 100 THEN 'closed'::ticket_state ELSE 'open' END $$")
 # every comment on a relation, a column, a routine or a schema other than public
 COMMENTED = ("SELECT coalesce(c.relname || coalesce('.' || a.attname, ''), p.proname, s.nspname), d.description "
              "FROM pg_description d LEFT JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND c.oid = d.objoid "
@@ -523,15 +526,24 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
                                   "migrations.RunSQL('CREATE SCHEMA ext; CREATE EXTENSION IF NOT EXISTS unaccent WITH SCHEMA ext'), "
                                   # comments (COMMENT ON): of a table, a column, a view, a sequence, a schema
                                   f"migrations.RunSQL({COMMENTS!r}), "
+                                  # types of its own (an enum, a domain) that a function uses
+                                  f"migrations.RunSQL({TYPES!r}), "
                                   # an extension the models need before any table: an operator class of an index
                                   "TrigramExtension(), migrations.AddIndex('task', GinIndex(fields=['title'], "
-                                  "name='writer_task_title_trgm', opclasses=['gin_trgm_ops']))",
+                                  "name='writer_task_title_trgm', opclasses=['gin_trgm_ops'])), "
+                                  # a collation a field names (Django's documented case-insensitive field)
+                                  "CreateCollation('case_insensitive', provider='icu', locale='und-u-ks-level2', "
+                                  "deterministic=False), migrations.AlterField('content', 'title', "
+                                  "models.CharField(max_length=300, db_collation='case_insensitive'))",
                          imports="from django.contrib.postgres.indexes import GinIndex\n"
-                                 "from django.contrib.postgres.operations import TrigramExtension")
+                                 "from django.contrib.postgres.operations import CreateCollation, TrigramExtension\n"
+                                 "from django.db import models")
     models = pg_case.project / "igny8_core/modules/writer/models.py"
     models.write_text("from django.contrib.postgres.indexes import GinIndex\n" + models.read_text().replace(
         "on_delete=models.SET_NULL)\n\n\nclass Content", "on_delete=models.SET_NULL)\n\n    class Meta:\n        indexes = "
-        "[GinIndex(fields=['title'], name='writer_task_title_trgm', opclasses=['gin_trgm_ops'])]\n\n\nclass Content"))
+        "[GinIndex(fields=['title'], name='writer_task_title_trgm', opclasses=['gin_trgm_ops'])]\n\n\nclass Content")
+        .replace("    title = models.CharField(max_length=300)\n    body", "    title = models.CharField(max_length=300, "
+                 "db_collation='case_insensitive')\n    body"))
     pg_case.damage(["REFRESH MATERIALIZED VIEW writer_report"])
     # the public schema a superuser's, as after pg_upgrade from PostgreSQL 14 or older: every new
     # database has a public schema of its own, so not a reason to refuse
@@ -566,6 +578,15 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
         assert "('igny8_core_auth', '__first__')" not in text, first  # still swappable_dependency(AUTH_USER_MODEL)
     writer = (pg_case.project / "igny8_core/modules/writer/migrations/0001_initial.py").read_text()
     assert "migrations.swappable_dependency(settings.AUTH_USER_MODEL)" in writer
+    # the collation in the first app's first migration only (made twice, it would fail), which
+    # every other first migration depends on
+    firsts = {f.parent.parent.name: f.read_text() for f in pg_case.project.glob("igny8_core/**/migrations/0001_initial.py")}
+    making = [app for app, text in firsts.items() if "CreateCollation(" in text]
+    assert making == ["auth"] and "deterministic=False" in firsts["auth"], making
+    assert all("('igny8_core_auth', '0001_initial')" in text or "AUTH_USER_MODEL" in text
+               for app, text in firsts.items() if app != "auth")
+    assert query(pg_case, "SELECT collation_name FROM information_schema.columns WHERE table_name = 'writer_content' "
+                          "AND column_name = 'title'") == [("case_insensitive",)]
     assert query(pg_case, "SELECT extname FROM pg_extension WHERE extname IN ('pg_trgm', 'citext') ORDER BY 1") == \
         [("citext",), ("pg_trgm",)]
     assert query(pg_case, "SELECT ext.unaccent('Hélène')") == [("Helene",)]
@@ -580,7 +601,8 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
                           "JOIN pg_policy p ON p.polrelid = c.oid WHERE c.relname = 'writer_task'") == \
         [(True, "own_rows", "((status)::text <> 'secret'::text)")]
     assert query(pg_case, "SELECT increment_by, max_value FROM pg_sequences WHERE sequencename = 'invoice_no_seq'") == [(5, 999999)]
-    assert "comment on column writer_content.title" in out, out
+    assert "comment on column writer_content.title" in out and "type percent, type ticket_state" in out, out
+    assert query(pg_case, "SELECT state_of(100), state_of(5)") == [("closed", "open")]
     assert query(pg_case, COMMENTED) == [("billing", "money"), ("invoice_no_seq", "invoices"), ("writer_content.title",
                                          "shown as C:\\path"), ("writer_report", "nightly"), ("writer_task", "the writers' queue")]
     assert data_rows(pg_case) == before

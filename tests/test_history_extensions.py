@@ -52,3 +52,19 @@ def test_extensions_created_and_not_dropped_later_in_the_order_made_by_the_apps_
     # (one made in a schema of its own is the carried migration's, after that schema)
     assert list(found.items()) == [("pg_trgm", "shop"), ("uuid-ossp", "shop"), ("citext", "shop"), ("unaccent", "blog"),
                                    ("intarray", "blog")]
+
+
+def test_collations_created_and_not_removed_later_in_the_order_made():
+    from django.contrib.postgres.operations import CreateCollation, RemoveCollation
+    loader = Loader({
+        ("auth", "0001_initial"): migration(CreateCollation("theirs", locale="und", provider="icu")),  # not a project app
+        ("shop", "0001_initial"): migration(CreateCollation("ci", locale="und-u-ks-level2", provider="icu",
+                                                            deterministic=False)),
+        ("blog", "0001_initial"): migration(migrations.SeparateDatabaseAndState(
+            database_operations=[CreateCollation("nat", locale="und-u-kn-true", provider="icu"),
+                                 CreateCollation("gone", locale="de-u-co-phonebk", provider="icu")])),
+        ("blog", "0002_drop"): migration(RemoveCollation("gone", locale="de-u-co-phonebk", provider="icu")),
+    })
+    found = H.collations_made(loader, {"shop", "blog"})
+    assert [(c.name, c.locale, c.deterministic) for c in found] == [("ci", "und-u-ks-level2", False),
+                                                                    ("nat", "und-u-kn-true", True)]
