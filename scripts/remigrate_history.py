@@ -433,6 +433,9 @@ class Migration(migrations.Migration):
 '''
 
 
+# What a statement says without running it: comments (-- and /* */) and string constants ('...',
+# $tag$...$tag$), so a CREATE EXTENSION commented out or quoted is not read as one.
+SQL_NOISE = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|\$(\w*)\$.*?\$\1\$", re.S)
 EXTENSION_SQL = re.compile(r"\b(create|drop)\s+extension\s+(?:if\s+(?:not\s+)?exists\s+)?(\"(?:[^\"]|\"\")+\"|[\w-]+)"
                            r"((?:\s+with)?\s+schema\s+(?!public\b)[\w\"]+)?", re.I)
 
@@ -471,7 +474,7 @@ def extensions_made(loader, labels):
                 statements = op.sql if isinstance(op.sql, (list, tuple)) else [op.sql]
                 for statement in statements:
                     text = statement[0] if isinstance(statement, (list, tuple)) else statement
-                    for verb, name, elsewhere in EXTENSION_SQL.findall(str(text)):
+                    for verb, name, elsewhere in EXTENSION_SQL.findall(SQL_NOISE.sub(" ", str(text))):
                         if elsewhere:  # in a schema of its own: made there by the carried migration, after the schema
                             continue
                         yield verb.lower(), name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()

@@ -44,6 +44,9 @@ def test_extensions_created_and_not_dropped_later_in_the_order_made_by_the_apps_
             ['CREATE EXTENSION IF NOT EXISTS "uuid-ossp"', ("create extension citext", None)], "")),
         ("blog", "0001_initial"): migration(migrations.SeparateDatabaseAndState(
             database_operations=[migrations.RunSQL("CREATE EXTENSION unaccent; CREATE EXTENSION btree_gin")])),
+        ("blog", "0001_more"): migration(migrations.RunSQL(  # not run: commented out, or text
+            "-- CREATE EXTENSION postgis;\n/* CREATE EXTENSION\n ltree */ SELECT 'create extension cube', "
+            "$$ CREATE EXTENSION isn $$, $q$ create extension seg $q$")),
         ("blog", "0002_drop"): migration(migrations.RunSQL("DROP EXTENSION IF EXISTS btree_gin; "
                                                            "CREATE EXTENSION hstore WITH SCHEMA ext; "
                                                            "create extension if not exists intarray schema public")),
