@@ -508,12 +508,53 @@ def collations_made(loader, labels):
     return list(found.values())
 
 
-def make_first(loader, roots, extensions, collations=()):
+TYPE_SQL = re.compile(r"\bcreate\s+(?:type|domain)\s", re.I)
+
+
+def makes_types(loader, labels):
+    """Whether a RunSQL of the old history of the apps `labels` creates a type or a domain (a
+    model column may need it before its app's first migration: see make_first)."""
+    from django.db import migrations
+
+    for app, name in history_order(loader, labels):
+        for op in database_operations(loader.get_migration(app, name).operations):
+            if isinstance(op, migrations.RunSQL):
+                statements = op.sql if isinstance(op.sql, (list, tuple)) else [op.sql]
+                for statement in statements:
+                    text = statement[0] if isinstance(statement, (list, tuple)) else statement
+                    if TYPE_SQL.search(SQL_NOISE.sub(" ", str(text))):
+                        return True
+    return False
+
+
+def types_first(schema):
+    """The SQL that makes the old history's own types (with the schemas they are in, other than
+    public), as the server printed them, in the order read (one may use another)."""
+    statements = [f"CREATE SCHEMA IF NOT EXISTS {S.qident(name.split('.')[0])}"
+                  for name in sorted({n for n in schema.get("types", {}) if "." in n})]  # pg_key: "schema.name"
+    return statements + [t["sql"] for t in schema.get("types", {}).values()]
+
+
+# The function the first app's first migration runs to make the types (a RunPython, so that on
+# any other engine it does nothing): written into the file, which imports nothing of remigrate.
+TYPES_FUNCTION = '''
+
+def remigrate_types(apps, schema_editor):
+    """Types the old history made with SQL, made before any table that uses them (PostgreSQL)."""
+    if schema_editor.connection.vendor == "postgresql":
+        for statement in {statements}:
+            schema_editor.execute(statement, params=None)
+'''
+TYPES_MARK = "remigrate_placeholder_module"
+
+
+def make_first(loader, roots, extensions, collations=(), types=()):
     """Each of the `roots` (every app's first new migration, (app, name)) made to begin with the
     CreateExtension of each of `extensions` (IF NOT EXISTS: whichever of them runs first makes
     them, the others do nothing; elsewhere than on PostgreSQL none does anything). The
-    `collations` (CreateCollation, which fails on one that exists) go into the root that runs
-    first, and every other root depends on it: no cycle can come of it, since that root depends
+    `collations` (CreateCollation, which fails on one that exists) and the `types` (SQL
+    statements, run by a function written into that file) go into the root that runs first,
+    and every other root depends on it: no cycle can come of it, since that root depends
     on none of them. A field, an index or an operator class of any app's first migration may
     need them. Written again by Django's own MigrationWriter, so the files stay as makemigrations
     writes them (no migration of its own that `__first__` could resolve to)."""
@@ -521,14 +562,21 @@ def make_first(loader, roots, extensions, collations=()):
     from django.contrib.postgres.operations import CreateExtension
     from django.db.migrations.writer import MigrationWriter
 
+    from django.db import migrations
+
+    def remigrate_types(apps, schema_editor):  # written by its name: see TYPES_FUNCTION
+        pass
+    remigrate_types.__module__, remigrate_types.__qualname__ = TYPES_MARK, "remigrate_types"
+
     order = history_order(loader, {app for app, _ in roots})
     first = min(roots, key=order.index)
     for app, name in roots:
         migration = loader.get_migration(app, name)
         made = [CreateExtension(extension) for extension in extensions]
-        if collations and (app, name) == first:
+        if (collations or types) and (app, name) == first:
             made += list(collations)
-        elif collations:
+            made += [migrations.RunPython(remigrate_types, migrations.RunPython.noop)] if types else []
+        elif collations or types:
             migration.dependencies.append(first)
         migration.operations[:0] = made
         # the user model's swappable dependency as makemigrations gives it to the writer (loaded
@@ -537,7 +585,19 @@ def make_first(loader, roots, extensions, collations=()):
                                   if getattr(dep, "setting", None) == settings.AUTH_USER_MODEL else dep
                                   for dep in migration.dependencies]
         writer = MigrationWriter(migration)
-        Path(writer.path).write_text(writer.as_string(), encoding="utf-8")
+        text = writer.as_string()
+        if types and (app, name) == first:
+            head, sep, tail = text.partition("\n\nclass Migration(")
+            if not sep or f"import {TYPES_MARK}\n" not in head:
+                raise HistoryError(f"the types could not be written into {app}/{name}.py")
+            head = head.replace(f"import {TYPES_MARK}\n", "")
+            text = head + TYPES_FUNCTION.format(statements=pretty_list(types)) + sep + tail.replace(
+                f"{TYPES_MARK}.remigrate_types", "remigrate_types")
+        Path(writer.path).write_text(text, encoding="utf-8")
+
+
+def pretty_list(strings):
+    return "[\n" + "".join(f"            {s!r},\n" for s in strings) + "        ]"
 
 
 def carried_sequences(schema, tables, carried=()):

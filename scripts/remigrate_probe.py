@@ -1252,11 +1252,14 @@ def new_history(settings, old, removed, written):
         forget_migration_modules()  # the old files are gone: never serve them from the import cache
         out = io.StringIO()
         call_command("makemigrations", *[a["label"] for a in own], "--noinput", stdout=out, stderr=out)
-        if extensions or collations:  # made first, before any app's first tables
+        # types made by SQL: waited for from the old history's scratch build (only then), as the
+        # server printed them there
+        types = history.types_first(old()["schema"]) if history.makes_types(loader, labels) else []
+        if extensions or collations or types:  # made first, before any app's first tables
             made = MigrationLoader(None, ignore_no_migrations=True)
             roots = [(label, name) for (label, name), migration in made.disk_migrations.items() if label in labels
                      and not any(dep[0] == label for dep in migration.dependencies)]
-            history.make_first(made, roots, list(extensions), collations)
+            history.make_first(made, roots, list(extensions), collations, types)
             forget_migration_modules()  # rewritten
     try:
         result = history.build_new(connection, old, removed, own, on_written=written)

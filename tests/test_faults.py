@@ -506,6 +506,17 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
         "from django.contrib.postgres.operations import CITextExtension\nfrom django.db import migrations\n\n\n"
         "class Migration(migrations.Migration):\n    dependencies = [('igny8_core_auth', '0002_user_timezone')]\n"
         "    operations = [CITextExtension()]\n")
+    # the models as the history below leaves them (its migration imports a field of theirs)
+    models = pg_case.project / "igny8_core/modules/writer/models.py"
+    models.write_text("from django.contrib.postgres.indexes import GinIndex\n" + models.read_text().replace(
+        "on_delete=models.SET_NULL)\n\n\nclass Content", "on_delete=models.SET_NULL)\n\n    class Meta:\n        indexes = "
+        "[GinIndex(fields=['title'], name='writer_task_title_trgm', opclasses=['gin_trgm_ops'])]\n\n\nclass Content")
+        .replace("    title = models.CharField(max_length=300)\n    body", "    title = models.CharField(max_length=300, "
+                 "db_collation='case_insensitive')\n    body")
+        .replace("\n\nclass Task(models.Model):\n", "\n\nclass TicketStateField(models.CharField):\n"
+                 "    def db_type(self, connection):\n        return 'ticket_state' if connection.vendor == 'postgresql' "
+                 "else super().db_type(connection)\n\n\nclass Task(models.Model):\n    state = TicketStateField("
+                 "default='open', max_length=10)\n"))
     add_writer_migration(pg_case, "migrations.RunSQL(\"CREATE SEQUENCE invoice_no_seq START 1000 INCREMENT 5 MAXVALUE 999999; "
                                   "SELECT setval('invoice_no_seq', 1100)\", 'DROP SEQUENCE invoice_no_seq'), "
                                   "migrations.RunSQL('CREATE MATERIALIZED VIEW writer_report AS SELECT count(*) AS n, "
@@ -526,8 +537,9 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
                                   "migrations.RunSQL('CREATE SCHEMA ext; CREATE EXTENSION IF NOT EXISTS unaccent WITH SCHEMA ext'), "
                                   # comments (COMMENT ON): of a table, a column, a view, a sequence, a schema
                                   f"migrations.RunSQL({COMMENTS!r}), "
-                                  # types of its own (an enum, a domain) that a function uses
-                                  f"migrations.RunSQL({TYPES!r}), "
+                                  # types of its own (an enum, a domain) that a function and a model's column use
+                                  f"migrations.RunSQL({TYPES!r}), migrations.AddField('task', 'state', "
+                                  "TicketStateField(default='open', max_length=10)), "
                                   # an extension the models need before any table: an operator class of an index
                                   "TrigramExtension(), migrations.AddIndex('task', GinIndex(fields=['title'], "
                                   "name='writer_task_title_trgm', opclasses=['gin_trgm_ops'])), "
@@ -537,13 +549,8 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
                                   "models.CharField(max_length=300, db_collation='case_insensitive'))",
                          imports="from django.contrib.postgres.indexes import GinIndex\n"
                                  "from django.contrib.postgres.operations import CreateCollation, TrigramExtension\n"
-                                 "from django.db import models")
-    models = pg_case.project / "igny8_core/modules/writer/models.py"
-    models.write_text("from django.contrib.postgres.indexes import GinIndex\n" + models.read_text().replace(
-        "on_delete=models.SET_NULL)\n\n\nclass Content", "on_delete=models.SET_NULL)\n\n    class Meta:\n        indexes = "
-        "[GinIndex(fields=['title'], name='writer_task_title_trgm', opclasses=['gin_trgm_ops'])]\n\n\nclass Content")
-        .replace("    title = models.CharField(max_length=300)\n    body", "    title = models.CharField(max_length=300, "
-                 "db_collation='case_insensitive')\n    body"))
+                                 "from django.db import models\n"
+                                 "from igny8_core.modules.writer.models import TicketStateField")
     pg_case.damage(["REFRESH MATERIALIZED VIEW writer_report"])
     # the public schema a superuser's, as after pg_upgrade from PostgreSQL 14 or older: every new
     # database has a public schema of its own, so not a reason to refuse
@@ -603,6 +610,10 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
     assert query(pg_case, "SELECT increment_by, max_value FROM pg_sequences WHERE sequencename = 'invoice_no_seq'") == [(5, 999999)]
     assert "comment on column writer_content.title" in out and "type percent, type ticket_state" in out, out
     assert query(pg_case, "SELECT state_of(100), state_of(5)") == [("closed", "open")]
+    # the enum a column uses is made before any table, by the first app's first migration
+    assert "def remigrate_types(" in firsts["auth"] and "CREATE TYPE public.ticket_state AS ENUM" in firsts["auth"]
+    assert query(pg_case, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+                          "'writer_task'::regclass AND attname = 'state'") == [("ticket_state",)]
     assert query(pg_case, COMMENTED) == [("billing", "money"), ("invoice_no_seq", "invoices"), ("writer_content.title",
                                          "shown as C:\\path"), ("writer_report", "nightly"), ("writer_task", "the writers' queue")]
     assert data_rows(pg_case) == before
