@@ -787,19 +787,19 @@ def pg_beyond_reach(cursor):
     cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
     if cursor.fetchone()[0]:
         return {}
-    unreachable = "NOT pg_has_role(current_user, {role}, 'USAGE')"
+    unreachable = "NOT pg_has_role(current_user, {role}, 'MEMBER')"  # what ALTER ... OWNER TO and FOR ROLE need
     queries = {
         "default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE) of":
             f"SELECT d.defaclrole FROM pg_default_acl d WHERE {unreachable.format(role='d.defaclrole')}",
         "schemas owned by": f"SELECT n.nspowner FROM pg_namespace n WHERE {USER_SCHEMAS} AND n.nspname <> 'public'"
                             f" AND {unreachable.format(role='n.nspowner')}",
-        # ALTER ... OWNER TO gives an object to a role the connected one is a member of (USAGE
-        # aside: a NOINHERIT member may), and only where that role may create objects; a restore
-        # (pg_dump's order) gives the owners before any GRANT, so by the schema's ownership (public's
-        # owner is the database's), which a superuser has everywhere
+        # ALTER ... OWNER TO gives an object to a role the connected one is a member of (a
+        # NOINHERIT member too), and only where that role may create objects; a restore (pg_dump's
+        # order) gives the owners before any GRANT, so by the schema's ownership, inherited
+        # (public's owner is the database's), which a superuser has everywhere
         "tables, views, sequences or functions owned by":
             f"SELECT o.owner FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
-            " AND NOT pg_has_role(current_user, o.owner, 'MEMBER')",
+            f" AND {unreachable.format(role='o.owner')}",
         "objects whose owner may create in their schema only by a GRANT (a restore gives owners before "
         "privileges), owned by":
             f"SELECT o.owner FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
