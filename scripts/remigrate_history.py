@@ -268,7 +268,9 @@ def to_carry(old, new, removed_tables, caches=()):
         if name not in new["functions"]:
             pre.append((f"function {name}", fn["sql"]))
     new_tables, cache = set(), []
-    for name, table in sorted(old["tables"].items()):
+    tables = {name: old["tables"][name] for name in sorted(old["tables"])}  # a partitioned table before its partitions
+    for name in S.dependency_order(tables, lambda name: [tables[name].get("partition_of")]):
+        table = tables[name]
         if name in new["tables"] or name in skip or name == "django_migrations":
             continue
         new_tables.add(name)
@@ -280,10 +282,14 @@ def to_carry(old, new, removed_tables, caches=()):
     for name, index in sorted(old["indexes"].items()):
         if index["table"] in cache:
             continue
+        if index.get("attached"):  # made by its partitioned table's
+            continue
         if index["table"] not in skip and (index["table"], index["definition"]) not in have and index.get("sql"):
             post.append((f"index {name}", index["sql"]))
     have = {(c["table"], c["definition"]) for c in new["constraints"].values()}
     for name, con in sorted(old["constraints"].items(), key=lambda kv: (kv[1]["definition"].startswith("f"), kv[0])):
+        if con.get("inherited"):  # made by its partitioned table's
+            continue
         if con["table"] not in skip and con["table"] not in cache and (con["table"], con["definition"]) not in have:
             post.append((f"constraint {name}", con["sql"]))
     for name, view in sorted(old["views"].items()):
@@ -307,9 +313,13 @@ def to_carry(old, new, removed_tables, caches=()):
 
 def table_sql(name, table):
     """CREATE TABLE for a PostgreSQL table that no model makes (its keys, indexes and constraints
-    come as their own objects), with the sequences of its serial columns."""
+    come as their own objects), with the sequences of its serial columns; partitioned, or a
+    partition, as it was."""
     schema, _, rel = name.rpartition(".")
     quoted = f"{S.qident(schema)}.{S.qident(rel)}" if schema else S.qident(rel)
+    if table.get("partition_of"):  # its columns are its partitioned table's
+        return f"CREATE TABLE {quoted} PARTITION OF {table['parent_sql']} {table['bound']}" + (
+            f" PARTITION BY {table['partition_by']}" if table.get("partition_by") else "")
     cols, before, after = [], [], []
     for col, c in table["columns"].items():
         words = [S.qident(col), c["type"]]
@@ -324,7 +334,8 @@ def table_sql(name, table):
         if not c["null"]:
             words.append("NOT NULL")
         cols.append(" ".join(words))
-    return "; ".join([*before, f"CREATE TABLE {quoted} ({', '.join(cols)})", *after])
+    partitioned = f" PARTITION BY {table['partition_by']}" if table.get("partition_by") else ""
+    return "; ".join([*before, f"CREATE TABLE {quoted} ({', '.join(cols)}){partitioned}", *after])
 
 
 MIGRATION_TEMPLATE = '''\
@@ -489,35 +500,24 @@ def extensions_made(loader, labels):
     return found
 
 
-def collations_made(loader, labels):
-    """[CreateCollation] of the collations the old history of the apps `labels` creates and does
-    not remove again (Django's CreateCollation: a case-insensitive one that a field's
-    db_collation names, say), in the order it does: makemigrations does not write them, and a
-    table of any app's first migration may need them."""
+TYPE_SQL = re.compile(r"\b(?:create|drop)\s+(?:type|domain|collation)\s", re.I)
+
+
+def makes_first_objects(loader, labels):
+    """Whether the old history of the apps `labels` makes collations or types (CreateCollation,
+    RemoveCollation, a RunSQL CREATE or DROP of a TYPE, DOMAIN or COLLATION): a model column may
+    need one before its app's first migration (see make_first), and what the old history left
+    of them is read from its scratch database."""
+    from django.db import migrations
     try:
         from django.contrib.postgres.operations import CreateCollation, RemoveCollation
-    except ImportError:
-        return []
-    found = {}
-    for app, name in history_order(loader, labels):
-        for op in database_operations(loader.get_migration(app, name).operations):
-            if isinstance(op, CreateCollation):
-                found[op.name] = op
-            elif isinstance(op, RemoveCollation):
-                found.pop(op.name, None)
-    return list(found.values())
-
-
-TYPE_SQL = re.compile(r"\bcreate\s+(?:type|domain)\s", re.I)
-
-
-def makes_types(loader, labels):
-    """Whether a RunSQL of the old history of the apps `labels` creates a type or a domain (a
-    model column may need it before its app's first migration: see make_first)."""
-    from django.db import migrations
+    except ImportError:  # no PostgreSQL driver: no such operation in the history either
+        CreateCollation = RemoveCollation = ()
 
     for app, name in history_order(loader, labels):
         for op in database_operations(loader.get_migration(app, name).operations):
+            if isinstance(op, (CreateCollation, RemoveCollation)):
+                return True
             if isinstance(op, migrations.RunSQL):
                 statements = op.sql if isinstance(op.sql, (list, tuple)) else [op.sql]
                 for statement in statements:
@@ -527,56 +527,56 @@ def makes_types(loader, labels):
     return False
 
 
-def types_first(schema):
-    """The SQL that makes the old history's own types (with the schemas they are in, other than
-    public), as the server printed them, in the order read (one may use another)."""
-    statements = [f"CREATE SCHEMA IF NOT EXISTS {S.qident(name.split('.')[0])}"
-                  for name in sorted({n for n in schema.get("types", {}) if "." in n})]  # pg_key: "schema.name"
-    return statements + [t["sql"] for t in schema.get("types", {}).values()]
+def first_objects(schema):
+    """The SQL that makes the old history's own collations and types as its scratch database
+    had them at the end (with the schemas they are in, other than public), collations first (a
+    domain may use one), each type after those it uses."""
+    names = [*schema.get("collations", {}), *schema.get("types", {})]
+    statements = [f"CREATE SCHEMA IF NOT EXISTS {S.qident(name)}"
+                  for name in sorted({n.split(".")[0] for n in names if "." in n})]  # pg_key: "schema.name"
+    return (statements + [c["sql"] for c in schema.get("collations", {}).values()]
+            + [t["sql"] for t in schema.get("types", {}).values()])
 
 
-# The function the first app's first migration runs to make the types (a RunPython, so that on
-# any other engine it does nothing): written into the file, which imports nothing of remigrate.
-TYPES_FUNCTION = '''
+# The function the first app's first migration runs to make the collations and types (a RunPython,
+# so that on any other engine it does nothing): written into the file, which imports nothing of remigrate.
+FIRST_FUNCTION = '''
 
-def remigrate_types(apps, schema_editor):
-    """Types the old history made with SQL, made before any table that uses them (PostgreSQL)."""
+def remigrate_first(apps, schema_editor):
+    """Collations and types the old history made, before any table that uses them (PostgreSQL)."""
     if schema_editor.connection.vendor == "postgresql":
         for statement in {statements}:
             schema_editor.execute(statement, params=None)
 '''
-TYPES_MARK = "remigrate_placeholder_module"
+FIRST_MARK = "remigrate_placeholder_module"
 
 
-def make_first(loader, roots, extensions, collations=(), types=()):
+def make_first(loader, roots, extensions, statements=()):
     """Each of the `roots` (every app's first new migration, (app, name)) made to begin with the
     CreateExtension of each of `extensions` (IF NOT EXISTS: whichever of them runs first makes
     them, the others do nothing; elsewhere than on PostgreSQL none does anything). The
-    `collations` (CreateCollation, which fails on one that exists) and the `types` (SQL
-    statements, run by a function written into that file) go into the root that runs first,
-    and every other root depends on it: no cycle can come of it, since that root depends
-    on none of them. A field, an index or an operator class of any app's first migration may
-    need them. Written again by Django's own MigrationWriter, so the files stay as makemigrations
-    writes them (no migration of its own that `__first__` could resolve to)."""
+    `statements` (first_objects: collations and types) are run by a function written into the
+    root that runs first, and every other root depends on it: no cycle can come of it, since that
+    root depends on none of them. A field, an index or an operator class of any app's first
+    migration may need them. Written again by Django's own MigrationWriter, so the files stay as
+    makemigrations writes them (no migration of its own that `__first__` could resolve to)."""
     from django.conf import settings
     from django.contrib.postgres.operations import CreateExtension
+    from django.db import migrations
     from django.db.migrations.writer import MigrationWriter
 
-    from django.db import migrations
-
-    def remigrate_types(apps, schema_editor):  # written by its name: see TYPES_FUNCTION
+    def remigrate_first(apps, schema_editor):  # written by its name: see FIRST_FUNCTION
         pass
-    remigrate_types.__module__, remigrate_types.__qualname__ = TYPES_MARK, "remigrate_types"
+    remigrate_first.__module__, remigrate_first.__qualname__ = FIRST_MARK, "remigrate_first"
 
     order = history_order(loader, {app for app, _ in roots})
     first = min(roots, key=order.index)
     for app, name in roots:
         migration = loader.get_migration(app, name)
         made = [CreateExtension(extension) for extension in extensions]
-        if (collations or types) and (app, name) == first:
-            made += list(collations)
-            made += [migrations.RunPython(remigrate_types, migrations.RunPython.noop)] if types else []
-        elif collations or types:
+        if statements and (app, name) == first:
+            made.append(migrations.RunPython(remigrate_first, migrations.RunPython.noop))
+        elif statements:
             migration.dependencies.append(first)
         migration.operations[:0] = made
         # the user model's swappable dependency as makemigrations gives it to the writer (loaded
@@ -586,13 +586,13 @@ def make_first(loader, roots, extensions, collations=(), types=()):
                                   for dep in migration.dependencies]
         writer = MigrationWriter(migration)
         text = writer.as_string()
-        if types and (app, name) == first:
+        if statements and (app, name) == first:
             head, sep, tail = text.partition("\n\nclass Migration(")
-            if not sep or f"import {TYPES_MARK}\n" not in head:
-                raise HistoryError(f"the types could not be written into {app}/{name}.py")
-            head = head.replace(f"import {TYPES_MARK}\n", "")
-            text = head + TYPES_FUNCTION.format(statements=pretty_list(types)) + sep + tail.replace(
-                f"{TYPES_MARK}.remigrate_types", "remigrate_types")
+            if not sep or f"import {FIRST_MARK}\n" not in head:
+                raise HistoryError(f"the collations and types could not be written into {app}/{name}.py")
+            head = head.replace(f"import {FIRST_MARK}\n", "")
+            text = head + FIRST_FUNCTION.format(statements=pretty_list(statements)) + sep + tail.replace(
+                f"{FIRST_MARK}.remigrate_first", "remigrate_first")
         Path(writer.path).write_text(text, encoding="utf-8")
 
 

@@ -213,7 +213,8 @@ def pg_stats(cursor, count=True):
     user_schemas = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
     cursor.execute(
         "SELECT n.nspname, c.relname, c.relkind, quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_userbyid(c.relowner),"
-        " EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i'))"
+        " EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')"
+        " AND d.refobjsubid > 0)"  # a column's sequence (a partition depends on its table, not a column)
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         f" WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {user_schemas} ORDER BY 1, 2"
     )
@@ -232,9 +233,12 @@ def pg_stats(cursor, count=True):
     grants = schema_facts.pg_grants(cursor)
     properties["beyond_reach"] = schema_facts.pg_beyond_reach(cursor)
     properties["owners_recorded"] = True  # among the grants (OWNER): see bundle.new_access
+    schema = schema_facts.pg_schema(cursor)
     return {"server_version": version, "server_version_num": version_num, "properties": properties,
             "relations": relations, "tables": counts, "sequences": sequences, "grants": grants,
-            "objects": schema_facts.objects(schema_facts.pg_schema(cursor)) + [schema_facts.grant_key(g) for g in grants],
+            "objects": schema_facts.objects(schema) + [schema_facts.grant_key(g) for g in grants],
+            # what has a comment (COMMENT ON ...): a rebuild takes away one the database did not have
+            "comments": sorted(c["target"] for c in schema["comments"].values()),
             **({} if count else {"quoted": tables})}  # for counts_from_content
 
 
@@ -1242,7 +1246,7 @@ def new_history(settings, old, removed, written):
     if old is not None:
         loader = MigrationLoader(None, ignore_no_migrations=True)
         labels = {a["label"] for a in own}
-        extensions, collations = history.extensions_made(loader, labels), history.collations_made(loader, labels)
+        extensions = history.extensions_made(loader, labels)
         for app in own:
             folder = Path(app["migrations_dir"])
             for label, name in loader.disk_migrations:
@@ -1252,14 +1256,14 @@ def new_history(settings, old, removed, written):
         forget_migration_modules()  # the old files are gone: never serve them from the import cache
         out = io.StringIO()
         call_command("makemigrations", *[a["label"] for a in own], "--noinput", stdout=out, stderr=out)
-        # types made by SQL: waited for from the old history's scratch build (only then), as the
-        # server printed them there
-        types = history.types_first(old()["schema"]) if history.makes_types(loader, labels) else []
-        if extensions or collations or types:  # made first, before any app's first tables
+        # collations and types: as the old history's scratch database ended up with them (waited
+        # for, only then), as the server printed them there
+        first = history.first_objects(old()["schema"]) if history.makes_first_objects(loader, labels) else []
+        if extensions or first:  # made first, before any app's first tables
             made = MigrationLoader(None, ignore_no_migrations=True)
             roots = [(label, name) for (label, name), migration in made.disk_migrations.items() if label in labels
                      and not any(dep[0] == label for dep in migration.dependencies)]
-            history.make_first(made, roots, list(extensions), collations, types)
+            history.make_first(made, roots, list(extensions), first)
             forget_migration_modules()  # rewritten
     try:
         result = history.build_new(connection, old, removed, own, on_written=written)

@@ -344,6 +344,19 @@ USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspn
 NOT_FROM_EXTENSION = ("NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = {oid} AND e.deptype = 'e' "
                       "AND e.classid = '{catalog}'::regclass)")
 
+# A routine of the project's own: not an extension's, nor one the server made for a type (a range
+# type's constructors, owned by the bootstrap superuser, made again with the type).
+OWN_ROUTINE = (NOT_FROM_EXTENSION.format(oid="p.oid", catalog="pg_proc") + " AND NOT EXISTS (SELECT 1 FROM pg_depend i"
+               " WHERE i.classid = 'pg_proc'::regclass AND i.objid = p.oid AND i.deptype = 'i')")
+# A routine's name and argument types, each type schema-qualified: the same whatever the
+# session's search path (pg_get_function_identity_arguments prints a type outside it qualified).
+SIGNATURE = ("p.proname || '(' || coalesce((SELECT string_agg(quote_ident(tn.nspname) || '.' || quote_ident(ty.typname),"
+             " ', ' ORDER BY a.n) FROM unnest(p.proargtypes) WITH ORDINALITY a(t, n) JOIN pg_type ty ON ty.oid = a.t"
+             " JOIN pg_namespace tn ON tn.oid = ty.typnamespace), '') || ')'")
+# The project's own types (an enum, a domain, a composite or a range type), not a table's row type.
+OWN_TYPES = ("t.typtype IN ('e', 'd', 'c', 'r') AND (t.typtype <> 'c' OR (SELECT c.relkind FROM pg_class c"
+             " WHERE c.oid = t.typrelid) = 'c') AND " + NOT_FROM_EXTENSION.format(oid="t.oid", catalog="pg_type"))
+
 
 # What a database's tables have had written, as the server's statistics count it: rows inserted,
 # updated and deleted per table, and its file node (which TRUNCATE and table rewrites change);
@@ -356,6 +369,25 @@ WRITE_COUNTERS_SQL = (
     "'stats_reset', (SELECT stats_reset::text FROM pg_stat_database WHERE datname = current_database()), "
     "'tables', (SELECT coalesce(json_object_agg(s.relid::text, json_build_array(s.n_tup_ins, s.n_tup_upd, s.n_tup_del, "
     "c.relfilenode)), '{}') FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid))")
+
+
+def dependency_order(items, needs):
+    """The keys of `items` (in their order) so that each comes after those of them it `needs`
+    (a function of a key giving keys; others are ignored; a cycle is left in the given order)."""
+    out, placed, visiting = [], set(), set()
+
+    def place(key):
+        if key in placed or key in visiting:
+            return
+        visiting.add(key)
+        for other in sorted(k for k in needs(key) if k in items):  # (sorted: the same order every run)
+            place(other)
+        visiting.discard(key)
+        placed.add(key)
+        out.append(key)
+    for key in items:
+        place(key)
+    return out
 
 
 def quote_text(text):
@@ -500,6 +532,47 @@ def _pg_content(cursor, tables, upto, progress, algorithm):
     return out
 
 
+# Comments (COMMENT ON) of tables, columns, views, sequences of their own, routines, types,
+# collations and schemas: the SQL that makes each, quoted by the server. An index's or a constraint's name follows its
+# table's history, so theirs are not kept; a column's sequence's neither.
+# Columns: kind, schema, name, table, text, text quoted, target (the statement's head).
+COMMENTS = (
+    "SELECT CASE WHEN d.objsubid > 0 THEN 'column' ELSE lower(w.what) END, n.nspname,"
+    " c.relname || CASE WHEN d.objsubid > 0 THEN '.' || a.attname ELSE '' END, CASE WHEN c.relkind IN ('r', 'p')"
+    " THEN c.relname END, d.description, quote_literal(d.description), 'COMMENT ON ' || CASE WHEN d.objsubid > 0 THEN 'COLUMN' ELSE w.what END"
+    " || ' ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || CASE WHEN d.objsubid > 0 THEN '.' ||"
+    " quote_ident(a.attname) ELSE '' END"
+    " FROM pg_description d JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND d.objoid = c.oid"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid"
+    " CROSS JOIN LATERAL (SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN"
+    " 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS what) w"
+    f" WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {USER_SCHEMAS} AND "
+    + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class")
+    + " AND NOT EXISTS (SELECT 1 FROM pg_depend o WHERE o.classid = 'pg_class'::regclass AND o.objid = c.oid"
+    " AND o.deptype IN ('a', 'i') AND o.refobjsubid > 0)"
+    " UNION ALL SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END, n.nspname,"
+    " p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', NULL, d.description, quote_literal(d.description),"
+    " 'COMMENT ON ' || CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END || ' ' || quote_ident(n.nspname)"
+    " || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')'"
+    " FROM pg_description d JOIN pg_proc p ON d.classoid = 'pg_proc'::regclass AND d.objoid = p.oid"
+    f" JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMAS} AND "
+    + OWN_ROUTINE
+    + " UNION ALL SELECT CASE t.typtype WHEN 'd' THEN 'domain' ELSE 'type' END, n.nspname, t.typname, NULL,"
+    " d.description, quote_literal(d.description), 'COMMENT ON ' || CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE'"
+    " END || ' ' || quote_ident(n.nspname) || '.' || quote_ident(t.typname) FROM pg_description d JOIN pg_type t ON"
+    f" d.classoid = 'pg_type'::regclass AND d.objoid = t.oid JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {USER_SCHEMAS}"
+    f" AND {OWN_TYPES}"
+    " UNION ALL SELECT 'collation', n.nspname, co.collname, NULL, d.description, quote_literal(d.description),"
+    " 'COMMENT ON COLLATION ' || quote_ident(n.nspname) || '.' || quote_ident(co.collname) FROM pg_description d"
+    " JOIN pg_collation co ON d.classoid = 'pg_collation'::regclass AND d.objoid = co.oid JOIN pg_namespace n ON"
+    f" n.oid = co.collnamespace WHERE {USER_SCHEMAS} AND " + NOT_FROM_EXTENSION.format(oid="co.oid", catalog="pg_collation")
+    + " UNION ALL SELECT 'schema', n.nspname, n.nspname, NULL, d.description, quote_literal(d.description),"
+    " 'COMMENT ON SCHEMA ' || quote_ident(n.nspname)"
+    " FROM pg_description d JOIN pg_namespace n ON d.classoid = 'pg_namespace'::regclass AND d.objoid = n.oid"
+    f" WHERE {USER_SCHEMAS} AND " + NOT_FROM_EXTENSION.format(oid="n.oid", catalog="pg_namespace")
+)
+
+
 def pg_schema(cursor):
     """Tables with columns, indexes, constraints, views, functions, triggers, extensions,
     sequences, row security and its policies of the user schemas, each with its definition as
@@ -528,31 +601,49 @@ def pg_schema(cursor):
         entry["columns"][col] = {"type": ctype, "null": null, "default": default, "raw_default": raw,
                                  "identity": identity, "sequence": sequence if raw and raw.startswith("nextval(") else None,
                                  **({"collation": collation} if collation else {})}
+    cursor.execute(  # partitioned tables and their partitions (a RunSQL's: Django makes none)
+        "SELECT n.nspname, c.relname, CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END, pn.nspname, p.relname,"
+        " CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END, quote_ident(pn.nspname) || '.' ||"
+        " quote_ident(p.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " LEFT JOIN pg_inherits i ON c.relispartition AND i.inhrelid = c.oid LEFT JOIN pg_class p ON p.oid = i.inhparent"
+        " LEFT JOIN pg_namespace pn ON pn.oid = p.relnamespace"
+        f" WHERE c.relkind IN ('r', 'p') AND (c.relkind = 'p' OR c.relispartition) AND {USER_SCHEMAS}")
+    for schema, table, key, parent_schema, parent, bound, parent_sql in cursor.fetchall():
+        entry = out["tables"].setdefault(pg_key(schema, table), {"virtual": None, "columns": {}})
+        if key:
+            entry["partition_by"] = key
+        if parent:
+            entry.update(partition_of=pg_key(parent_schema, parent), bound=bound, parent_sql=parent_sql)
     cursor.execute(
-        "SELECT n.nspname, i.relname, t.relname, pg_get_indexdef(i.oid), x.indisvalid"
+        "SELECT n.nspname, i.relname, t.relname, pg_get_indexdef(i.oid), x.indisvalid, i.relispartition"
         " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid"
         " JOIN pg_namespace n ON n.oid = i.relnamespace"
         f" WHERE {USER_SCHEMAS} AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.oid)"
         " AND " + NOT_FROM_EXTENSION.format(oid="t.oid", catalog="pg_class"))
-    for schema, name, table, definition, valid in cursor.fetchall():
+    for schema, name, table, definition, valid, attached in cursor.fetchall():
         # The definition without the index's own name: names follow the table's history. An index
         # left invalid (a failed CREATE INDEX CONCURRENTLY) enforces and serves nothing: not equal.
         body = definition.split(" USING ", 1)[1] if " USING " in definition else definition
         unique = "UNIQUE " if definition.startswith("CREATE UNIQUE") else ""
         body += "" if valid else " (INVALID)"
         out["indexes"][pg_key(schema, name)] = {"table": pg_key(schema, table), "definition": unique + body,
-                                                "sql": definition, "name": name,
-                                                "rename": f"ALTER INDEX {qident(schema)}.{OLD} RENAME TO {NEW}"}
+                                                # (a partitioned table's is printed ON ONLY it: made so, it
+                                                # would stay invalid, its partitions without one)
+                                                "sql": definition.replace(" ON ONLY ", " ON ", 1), "name": name,
+                                                "rename": f"ALTER INDEX {qident(schema)}.{OLD} RENAME TO {NEW}",
+                                                # a partition's, made by its partitioned table's index
+                                                **({"attached": True} if attached else {})}
     cursor.execute(
         "SELECT n.nspname, k.conname, t.relname, k.contype, pg_get_constraintdef(k.oid),"
-        " quote_ident(n.nspname) || '.' || quote_ident(t.relname), quote_ident(k.conname)"
+        " quote_ident(n.nspname) || '.' || quote_ident(t.relname), quote_ident(k.conname), k.conparentid <> 0"
         " FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace"
         f" WHERE {USER_SCHEMAS} AND " + NOT_FROM_EXTENSION.format(oid="t.oid", catalog="pg_class"))
-    for schema, name, table, kind, definition, qtable, qname in cursor.fetchall():
+    for schema, name, table, kind, definition, qtable, qname, inherited in cursor.fetchall():
         out["constraints"][pg_key(schema, name)] = {
             "table": pg_key(schema, table), "definition": f"{kind} {definition}",
             "sql": f"ALTER TABLE {qtable} ADD CONSTRAINT {qname} {definition}", "name": name,
-            "rename": f"ALTER TABLE {qtable} RENAME CONSTRAINT {OLD} TO {NEW}"}
+            "rename": f"ALTER TABLE {qtable} RENAME CONSTRAINT {OLD} TO {NEW}",
+            **({"inherited": True} if inherited else {})}  # a partition's, made by its partitioned table's
     cursor.execute(
         "SELECT n.nspname, c.relname, c.relkind, pg_get_viewdef(c.oid),"
         " quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relispopulated"
@@ -570,7 +661,7 @@ def pg_schema(cursor):
         "SELECT n.nspname, p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', pg_get_functiondef(p.oid)"
         " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
         f" WHERE p.prokind IN ('f', 'p') AND {USER_SCHEMAS} AND "
-        + NOT_FROM_EXTENSION.format(oid="p.oid", catalog="pg_proc"))
+        + OWN_ROUTINE)
     for schema, signature, definition in cursor.fetchall():
         out["functions"][pg_key(schema, signature)] = {"definition": " ".join(definition.split()), "sql": definition}
     cursor.execute(
@@ -605,41 +696,14 @@ def pg_schema(cursor):
                    + (f" USING ({using})" if using else "") + (f" WITH CHECK ({check})" if check else ""))
         out["policies"][f"{pg_key(schema, table)}.{name}"] = {"table": pg_key(schema, table), "definition": clauses.strip(),
                                                              "sql": f"CREATE POLICY {qname} ON {qtable}{clauses}"}
-    # Comments (COMMENT ON) of tables, columns, views, sequences of their own, routines and schemas:
-    # the SQL that makes each, quoted by the server. An index's or a constraint's name follows its
-    # table's history, so theirs are not kept; a column's sequence's neither.
-    cursor.execute(
-        "SELECT CASE WHEN d.objsubid > 0 THEN 'column' ELSE lower(w.what) END, n.nspname,"
-        " c.relname || CASE WHEN d.objsubid > 0 THEN '.' || a.attname ELSE '' END, CASE WHEN c.relkind IN ('r', 'p')"
-        " THEN c.relname END, d.description, quote_literal(d.description), 'COMMENT ON ' || CASE WHEN d.objsubid > 0 THEN 'COLUMN' ELSE w.what END"
-        " || ' ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || CASE WHEN d.objsubid > 0 THEN '.' ||"
-        " quote_ident(a.attname) ELSE '' END"
-        " FROM pg_description d JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND d.objoid = c.oid"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid"
-        " CROSS JOIN LATERAL (SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN"
-        " 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS what) w"
-        f" WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {USER_SCHEMAS} AND "
-        + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class")
-        + " AND NOT EXISTS (SELECT 1 FROM pg_depend o WHERE o.classid = 'pg_class'::regclass AND o.objid = c.oid"
-        " AND o.deptype IN ('a', 'i'))"
-        " UNION ALL SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END, n.nspname,"
-        " p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', NULL, d.description, quote_literal(d.description),"
-        " 'COMMENT ON ' || CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END || ' ' || quote_ident(n.nspname)"
-        " || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')'"
-        " FROM pg_description d JOIN pg_proc p ON d.classoid = 'pg_proc'::regclass AND d.objoid = p.oid"
-        f" JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMAS} AND "
-        + NOT_FROM_EXTENSION.format(oid="p.oid", catalog="pg_proc")
-        + " UNION ALL SELECT 'schema', n.nspname, n.nspname, NULL, d.description, quote_literal(d.description),"
-        " 'COMMENT ON SCHEMA ' || quote_ident(n.nspname)"
-        " FROM pg_description d JOIN pg_namespace n ON d.classoid = 'pg_namespace'::regclass AND d.objoid = n.oid"
-        f" WHERE {USER_SCHEMAS} AND " + NOT_FROM_EXTENSION.format(oid="n.oid", catalog="pg_namespace")
-        + " ORDER BY 1, 2, 3")
+    cursor.execute(COMMENTS + " ORDER BY 1, 2, 3")
     for kind, schema, name, table, text, quoted, target in cursor.fetchall():
         key = f"{kind} {name if kind == 'schema' else pg_key(schema, name)}"
         out["comments"][key] = {"definition": text, "target": target, "sql": f"{target} IS {quoted}",
                                 "table": pg_key(schema, table) if table else None}
     # Types of the project's own (a RunSQL CREATE TYPE ... AS ENUM, CREATE DOMAIN, a composite or a
-    # range type), made in an order that lets one use another: enums, ranges, domains, composites
+    # range type), each after those it is made of (a domain's base, a range's subtype, a composite's
+    # attributes; an array by its element)
     cursor.execute(
         "SELECT n.nspname, t.typname, quote_ident(n.nspname) || '.' || quote_ident(t.typname), t.typtype, CASE t.typtype"
         " WHEN 'e' THEN 'ENUM (' || coalesce((SELECT string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder)"
@@ -655,13 +719,17 @@ def pg_schema(cursor):
         "  a.atttypmod), ', ' ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0"
         "  AND NOT a.attisdropped), '') || ')'"
         " ELSE (SELECT 'RANGE (subtype = ' || format_type(r.rngsubtype, NULL) || coalesce(', subtype_diff = ' ||"
-        "  nullif(r.rngsubdiff, 0)::regproc::text, '') || ')' FROM pg_range r WHERE r.rngtypid = t.oid) END"
-        " FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
-        f" WHERE {USER_SCHEMAS} AND t.typtype IN ('e', 'd', 'c', 'r') AND (t.typtype <> 'c' OR"
-        " (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c') AND "
-        + NOT_FROM_EXTENSION.format(oid="t.oid", catalog="pg_type")
-        + " ORDER BY position(t.typtype IN 'erdc'), 1, 2")
-    for schema, name, quoted, kind, body in cursor.fetchall():
+        "  nullif(r.rngsubdiff, 0)::regproc::text, '') || ')' FROM pg_range r WHERE r.rngtypid = t.oid) END,"
+        " t.oid, ARRAY(SELECT CASE WHEN u.typcategory = 'A' AND u.typelem <> 0 THEN u.typelem ELSE u.oid END FROM pg_type u"
+        "  WHERE u.oid = t.typbasetype OR u.oid IN (SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = t.oid)"
+        "  OR u.oid IN (SELECT a.atttypid FROM pg_attribute a WHERE t.typrelid <> 0 AND a.attrelid = t.typrelid"
+        "  AND a.attnum > 0 AND NOT a.attisdropped))"
+        f" FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {USER_SCHEMAS} AND {OWN_TYPES}"
+        " ORDER BY position(t.typtype IN 'erdc'), 1, 2")
+    found = {oid: (schema, name, quoted, kind, body, set(uses)) for schema, name, quoted, kind, body, oid, uses
+             in cursor.fetchall()}
+    for oid in dependency_order(found, lambda oid: found[oid][5]):
+        schema, name, quoted, kind, body, _uses = found[oid]
         made = f"CREATE DOMAIN {quoted} AS {body}" if kind == "d" else f"CREATE TYPE {quoted} AS {body}"
         out["types"][pg_key(schema, name)] = {"definition": ("DOMAIN " if kind == "d" else "") + body, "sql": made}
     # Collations of the project's own (CreateCollation: a case-insensitive one for db_collation,
@@ -711,25 +779,31 @@ def sequence_sql(schema, name, data_type, increment, minimum, maximum, start, ca
 GRANTEE = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END"  # of an aclexplode() row
 
 
-# The relations and routines of the user schemas, with their owners, as (nsp, name, what, owner):
-# `what` is the word ALTER ... OWNER TO takes. A sequence a column owns follows its table, and an
+# The relations, routines, types and collations of the user schemas, with their owners, as (nsp,
+# name, what, owner, signature): `what` is the word ALTER ... OWNER TO takes, `signature` what
+# finds the object again in another database (a routine by its arguments' types). A sequence a
+# column owns follows its table (a partition, which depends on its table too, does not), and an
 # extension's objects are the extension's.
 OWNED = (
     "SELECT c.relnamespace AS nsp, c.relname AS name, CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN"
-    " 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS what, c.relowner AS owner FROM pg_class c"
-    " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE"
-    " d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')) AND "
+    " 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS what, c.relowner AS owner, c.relname AS sig"
+    " FROM pg_class c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE"
+    " d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0) AND "
     + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class")
     + " UNION ALL SELECT p.pronamespace, p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',"
-    " CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, p.proowner FROM pg_proc p"
-    " WHERE p.prokind IN ('f', 'p') AND " + NOT_FROM_EXTENSION.format(oid="p.oid", catalog="pg_proc"))
+    f" CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, p.proowner, {SIGNATURE} FROM pg_proc p"
+    " WHERE p.prokind IN ('f', 'p') AND " + OWN_ROUTINE
+    + " UNION ALL SELECT t.typnamespace, t.typname, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.typowner,"
+    f" t.typname FROM pg_type t WHERE {OWN_TYPES}"
+    " UNION ALL SELECT co.collnamespace, co.collname, 'COLLATION', co.collowner, co.collname FROM pg_collation co WHERE "
+    + NOT_FROM_EXTENSION.format(oid="co.oid", catalog="pg_collation"))
 
 
 def pg_grants(cursor):
     """Privileges the migrations do not make, so a rebuild must give them again: on tables, views
     and sequences (kind TABLE, SEQUENCE) and on columns (COLUMN) to roles other than the owner,
     on schemas to roles other than the owner (SCHEMA: a REVOKE ... FROM PUBLIC shows as the
-    absence of PUBLIC's USAGE), the owners of relations and routines other than the connected role
+    absence of PUBLIC's USAGE), the owners of relations, routines, types and collations other than the connected role
     (OWNER: `detail` says which kind; the migrations make everything the connected role's) and
     the default privileges (DEFAULT, from ALTER DEFAULT
     PRIVILEGES: `role` is whose new objects get them, `objects` which kind, `schema` None for
@@ -755,7 +829,7 @@ def pg_grants(cursor):
         " AND a.grantee <> n.nspowner"
         " UNION ALL SELECT n.nspname, n.nspname, 'SCHEMA OWNER', NULL, pg_get_userbyid(n.nspowner), 'OWNER', false, NULL"
         f" FROM pg_namespace n WHERE {USER_SCHEMAS} AND n.nspname <> 'public'"  # every database has its own public
-        " UNION ALL SELECT n.nspname, o.name, 'OWNER', o.what, pg_get_userbyid(o.owner), 'OWNER', false, NULL"
+        " UNION ALL SELECT n.nspname, o.name, 'OWNER', o.what, pg_get_userbyid(o.owner), 'OWNER', false, o.sig"
         f" FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
         " AND o.owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)"
         " UNION ALL SELECT n.nspname, pg_get_userbyid(d.defaclrole), 'DEFAULT',"
@@ -772,40 +846,40 @@ def pg_grants(cursor):
             grant["column"] = detail
         elif kind == "DEFAULT":
             grant.update(role=name, objects=detail)
-        elif kind == "OWNER":
-            grant["what"] = detail
+        elif kind == "OWNER":  # (its last column: what finds the object again, see OWNED)
+            grant.update(what=detail, signature=grant.pop("owned_by"), owned_by=None)
         out.append(grant)
     return out
 
 
 def pg_beyond_reach(cursor):
     """What the connected role could not make again in a new database (nor restore from a backup),
-    by the roles it would have to act for: {why: [roles]}. Default privileges of a role it is not
-    (a member of), a schema such a role owns, and privileges granted by a role other than the
-    object's owner (a WITH GRANT OPTION chain: pg_dump gives them back under SET SESSION
-    AUTHORIZATION, a superuser's right). Empty for a superuser."""
+    by the roles it would have to act for: {why: [roles]} (see BEYOND). Default privileges of a role
+    it is not (a member of), a schema or another object such a role owns, an object a superuser
+    owns, an object whose owner may create in its schema only by a GRANT, and privileges granted
+    by a role other than the object's owner (a WITH GRANT OPTION chain: pg_dump gives them back
+    under SET SESSION AUTHORIZATION, a superuser's right). Empty for a superuser."""
     cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
     if cursor.fetchone()[0]:
         return {}
     unreachable = "NOT pg_has_role(current_user, {role}, 'MEMBER')"  # what ALTER ... OWNER TO and FOR ROLE need
+    superuser = "(SELECT rolsuper FROM pg_roles WHERE oid = {role})"
+    # ALTER ... OWNER TO gives an object to a role the connected one is a member of (a NOINHERIT
+    # member too), and only where that role may create objects; a restore (pg_dump's order) gives
+    # the owners before any GRANT, so by the schema's ownership, inherited (public's owner is the
+    # database's), which a superuser has everywhere
     queries = {
-        "default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE) of":
-            f"SELECT d.defaclrole FROM pg_default_acl d WHERE {unreachable.format(role='d.defaclrole')}",
-        "schemas owned by": f"SELECT n.nspowner FROM pg_namespace n WHERE {USER_SCHEMAS} AND n.nspname <> 'public'"
-                            f" AND {unreachable.format(role='n.nspowner')}",
-        # ALTER ... OWNER TO gives an object to a role the connected one is a member of (a
-        # NOINHERIT member too), and only where that role may create objects; a restore (pg_dump's
-        # order) gives the owners before any GRANT, so by the schema's ownership, inherited
-        # (public's owner is the database's), which a superuser has everywhere
-        "tables, views, sequences or functions owned by":
-            f"SELECT o.owner FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
-            f" AND {unreachable.format(role='o.owner')}",
-        "objects whose owner may create in their schema only by a GRANT (a restore gives owners before "
-        "privileges), owned by":
-            f"SELECT o.owner FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
-            " AND o.owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)"
-            " AND NOT pg_has_role(o.owner, n.nspowner, 'USAGE')",
-        "privileges granted on another role's objects (WITH GRANT OPTION) by":
+        BEYOND["defaults"]: f"SELECT d.defaclrole FROM pg_default_acl d WHERE {unreachable.format(role='d.defaclrole')}",
+        BEYOND["schemas"]: f"SELECT n.nspowner FROM pg_namespace n WHERE {USER_SCHEMAS} AND n.nspname <> 'public'"
+                           f" AND {unreachable.format(role='n.nspowner')}",
+        BEYOND["owners"]: f"SELECT o.owner FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
+                          f" AND {unreachable.format(role='o.owner')} AND NOT {superuser.format(role='o.owner')}",
+        BEYOND["superuser"]: f"SELECT o.owner FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
+                             f" AND {superuser.format(role='o.owner')}",
+        BEYOND["create"]: f"SELECT o.owner FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
+                          " AND o.owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)"
+                          " AND NOT pg_has_role(o.owner, n.nspowner, 'USAGE')",
+        BEYOND["grantors"]:
             "SELECT a.grantor FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a"
             f" WHERE c.relacl IS NOT NULL AND {USER_SCHEMAS} AND a.grantor <> c.relowner"
             " UNION SELECT a.grantor FROM pg_attribute col JOIN pg_class c ON c.oid = col.attrelid"
@@ -821,6 +895,27 @@ def pg_beyond_reach(cursor):
         if roles:
             out[why] = roles
     return out
+
+
+# What pg_beyond_reach names, and the way out of each (besides running the reset as a superuser,
+# or --strategy fake): {role} is the connected role, {roles} those named.
+BEYOND = {
+    "defaults": "default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE) of",
+    "schemas": "schemas owned by",
+    "owners": "tables, views, sequences, functions, types or collations owned by",
+    "superuser": "tables, views, sequences, functions, types or collations owned by the superuser",
+    "create": "objects whose owner may create in their schema only by a GRANT (a restore gives owners before "
+              "privileges), owned by",
+    "grantors": "privileges granted on another role's objects (WITH GRANT OPTION) by",
+}
+BEYOND_WAYS = {
+    BEYOND["defaults"]: "GRANT {roles} TO {role} for the reset's length",
+    BEYOND["schemas"]: "GRANT {roles} TO {role} for the reset's length",
+    BEYOND["owners"]: "GRANT {roles} TO {role} for the reset's length",
+    BEYOND["superuser"]: "give each to {role} first: ALTER ... OWNER TO {role}",
+    BEYOND["create"]: "only a superuser could give them back",
+    BEYOND["grantors"]: "only a superuser could give them again",
+}
 
 
 def grant_key(grant):
@@ -912,6 +1007,9 @@ def differences(a, b, skip=(), content=True, names=("old", "new"), comments=True
             continue
         if (ta.get("virtual") or "") != (tb.get("virtual") or ""):
             out.append((f"table {table}", f"virtual module {ta.get('virtual')} vs {tb.get('virtual')}"))
+        for prop, what in (("partition_by", "partitioned by"), ("partition_of", "a partition of"), ("bound", "for values")):
+            if ta.get(prop) != tb.get(prop):
+                out.append((f"table {table}", f"{what} {ta.get(prop) or '-'} vs {tb.get(prop) or '-'}"))
         for col in sorted(set(ta["columns"]) | set(tb["columns"])):
             ca, cb = ta["columns"].get(col), tb["columns"].get(col)
             if ca is None or cb is None:

@@ -213,13 +213,14 @@ def as_tagged(name):
 COMMENTED = ("TABLE", "VIEW", "MATERIALIZED VIEW", "FOREIGN TABLE", "SEQUENCE")
 
 
-def after_load_toc(listing, relations, schemas, matviews=(), routines=()):
+def after_load_toc(listing, relations, schemas, matviews=(), routines=(), types=(), collations=()):
     """The archive's table-of-contents lines that a rebuilt database needs once its rows are in,
     beyond them: the access rules its rows do not carry (the privileges on the `schemas` it has,
     a REVOKE ... FROM PUBLIC on public included, on the columns of its `relations` (tables,
     views and sequences, as (schema, name) pairs), the default privileges from ALTER DEFAULT
     PRIVILEGES, for the whole database or a schema it has), the live database's comments on
-    them, their columns and its `routines` ((schema, name, identity arguments)), whether the old
+    them, their columns, its `routines` ((schema, name, identity arguments as pg_dump prints
+    them)), `types` and `collations` ((schema, name)), whether the old
     history made them or a hand did, and the refresh of the materialized views `matviews` that
     the backup had filled (the migrations made them over empty tables). pg_dump writes each
     relative to a new database's own, which a rebuilt one is."""
@@ -230,6 +231,9 @@ def after_load_toc(listing, relations, schemas, matviews=(), routines=()):
                     for kind in COMMENTED)
     wanted += tuple(f"COMMENT {schema} {kind} {tag}({args}) " for schema, name, args in routines for tag in as_tagged(name)
                     for kind in ("FUNCTION", "PROCEDURE"))
+    wanted += tuple(f"COMMENT {schema} {kind} {tag} " for schema, name in types for tag in as_tagged(name)
+                    for kind in ("TYPE", "DOMAIN"))
+    wanted += tuple(f"COMMENT {schema} COLLATION {tag} " for schema, name in collations for tag in as_tagged(name))
     wanted += tuple(f"MATERIALIZED VIEW DATA {schema} {name} " for schema, name in matviews)
     wanted += tuple(f"DEFAULT ACL {schema} " for schema in ("-", *schemas))
     out = [line for line, desc in toc_entries(listing) if desc.startswith(wanted)]
@@ -360,7 +364,8 @@ def keys_query(tables):
     CLUSTER mark and REPLICA IDENTITY). A validated foreign key of an ordinary table also comes
     as two statements that do the same in two steps: added unchecked (NOT VALID), then
     validated, which another session may do for another table at the same time. (One made NOT
-    VALID on purpose comes back as it was, unchecked.)"""
+    VALID on purpose comes back as it was, unchecked.) A partition's index or key that its
+    partitioned table's makes stays: it cannot be taken out on its own."""
     wanted = sql.Literal(json.dumps([list(t) for t in tables])).as_string(None)
     return f"""WITH wanted AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  JOIN json_array_elements({wanted}::json) w ON w->>0 = n.nspname AND w->>1 = c.relname
@@ -380,7 +385,7 @@ cons AS (SELECT con.contype, con.conname, con.conindid, format('%I.%I', n.nspnam
            FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           CROSS JOIN LATERAL (SELECT coalesce(format(' COMMENT ON CONSTRAINT %I ON %I.%I IS ', con.conname, n.nspname, c.relname)
                               || quote_literal(obj_description(con.oid, 'pg_constraint')) || ';', '') AS text) note
-          WHERE con.conislocal AND (con.contype = 'f' AND (con.conrelid IN (SELECT oid FROM wanted)
+          WHERE con.conislocal AND con.conparentid = 0 AND (con.contype = 'f' AND (con.conrelid IN (SELECT oid FROM wanted)
                                                           OR con.confrelid IN (SELECT oid FROM wanted))
                                     OR con.contype IN ('p', 'u', 'x') AND con.conrelid IN (SELECT oid FROM wanted)
                                        AND NOT {seen_by_views("pg_constraint", "con.oid")}
@@ -394,6 +399,7 @@ idx AS (SELECT format('%I.%I', n.nspname, c.relname) AS tbl, ci.relname,
           FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
           JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE i.indrelid IN (SELECT oid FROM wanted) AND NOT EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conindid = i.indexrelid)
+           AND NOT ci.relispartition
            AND NOT {seen_by_views("pg_class", "i.indexrelid")})
 SELECT json_build_object(
   'foreign_keys', (SELECT coalesce(json_agg(json_build_array(tbl, make, drop, unchecked, validate) ORDER BY tbl, conname), '[]')
@@ -438,7 +444,8 @@ def schema_owner_sql(grants):
                    for g in grants if g["kind"] == "SCHEMA OWNER")
 
 
-OWNED_KINDS = ("TABLE", "VIEW", "MATERIALIZED VIEW", "SEQUENCE", "FOREIGN TABLE", "FUNCTION", "PROCEDURE")
+OWNED_KINDS = ("TABLE", "VIEW", "MATERIALIZED VIEW", "SEQUENCE", "FOREIGN TABLE", "FUNCTION", "PROCEDURE", "TYPE",
+               "DOMAIN", "COLLATION")
 
 
 def grant_sql(grants):
@@ -452,10 +459,17 @@ def grant_sql(grants):
         if g["kind"] == "OWNER":
             if g["what"] not in OWNED_KINDS:
                 raise RemigrateError(f"the backup names an owned object of an unknown kind {g['what']!r}")
-            if g["what"] in ("FUNCTION", "PROCEDURE"):
+            if g["what"] in ("FUNCTION", "PROCEDURE"):  # by its arguments' types, whatever the search path
                 find = (f"SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-                        f"WHERE n.nspname = {literal(g['schema'])} AND p.proname || '(' || "
-                        f"pg_get_function_identity_arguments(p.oid) || ')' = {literal(g['name'])}")
+                        f"WHERE n.nspname = {literal(g['schema'])} AND " + (
+                            f"{S.SIGNATURE} = {literal(g['signature'])}" if g.get("signature") else  # (older bundles)
+                            f"p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' = {literal(g['name'])}"))
+            elif g["what"] in ("TYPE", "DOMAIN"):
+                find = (f"SELECT t.oid::regtype::text FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                        f"WHERE n.nspname = {literal(g['schema'])} AND t.typname = {literal(g['name'])}")
+            elif g["what"] == "COLLATION":
+                find = (f"SELECT format('%I.%I', n.nspname, c.collname) FROM pg_collation c JOIN pg_namespace n ON "
+                        f"n.oid = c.collnamespace WHERE n.nspname = {literal(g['schema'])} AND c.collname = {literal(g['name'])}")
             else:
                 find = (f"SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                         f"WHERE n.nspname = {literal(g['schema'])} AND c.relname = {literal(g['name'])}")
@@ -816,6 +830,18 @@ class Postgres(Engine):
         pre = posixpath.join(self.project.workdir, "pre-restore.sql")
         self.target.write_private(pre, DROP_FOREIGN_KEYS + drop_statements(extra))
         restore_script = ["pg_restore", "--clean", "--if-exists", "--file=-", path]
+        # The public schema's owner is left as the database has it when this role may not give it
+        # back: a superuser's after pg_upgrade from PostgreSQL 14 or older, which a new database
+        # does not have (the plan lets that be: every database has a public schema of its own).
+        listing = self.target.run(["pg_restore", "--list", path], what="reading the backup's table of contents").stdout
+        public = [(line, desc.split()[3]) for line, desc in toc_entries(listing)
+                  if desc.startswith("SCHEMA - public ") and len(desc.split()) > 3]
+        if public and self.psql(f"SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = "
+                                f"{literal(public[0][1])}", dbname="postgres", what="checking who owns public") != "t":
+            kept = posixpath.join(self.project.workdir, "restore-toc")
+            self.target.write_private(kept, "".join(f"{line}\n" for line, _ in toc_entries(listing)
+                                                    if line != public[0][0]), replace=True)
+            restore_script.insert(1, f"--use-list={kept}")
         apply = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", *pg_conn_args(self.db), "-f", "-"]
         line = pipeline(group(["cat", pre], restore_script), apply, env=self.env())
         try:
@@ -1192,6 +1218,9 @@ class Postgres(Engine):
             self.run_sql([[f"ANALYZE {tbl};" for tbl in sorted(tables["parents"])]], "load-analyze",
                          "analyzing the partitioned tables")
         took.append(f"{len(fks)} foreign keys checked and statistics {timer}")
+        # read with pg_dump's own search path (none): a routine's arguments of a type outside
+        # pg_catalog are written schema-qualified in the archive's tags, and so here
+        ask("SELECT set_config('search_path', '', false)", "reading the routines as pg_dump names them")
         made = json.loads(ask("SELECT json_build_object('schemas', (SELECT coalesce(json_agg(n.nspname), '[]') FROM "
                               f"pg_namespace n WHERE {S.USER_SCHEMAS}), 'relations', (SELECT coalesce(json_agg("
                               "json_build_array(n.nspname, c.relname)), '[]') FROM pg_class c JOIN pg_namespace n ON "
@@ -1199,9 +1228,16 @@ class Postgres(Engine):
                               "'matviews', (SELECT coalesce(json_agg(json_build_array(schemaname, matviewname)), '[]') "
                               "FROM pg_matviews), 'routines', (SELECT coalesce(json_agg(json_build_array(n.nspname, "
                               "p.proname, pg_get_function_identity_arguments(p.oid))), '[]') FROM pg_proc p JOIN "
-                              f"pg_namespace n ON n.oid = p.pronamespace WHERE {S.USER_SCHEMAS}))",
+                              f"pg_namespace n ON n.oid = p.pronamespace WHERE {S.USER_SCHEMAS}), 'types', (SELECT "
+                              "coalesce(json_agg(json_build_array(n.nspname, t.typname)), '[]') FROM pg_type t JOIN "
+                              f"pg_namespace n ON n.oid = t.typnamespace WHERE {S.USER_SCHEMAS} AND {S.OWN_TYPES}), "
+                              "'collations', (SELECT coalesce(json_agg(json_build_array(n.nspname, c.collname)), '[]') "
+                              "FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace WHERE "
+                              f"{S.USER_SCHEMAS}))",
                               "listing the new schemas, relations, routines and materialized views"))
-        after = after_load_toc(listing, made["relations"], made["schemas"], made["matviews"], made["routines"])
+        ask("RESET search_path", "reading the routines as pg_dump names them")
+        after = after_load_toc(listing, made["relations"], made["schemas"], made["matviews"], made["routines"],
+                               made["types"], made["collations"])
         if after:
             self.target.write_private(posixpath.join(work, "after-load-toc"), after, replace=True)
             script = ["pg_restore", f"--use-list={posixpath.join(work, 'after-load-toc')}", "--file=-", dump]
@@ -1211,8 +1247,16 @@ class Postgres(Engine):
                               what="giving back the privileges on schemas and columns, the default privileges and "
                                    "the comments, refreshing the materialized views")
         owners = grant_sql(manifest["database"].get("grants", []))
+        if manifest["database"].get("comments") is not None:  # (recorded since remigrate kept comments)
+            # a comment the live database did not have (the new history's, or the old one's carried,
+            # taken away by hand since) is taken away again
+            had = set(manifest["database"]["comments"])
+            now = json.loads(ask(f"SELECT coalesce(json_agg(c.target), '[]') FROM ({S.COMMENTS}) AS c(kind, nsp, name, "
+                                 "tbl, text, quoted, target)", "reading the comments of the new database"))
+            owners = "".join(f"{target} IS NULL;\n" for target in now if target not in had) + owners
         if owners:
-            self.run_sql([[owners]], "load-owners", "giving back the owners and the privileges on tables and sequences")
+            self.run_sql([[owners]], "load-owners", "taking away comments the live database did not have, giving back "
+                         "the owners and the privileges on tables and sequences")
         say(f"    loaded by {jobs} sessions: {', '.join(took)}")
         again = json.loads(ask(keys_query([(s, n) for s, n, _ in keep]), "reading the new schema's keys and indexes"))
         if again != parts:

@@ -22,6 +22,8 @@ from tasks.history import History, install, prove, refusal
 from tasks.history import show as show_history
 from tasks.history import summary as history_summary
 from tasks.project import open_project
+
+import remigrate_schema as S  # noqa: E402  (scripts/, put on the path by tasks.console)
 from remigrate_scrub import MASK, masked_url  # noqa: E402  (scripts/, on the path by tasks.console)
 
 JOURNAL = B.JOURNAL
@@ -187,10 +189,13 @@ def show_strategies(project, engine, plan):
     beyond = plan.stats["properties"].get("beyond_reach")
     if beyond and plan.strategy != "fake":
         role = plan.stats["properties"]["connected_as"]
+        reasons = []
+        for why, roles in beyond.items():
+            way = S.BEYOND_WAYS.get(why)
+            reasons.append(f"{why} {', '.join(roles)}" + (f" ({way.format(roles=', '.join(roles), role=role)})" if way else ""))
         raise RemigrateError(f"the database holds what {role} cannot make again in a new database, nor restore from its "
-                             "backup: " + "; ".join(f"{why} {', '.join(roles)}" for why, roles in beyond.items())
-                             + f"; run the reset as a superuser, or (default privileges, owners) GRANT those roles to "
-                             f"{role} for its length, or use --strategy fake; nothing was changed")
+                             "backup: " + "; ".join(reasons) + "; or run the reset as a superuser, or use --strategy "
+                             "fake; nothing was changed")
     if plan.strategy == "swap" and not swap_fits:
         raise RemigrateError(f"--strategy swap needs room for a second copy of the database ({human_bytes(size)}) but "
                              f"there are {human_bytes(free)} free in {where}; free some, or use --strategy rebuild; "
@@ -322,7 +327,7 @@ def verify(project, engine, manifest, plan, db_name=None, bundle_path=None):
         problems.append(f"bundle {manifest['name']} has no content digests (made by an older remigrate); "
                         "only row counts could be compared")
     problems += B.compare_content(saved.get("content", {}), after["content"], skip=plan.skip, may_grow=MAY_GROW)
-    problems += [f"{obj} is gone" for obj in B.missing_objects(saved.get("objects", []), after["objects"], plan.skip)]
+    problems += B.gone_objects(saved.get("objects", []), after["objects"], plan.skip)
     problems += [f"{obj} is new (the backup did not have it)" for obj in B.new_access(saved, after["objects"], plan.skip)]
     problems += B.sequence_problems(manifest["database"]["sequences"], after["sequences"], plan.skip)
     if injected_problem("verify"):

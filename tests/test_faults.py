@@ -369,13 +369,15 @@ TYPES = ("CREATE TYPE ticket_state AS ENUM ('open', 'closed'); CREATE DOMAIN per
          "0 AND 100); CREATE FUNCTION state_of(p percent) RETURNS ticket_state LANGUAGE sql AS "
          "$$ SELECT CASE WHEN p = 100 THEN 'closed'::ticket_state ELSE 'open' END $$")
 # every comment on a relation, a column, a routine or a schema other than public
-COMMENTED = ("SELECT coalesce(c.relname || coalesce('.' || a.attname, ''), p.proname, s.nspname), d.description "
+COMMENTED = ("SELECT coalesce(c.relname || coalesce('.' || a.attname, ''), p.proname, s.nspname, t.typname), d.description "
              "FROM pg_description d LEFT JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND c.oid = d.objoid "
              "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid AND d.objsubid > 0 "
              "LEFT JOIN pg_proc p ON d.classoid = 'pg_proc'::regclass AND p.oid = d.objoid "
              "LEFT JOIN pg_namespace s ON d.classoid = 'pg_namespace'::regclass AND s.oid = d.objoid "
+             "LEFT JOIN pg_type t ON d.classoid = 'pg_type'::regclass AND t.oid = d.objoid "
              "WHERE (c.oid IS NOT NULL AND c.relnamespace <> 'pg_catalog'::regnamespace) OR (p.oid IS NOT NULL AND "
              "p.pronamespace <> 'pg_catalog'::regnamespace) OR s.nspname NOT LIKE 'pg\\_%' AND s.nspname NOT IN ('public', 'information_schema') "
+             "OR t.typnamespace <> 'pg_catalog'::regnamespace "
              "EXCEPT SELECT coalesce(p.proname, c.relname), d.description FROM pg_description d JOIN pg_depend e ON "
              "e.objid = d.objoid AND e.deptype = 'e' LEFT JOIN pg_proc p ON p.oid = d.objoid "
              "LEFT JOIN pg_class c ON c.oid = d.objoid ORDER BY 1")
@@ -400,6 +402,9 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
             """INSERT INTO "Reports"."Odd Table" ("Secret", plain) VALUES ('s', 'p'); """
             'CREATE VIEW "Reports".keywords AS SELECT id, phrase FROM planner_keyword; '
             "CREATE FUNCTION \"Reports\".answer(n integer) RETURNS integer LANGUAGE sql AS 'SELECT n + 41'; "
+            # a domain of the schema's own, which a function takes (pg_dump names its argument qualified)
+            "CREATE DOMAIN \"Reports\".pct AS integer CHECK (VALUE <= 100); CREATE FUNCTION \"Reports\".half(p "
+            "\"Reports\".pct) RETURNS integer LANGUAGE sql AS 'SELECT p / 2'; COMMENT ON TABLE planner_cluster IS 'groups'; "
             'CREATE SEQUENCE "Reports".report_no')
     add_writer_migration(pg_case, f"migrations.RunSQL({made!r})")
     with psycopg_admin(pg_case.pg_db.cluster) as conn:  # the application's role may act for the reporting one
@@ -414,10 +419,15 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
                     # app's): a table (its id sequence follows it), a view, a function, a sequence
                     f'ALTER VIEW "Reports".keywords OWNER TO "{role}"', f'ALTER SEQUENCE "Reports".report_no OWNER TO "{role}"',
                     f'ALTER FUNCTION "Reports".answer(integer) OWNER TO "{role}"', f'ALTER TABLE "Reports"."Odd Table" OWNER TO "{role}"',
+                    f'ALTER DOMAIN "Reports".pct OWNER TO "{role}"',
                     # comments made by hand (no migration made them): kept from the live database
                     """COMMENT ON COLUMN planner_keyword.phrase IS 'what the reader searched'""",
                     """COMMENT ON FUNCTION "Reports".answer(integer) IS 'always 42'""",
                     """COMMENT ON TABLE "Reports"."Odd Table" IS 'odd'""",
+                    """COMMENT ON FUNCTION "Reports".half("Reports".pct) IS 'rounds down'""",
+                    """COMMENT ON DOMAIN "Reports".pct IS 'a share'""",
+                    # and one the history made, taken away by hand: not made again
+                    "COMMENT ON TABLE planner_cluster IS NULL",
                     # and what the app's role has been given on it (gone if the owner were not given back first)
                     f'GRANT SELECT, INSERT, UPDATE ON "Reports"."Odd Table" TO "{pg_case.pg_db.role}"',
                     f'ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO "{role}"',
@@ -451,7 +461,7 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
                             f"has_sequence_privilege('{role}', pg_get_serial_sequence('planner_contentidea', 'id'), 'USAGE')")
     assert checks == [(True, True)]
     assert access_rules(pg_case) == kept_access(access)
-    assert query(pg_case, COMMENTED) == comments and len(comments) == 3
+    assert query(pg_case, COMMENTED) == comments and len(comments) == 5, comments
     pg_case.damage([f'REVOKE SELECT ON planner_keyword FROM "{role}"',  # lost later: the later check names it
                     f'ALTER VIEW "Reports".keywords OWNER TO "{pg_case.pg_db.role}"', "COMMENT ON COLUMN planner_keyword.phrase IS 'x'",
                     "GRANT USAGE ON SCHEMA public TO PUBLIC", "ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO PUBLIC"])
@@ -459,7 +469,7 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
     assert out.returncode == 1 and f"grant SELECT on planner_keyword to {role} is gone" in out.stdout, out.stdout
     assert "grant USAGE on schema public to PUBLIC is new" in out.stdout, out.stdout
     assert f"view Reports.keywords owned by {role} is gone" in out.stdout, out.stdout
-    assert "comment on column planner_keyword.phrase #" in out.stdout, out.stdout
+    assert "comment on column planner_keyword.phrase changed (not the backup's text)" in out.stdout, out.stdout
     assert "default privilege EXECUTE on functions made by" in out.stdout, out.stdout
 
 
@@ -485,6 +495,8 @@ def access_rules(case):
                        "AND d.deptype IN ('a', 'i')), c.oid::regclass::text), pg_get_userbyid(c.relowner) || ' ' || "
                        "coalesce(c.relacl::text, '') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                        "WHERE c.relkind IN ('r', 'v', 'm', 'S') AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' "
+                       "UNION ALL SELECT 'type', t.oid::regtype::text, pg_get_userbyid(t.typowner) FROM pg_type t JOIN "
+                       "pg_namespace n ON n.oid = t.typnamespace WHERE t.typtype = 'd' AND n.nspname <> 'information_schema' "
                        "UNION ALL SELECT 'routine', p.oid::regprocedure::text, pg_get_userbyid(p.proowner) || ' ' || "
                        "coalesce(p.proacl::text, '') FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
                        "WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' ORDER BY 1, 2")
@@ -537,6 +549,11 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
                                   "migrations.RunSQL('CREATE SCHEMA ext; CREATE EXTENSION IF NOT EXISTS unaccent WITH SCHEMA ext'), "
                                   # comments (COMMENT ON): of a table, a column, a view, a sequence, a schema
                                   f"migrations.RunSQL({COMMENTS!r}), "
+                                  # a partitioned table with a partition, a key and an index (each partition's own follow)
+                                  "migrations.RunSQL(\"CREATE TABLE billing.ledger (id int, at date) PARTITION BY RANGE "
+                                  "(at); CREATE TABLE billing.ledger_2024 PARTITION OF billing.ledger FOR VALUES FROM "
+                                  "('2024-01-01') TO ('2025-01-01'); ALTER TABLE billing.ledger ADD PRIMARY KEY (id, at); "
+                                  "CREATE INDEX ledger_at ON billing.ledger (at)\"), "
                                   # types of its own (an enum, a domain) that a function and a model's column use
                                   f"migrations.RunSQL({TYPES!r}), migrations.AddField('task', 'state', "
                                   "TicketStateField(default='open', max_length=10)), "
@@ -558,6 +575,7 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
         conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(SUPERUSER)))
     report = query(pg_case, "SELECT n, top FROM writer_report")
     assert report[0][0] > 0
+    pg_case.damage(["INSERT INTO billing.ledger VALUES (1, '2024-05-05'), (2, '2024-06-06')"])
     taken = [query(pg_case, "SELECT nextval('invoice_no_seq')")[0][0] for _ in range(3)]
     left = [query(pg_case, "SELECT nextval('countdown_seq')")[0][0] for _ in range(3)]
     others = query(pg_case, """SELECT nextval('billing.invoice_no'), nextval('"inv.no"'), nextval('"inv.no"')""")
@@ -588,8 +606,9 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
     # the collation in the first app's first migration only (made twice, it would fail), which
     # every other first migration depends on
     firsts = {f.parent.parent.name: f.read_text() for f in pg_case.project.glob("igny8_core/**/migrations/0001_initial.py")}
-    making = [app for app, text in firsts.items() if "CreateCollation(" in text]
-    assert making == ["auth"] and "deterministic=False" in firsts["auth"], making
+    making = [app for app, text in firsts.items() if "def remigrate_first(" in text]
+    assert making == ["auth"] and "CREATE COLLATION IF NOT EXISTS public.case_insensitive (provider = icu, locale = " \
+        "'und-u-ks-level2', deterministic = false)" in firsts["auth"], making
     assert all("('igny8_core_auth', '0001_initial')" in text or "AUTH_USER_MODEL" in text
                for app, text in firsts.items() if app != "auth")
     assert query(pg_case, "SELECT collation_name FROM information_schema.columns WHERE table_name = 'writer_content' "
@@ -608,10 +627,14 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
                           "JOIN pg_policy p ON p.polrelid = c.oid WHERE c.relname = 'writer_task'") == \
         [(True, "own_rows", "((status)::text <> 'secret'::text)")]
     assert query(pg_case, "SELECT increment_by, max_value FROM pg_sequences WHERE sequencename = 'invoice_no_seq'") == [(5, 999999)]
+    assert query(pg_case, "SELECT c.relispartition, pg_get_expr(c.relpartbound, c.oid), (SELECT count(*) FROM pg_index x "
+                          "WHERE x.indrelid = c.oid) FROM pg_class c WHERE c.relname = 'ledger_2024'") == \
+        [(True, "FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')", 2)]
+    assert query(pg_case, "SELECT id, at::text FROM billing.ledger ORDER BY id") == [(1, "2024-05-05"), (2, "2024-06-06")]
     assert "comment on column writer_content.title" in out and "type percent, type ticket_state" in out, out
     assert query(pg_case, "SELECT state_of(100), state_of(5)") == [("closed", "open")]
     # the enum a column uses is made before any table, by the first app's first migration
-    assert "def remigrate_types(" in firsts["auth"] and "CREATE TYPE public.ticket_state AS ENUM" in firsts["auth"]
+    assert "CREATE TYPE public.ticket_state AS ENUM ('open', 'closed')" in firsts["auth"]
     assert query(pg_case, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
                           "'writer_task'::regclass AND attname = 'state'") == [("ticket_state",)]
     assert query(pg_case, COMMENTED) == [("billing", "money"), ("invoice_no_seq", "invoices"), ("writer_content.title",

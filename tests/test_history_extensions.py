@@ -57,17 +57,19 @@ def test_extensions_created_and_not_dropped_later_in_the_order_made_by_the_apps_
                                    ("intarray", "blog")]
 
 
-def test_collations_created_and_not_removed_later_in_the_order_made():
+def test_collations_and_types_are_read_from_the_old_history_when_it_makes_any():
     from django.contrib.postgres.operations import CreateCollation, RemoveCollation
-    loader = Loader({
-        ("auth", "0001_initial"): migration(CreateCollation("theirs", locale="und", provider="icu")),  # not a project app
-        ("shop", "0001_initial"): migration(CreateCollation("ci", locale="und-u-ks-level2", provider="icu",
-                                                            deterministic=False)),
-        ("blog", "0001_initial"): migration(migrations.SeparateDatabaseAndState(
-            database_operations=[CreateCollation("nat", locale="und-u-kn-true", provider="icu"),
-                                 CreateCollation("gone", locale="de-u-co-phonebk", provider="icu")])),
-        ("blog", "0002_drop"): migration(RemoveCollation("gone", locale="de-u-co-phonebk", provider="icu")),
-    })
-    found = H.collations_made(loader, {"shop", "blog"})
-    assert [(c.name, c.locale, c.deterministic) for c in found] == [("ci", "und-u-ks-level2", False),
-                                                                    ("nat", "und-u-kn-true", True)]
+    plain = {("shop", "0001_initial"): migration(migrations.RunSQL("SELECT 1 -- CREATE TYPE mood AS ENUM ('a')"))}
+    assert not H.makes_first_objects(Loader(plain), {"shop"})
+    for op in (CreateCollation("ci", locale="und-u-ks-level2", provider="icu", deterministic=False),
+               RemoveCollation("ci", locale="und", provider="icu"), migrations.RunSQL("create domain pct as int"),
+               migrations.RunSQL(["DROP COLLATION ci"]), migrations.SeparateDatabaseAndState(
+                   database_operations=[migrations.RunSQL("CREATE TYPE mood AS ENUM ('a')")])):
+        assert H.makes_first_objects(Loader({**plain, ("shop", "0002_more"): migration(op)}), {"shop"}), op
+    assert not H.makes_first_objects(Loader({("auth", "0001_initial"): migration(RemoveCollation("x", locale="und"))}),
+                                     {"shop"})  # not a project app's
+    # made as the old history's database had them: schemas first, then collations, then types
+    schema = {"collations": {"rpt.ci": {"sql": "CREATE COLLATION IF NOT EXISTS rpt.ci (...)"}},
+              "types": {"mood": {"sql": "CREATE TYPE public.mood AS ENUM ('a')"}}}
+    assert H.first_objects(schema) == ['CREATE SCHEMA IF NOT EXISTS "rpt"', "CREATE COLLATION IF NOT EXISTS rpt.ci (...)",
+                                       "CREATE TYPE public.mood AS ENUM ('a')"]
