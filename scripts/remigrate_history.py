@@ -466,6 +466,15 @@ def database_operations(operations):
             yield op
 
 
+def run_sql_texts(op):
+    """The statements of a RunSQL forwards (a string, a list, or (sql, params) pairs), each
+    without its comments and string constants (SQL_NOISE)."""
+    statements = op.sql if isinstance(op.sql, (list, tuple)) else [op.sql]
+    for statement in statements:
+        text = statement[0] if isinstance(statement, (list, tuple)) else statement
+        yield SQL_NOISE.sub(" ", str(text))
+
+
 def extensions_made(loader, labels):
     """{extension: app} of the PostgreSQL extensions the old history of the apps `labels` creates
     (CreateExtension and its kinds, or a RunSQL CREATE EXTENSION), in the order it does: the new
@@ -482,10 +491,8 @@ def extensions_made(loader, labels):
             if isinstance(op, CreateExtension):
                 yield "create", op.name
             elif isinstance(op, migrations.RunSQL):
-                statements = op.sql if isinstance(op.sql, (list, tuple)) else [op.sql]
-                for statement in statements:
-                    text = statement[0] if isinstance(statement, (list, tuple)) else statement
-                    for verb, name, elsewhere in EXTENSION_SQL.findall(SQL_NOISE.sub(" ", str(text))):
+                for text in run_sql_texts(op):
+                    for verb, name, elsewhere in EXTENSION_SQL.findall(text):
                         if elsewhere:  # in a schema of its own: made there by the carried migration, after the schema
                             continue
                         yield verb.lower(), name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
@@ -518,12 +525,8 @@ def makes_first_objects(loader, labels):
         for op in database_operations(loader.get_migration(app, name).operations):
             if isinstance(op, (CreateCollation, RemoveCollation)):
                 return True
-            if isinstance(op, migrations.RunSQL):
-                statements = op.sql if isinstance(op.sql, (list, tuple)) else [op.sql]
-                for statement in statements:
-                    text = statement[0] if isinstance(statement, (list, tuple)) else statement
-                    if TYPE_SQL.search(SQL_NOISE.sub(" ", str(text))):
-                        return True
+            if isinstance(op, migrations.RunSQL) and any(TYPE_SQL.search(text) for text in run_sql_texts(op)):
+                return True
     return False
 
 
