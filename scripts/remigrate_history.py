@@ -224,8 +224,9 @@ def build_old(connection, removed_tables, own_labels):
     try:
         state = migrate_all(connection, inventory, own_labels)
         facts = S.describe(connection, content=True)
-        filled = [t for t, c in sorted(facts["content"].items())
-                  if c["rows"] and t != "django_migrations" and t not in removed_tables]
+        # (a partitioned table's rows are its partitions', carried there)
+        filled = [t for t, c in sorted(facts["content"].items()) if c["rows"] and t != "django_migrations"
+                  and t not in removed_tables and not facts["tables"].get(t, {}).get("partition_by")]
         rows = table_rows(connection, state.apps, filled)
     finally:
         drop_scratch(connection)
@@ -530,6 +531,24 @@ def makes_first_objects(loader, labels):
     return False
 
 
+def collations_made(loader, labels):
+    """[CreateCollation] of the collations the old history of the apps `labels` makes and does not
+    remove again, in its order: what a reset on another engine than PostgreSQL (whose scratch
+    database has none) writes first, as the operations themselves (they do nothing elsewhere)."""
+    try:
+        from django.contrib.postgres.operations import CreateCollation, RemoveCollation
+    except ImportError:  # no PostgreSQL driver: no such operation in the history either
+        return []
+    found = {}
+    for app, name in history_order(loader, labels):
+        for op in database_operations(loader.get_migration(app, name).operations):
+            if isinstance(op, CreateCollation):
+                found[op.name] = op
+            elif isinstance(op, RemoveCollation):
+                found.pop(op.name, None)
+    return list(found.values())
+
+
 def first_objects(schema):
     """The SQL that makes the old history's own collations and types as its scratch database
     had them at the end (with the schemas they are in, other than public), collations first (a
@@ -554,12 +573,13 @@ def remigrate_first(apps, schema_editor):
 FIRST_MARK = "remigrate_placeholder_module"
 
 
-def make_first(loader, roots, extensions, statements=()):
+def make_first(loader, roots, extensions, statements=(), operations=()):
     """Each of the `roots` (every app's first new migration, (app, name)) made to begin with the
     CreateExtension of each of `extensions` (IF NOT EXISTS: whichever of them runs first makes
     them, the others do nothing; elsewhere than on PostgreSQL none does anything). The
     `statements` (first_objects: collations and types) are run by a function written into the
-    root that runs first, and every other root depends on it: no cycle can come of it, since that
+    root that runs first (or, on a reset of another engine, the `operations`: CreateCollation), and
+    every other root depends on it: no cycle can come of it, since that
     root depends on none of them. A field, an index or an operator class of any app's first
     migration may need them. Written again by Django's own MigrationWriter, so the files stay as
     makemigrations writes them (no migration of its own that `__first__` could resolve to)."""
@@ -577,9 +597,10 @@ def make_first(loader, roots, extensions, statements=()):
     for app, name in roots:
         migration = loader.get_migration(app, name)
         made = [CreateExtension(extension) for extension in extensions]
-        if statements and (app, name) == first:
-            made.append(migrations.RunPython(remigrate_first, migrations.RunPython.noop))
-        elif statements:
+        if (statements or operations) and (app, name) == first:
+            made += list(operations)
+            made += [migrations.RunPython(remigrate_first, migrations.RunPython.noop)] if statements else []
+        elif statements or operations:
             migration.dependencies.append(first)
         migration.operations[:0] = made
         # the user model's swappable dependency as makemigrations gives it to the writer (loaded

@@ -1258,12 +1258,17 @@ def new_history(settings, old, removed, written):
         call_command("makemigrations", *[a["label"] for a in own], "--noinput", stdout=out, stderr=out)
         # collations and types: as the old history's scratch database ended up with them (waited
         # for, only then), as the server printed them there
-        first = history.first_objects(old()["schema"]) if history.makes_first_objects(loader, labels) else []
-        if extensions or first:  # made first, before any app's first tables
+        # there (a reset of SQLite, which has none: the history's CreateCollation operations)
+        first, operations = [], []
+        if history.makes_first_objects(loader, labels) and connection.vendor == "postgresql":
+            first = history.first_objects(old()["schema"])
+        elif history.makes_first_objects(loader, labels):
+            operations = history.collations_made(loader, labels)
+        if extensions or first or operations:  # made first, before any app's first tables
             made = MigrationLoader(None, ignore_no_migrations=True)
             roots = [(label, name) for (label, name), migration in made.disk_migrations.items() if label in labels
                      and not any(dep[0] == label for dep in migration.dependencies)]
-            history.make_first(made, roots, list(extensions), first)
+            history.make_first(made, roots, list(extensions), first, operations)
             forget_migration_modules()  # rewritten
     try:
         result = history.build_new(connection, old, removed, own, on_written=written)

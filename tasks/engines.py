@@ -146,6 +146,13 @@ DROP_FOREIGN_KEYS = (
     f"{S.USER_SCHEMAS} AND {S.NOT_FROM_EXTENSION.format(oid='t.oid', catalog='pg_class')} LOOP BEGIN "
     "EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', r.tbl, r.conname); "
     "EXCEPTION WHEN invalid_table_definition THEN NULL; END; END LOOP; END $remigrate$;\n")
+# Then every partitioned table at the top goes whole, with its partitions (the script makes them
+# again): its --clean drops a partition's key or index, which its parent's holds, before the parent's.
+DROP_PARTITIONED = (
+    "DO $remigrate$ DECLARE r record; BEGIN FOR r IN SELECT t.oid::regclass AS tbl FROM pg_class t JOIN pg_namespace n "
+    f"ON n.oid = t.relnamespace WHERE t.relkind = 'p' AND NOT t.relispartition AND {S.USER_SCHEMAS} AND "
+    f"{S.NOT_FROM_EXTENSION.format(oid='t.oid', catalog='pg_class')} LOOP "
+    "EXECUTE format('DROP TABLE IF EXISTS %s CASCADE', r.tbl); END LOOP; END $remigrate$;\n")
 
 
 def drop_statements(relations):
@@ -828,7 +835,7 @@ class Postgres(Engine):
         known = {(r["schema"], r["name"]) for r in manifest["database"]["relations"]}
         extra = [r for r in current["relations"] if (r["schema"], r["name"]) not in known]
         pre = posixpath.join(self.project.workdir, "pre-restore.sql")
-        self.target.write_private(pre, DROP_FOREIGN_KEYS + drop_statements(extra))
+        self.target.write_private(pre, DROP_FOREIGN_KEYS + DROP_PARTITIONED + drop_statements(extra))
         restore_script = ["pg_restore", "--clean", "--if-exists", "--file=-", path]
         # The public schema's owner is left as the database has it when this role may not give it
         # back: a superuser's after pg_upgrade from PostgreSQL 14 or older, which a new database

@@ -553,7 +553,8 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
                                   "migrations.RunSQL(\"CREATE TABLE billing.ledger (id int, at date) PARTITION BY RANGE "
                                   "(at); CREATE TABLE billing.ledger_2024 PARTITION OF billing.ledger FOR VALUES FROM "
                                   "('2024-01-01') TO ('2025-01-01'); ALTER TABLE billing.ledger ADD PRIMARY KEY (id, at); "
-                                  "CREATE INDEX ledger_at ON billing.ledger (at)\"), "
+                                  "CREATE INDEX ledger_at ON billing.ledger (at); INSERT INTO billing.ledger VALUES "
+                                  "(0, '2024-01-02')\"), "
                                   # types of its own (an enum, a domain) that a function and a model's column use
                                   f"migrations.RunSQL({TYPES!r}), migrations.AddField('task', 'state', "
                                   "TicketStateField(default='open', max_length=10)), "
@@ -630,7 +631,8 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
     assert query(pg_case, "SELECT c.relispartition, pg_get_expr(c.relpartbound, c.oid), (SELECT count(*) FROM pg_index x "
                           "WHERE x.indrelid = c.oid) FROM pg_class c WHERE c.relname = 'ledger_2024'") == \
         [(True, "FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')", 2)]
-    assert query(pg_case, "SELECT id, at::text FROM billing.ledger ORDER BY id") == [(1, "2024-05-05"), (2, "2024-06-06")]
+    ledger = query(pg_case, "SELECT id, at::text FROM billing.ledger ORDER BY id")
+    assert ledger == [(0, "2024-01-02"), (1, "2024-05-05"), (2, "2024-06-06")]  # the first from the old history
     assert "comment on column writer_content.title" in out and "type percent, type ticket_state" in out, out
     assert query(pg_case, "SELECT state_of(100), state_of(5)") == [("closed", "open")]
     # the enum a column uses is made before any table, by the first app's first migration
@@ -648,6 +650,12 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
     out = run_inv("verify", *common(pg_case), env=pg_case.env)
     assert out.returncode == 1 and 'sequence public.invoice_no_seq is gone' in out.stdout, out.stdout
     assert "policy writer_task.own_rows is gone" in out.stdout, out.stdout
+    # and a restore of the backup over it puts back what it had, the partitioned table (whose
+    # partition's key is its parent's) included
+    out = run_inv("restore", *common(pg_case), "--yes", "--no-safety-backup", env=pg_case.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert query(pg_case, "SELECT id, at::text FROM billing.ledger ORDER BY id") == ledger
+    assert query(pg_case, "SELECT count(*) FROM pg_policy WHERE polname = 'own_rows'") == [(1,)]
 
 
 def held_locks(db):
