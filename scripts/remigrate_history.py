@@ -259,15 +259,18 @@ def to_carry(old, new, removed_tables, caches=()):
     for name, made in sorted(old.get("collations", {}).items()):
         if name not in new.get("collations", {}):
             pre.append((f"collation {name}", made["sql"]))
-    for name, made in old.get("types", {}).items():  # in the order they were read: one may use another
-        if name not in new.get("types", {}):
-            pre.append((f"type {name}", made["sql"]))
+    def types(after):  # in the order they were read (one may use another), by what else they need first
+        for name, made in old.get("types", {}).items():
+            if name not in new.get("types", {}) and made.get("after") == after:
+                pre.append((f"type {name}", made["sql"]))
+    types(None)
     for name, seq in sorted(old["sequences"].items()):  # of its own: invoice numbers, say (its value: carried_sequences)
         if seq.get("sql") and name not in new["sequences"] and name not in skip:
             pre.append((f"sequence {name}", seq["sql"]))
     for name, fn in sorted(old["functions"].items()):
         if name not in new["functions"]:
             pre.append((f"function {name}", fn["sql"]))
+    types("functions")
     new_tables, cache = set(), []
     tables = {name: old["tables"][name] for name in sorted(old["tables"])}  # a partitioned table before its partitions
     for name in S.dependency_order(tables, lambda name: [tables[name].get("partition_of")]):
@@ -279,6 +282,7 @@ def to_carry(old, new, removed_tables, caches=()):
             cache.append(name)
             continue
         pre.append((f"table {name}", table.get("sql") or table_sql(name, table)))
+    types("tables")
     have = {(i["table"], i["definition"]) for i in new["indexes"].values()}
     for name, index in sorted(old["indexes"].items()):
         if index["table"] in cache:
@@ -552,12 +556,13 @@ def collations_made(loader, labels):
 def first_objects(schema):
     """The SQL that makes the old history's own collations and types as its scratch database
     had them at the end (with the schemas they are in, other than public), collations first (a
-    domain may use one), each type after those it uses."""
+    domain may use one), each type after those it uses. A type that needs a routine or a table
+    of the project's is left to the carried migration (to_carry: after them)."""
     names = [*schema.get("collations", {}), *schema.get("types", {})]
     statements = [f"CREATE SCHEMA IF NOT EXISTS {S.qident(name)}"
                   for name in sorted({n.split(".")[0] for n in names if "." in n})]  # pg_key: "schema.name"
     return (statements + [c["sql"] for c in schema.get("collations", {}).values()]
-            + [t["sql"] for t in schema.get("types", {}).values()])
+            + [t["sql"] for t in schema.get("types", {}).values() if not t.get("after")])
 
 
 # The function the first app's first migration runs to make the collations and types (a RunPython,

@@ -714,7 +714,7 @@ def pg_schema(cursor):
         "   (SELECT b.typcollation FROM pg_type b WHERE b.oid = t.typbasetype)), '')"
         "  || coalesce(' DEFAULT ' || t.typdefault, '') || CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END"
         "  || coalesce((SELECT string_agg(' CONSTRAINT ' || quote_ident(k.conname) || ' ' || pg_get_constraintdef(k.oid), ''"
-        "   ORDER BY k.conname) FROM pg_constraint k WHERE k.contypid = t.oid AND k.contype = 'c'), '')"
+        "   ORDER BY k.conname) FROM pg_constraint k WHERE k.contypid = t.oid AND k.contype = 'c' AND k.convalidated), '')"
         " WHEN 'c' THEN '(' || coalesce((SELECT string_agg(quote_ident(a.attname) || ' ' || format_type(a.atttypid,"
         "  a.atttypmod), ', ' ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0"
         "  AND NOT a.attisdropped), '') || ')'"
@@ -723,15 +723,33 @@ def pg_schema(cursor):
         " t.oid, ARRAY(SELECT CASE WHEN u.typcategory = 'A' AND u.typelem <> 0 THEN u.typelem ELSE u.oid END FROM pg_type u"
         "  WHERE u.oid = t.typbasetype OR u.oid IN (SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = t.oid)"
         "  OR u.oid IN (SELECT a.atttypid FROM pg_attribute a WHERE t.typrelid <> 0 AND a.attrelid = t.typrelid"
-        "  AND a.attnum > 0 AND NOT a.attisdropped))"
+        "  AND a.attnum > 0 AND NOT a.attisdropped)),"
+        # a domain's constraint left NOT VALID is added so, after the domain
+        " coalesce((SELECT string_agg('; ALTER DOMAIN ' || quote_ident(n.nspname) || '.' || quote_ident(t.typname)"
+        "  || ' ADD CONSTRAINT ' || quote_ident(k.conname) || ' ' || pg_get_constraintdef(k.oid), '' ORDER BY k.conname)"
+        "  FROM pg_constraint k WHERE k.contypid = t.oid AND NOT k.convalidated), ''),"
+        # what it needs beyond types: a routine of the project's (a domain's CHECK, a range's
+        # subtype_diff) or a table (its row type, as a composite's attribute)
+        " CASE WHEN EXISTS (SELECT 1 FROM pg_type u WHERE u.typrelid <> 0 AND u.oid IN (SELECT CASE WHEN"
+        "  v.typcategory = 'A' AND v.typelem <> 0 THEN v.typelem ELSE v.oid END FROM pg_attribute a JOIN pg_type v ON"
+        "  v.oid = a.atttypid WHERE t.typrelid <> 0 AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped)"
+        "  AND (SELECT c.relkind FROM pg_class c WHERE c.oid = u.typrelid) <> 'c') THEN 'tables'"
+        " WHEN EXISTS (SELECT 1 FROM pg_depend d JOIN pg_proc p ON d.refclassid = 'pg_proc'::regclass AND p.oid = d.refobjid"
+        "  JOIN pg_namespace pn ON pn.oid = p.pronamespace WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')"
+        "  AND ((d.classid = 'pg_type'::regclass AND d.objid = t.oid) OR (d.classid = 'pg_constraint'::regclass AND"
+        "  d.objid IN (SELECT k.oid FROM pg_constraint k WHERE k.contypid = t.oid)))) THEN 'functions' END"
         f" FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {USER_SCHEMAS} AND {OWN_TYPES}"
         " ORDER BY position(t.typtype IN 'erdc'), 1, 2")
-    found = {oid: (schema, name, quoted, kind, body, set(uses)) for schema, name, quoted, kind, body, oid, uses
-             in cursor.fetchall()}
+    found = {oid: (schema, name, quoted, kind, body, set(uses), later, after)
+             for schema, name, quoted, kind, body, oid, uses, later, after in cursor.fetchall()}
     for oid in dependency_order(found, lambda oid: found[oid][5]):
-        schema, name, quoted, kind, body, _uses = found[oid]
-        made = f"CREATE DOMAIN {quoted} AS {body}" if kind == "d" else f"CREATE TYPE {quoted} AS {body}"
-        out["types"][pg_key(schema, name)] = {"definition": ("DOMAIN " if kind == "d" else "") + body, "sql": made}
+        schema, name, quoted, kind, body, uses, later, after = found[oid]
+        made = (f"CREATE DOMAIN {quoted} AS {body}" if kind == "d" else f"CREATE TYPE {quoted} AS {body}") + later
+        # one made of a type that needs more needs it too (tables outweigh routines: they come later)
+        needs = {after} | {out["types"][key].get("after") for key in (pg_key(*found[u][:2]) for u in uses if u in found)}
+        out["types"][pg_key(schema, name)] = {"definition": ("DOMAIN " if kind == "d" else "") + body + later, "sql": made,
+                                              **({"after": "tables" if "tables" in needs else "functions"}
+                                                 if needs - {None} else {})}
     # Collations of the project's own (CreateCollation: a case-insensitive one for db_collation,
     # say), read through to_jsonb: the locale's column is named differently from one version to another
     cursor.execute(

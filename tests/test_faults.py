@@ -367,7 +367,12 @@ COMMENTS = ("COMMENT ON TABLE writer_task IS 'the writers'' queue'; COMMENT ON C
             "COMMENT ON SEQUENCE invoice_no_seq IS 'invoices'; COMMENT ON SCHEMA billing IS 'money'")
 TYPES = ("CREATE TYPE ticket_state AS ENUM ('open', 'closed'); CREATE DOMAIN percent AS integer CHECK (VALUE BETWEEN "
          "0 AND 100); CREATE FUNCTION state_of(p percent) RETURNS ticket_state LANGUAGE sql AS "
-         "$$ SELECT CASE WHEN p = 100 THEN 'closed'::ticket_state ELSE 'open' END $$")
+         "$$ SELECT CASE WHEN p = 100 THEN 'closed'::ticket_state ELSE 'open' END $$; "
+         # what some types need first: a function (a domain's CHECK), a table (its row type); and
+         # a domain's constraint left NOT VALID
+         "CREATE FUNCTION is_even(n integer) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT n % 2 = 0'; "
+         "CREATE DOMAIN even AS integer CHECK (is_even(VALUE)); CREATE TYPE task_pair AS (a writer_task, b writer_task); "
+         "ALTER DOMAIN percent ADD CONSTRAINT small CHECK (VALUE < 1000) NOT VALID")
 # every comment on a relation, a column, a routine or a schema other than public
 COMMENTED = ("SELECT coalesce(c.relname || coalesce('.' || a.attname, ''), p.proname, s.nspname, t.typname), d.description "
              "FROM pg_description d LEFT JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND c.oid = d.objoid "
@@ -633,8 +638,11 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
         [(True, "FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')", 2)]
     ledger = query(pg_case, "SELECT id, at::text FROM billing.ledger ORDER BY id")
     assert ledger == [(0, "2024-01-02"), (1, "2024-05-05"), (2, "2024-06-06")]  # the first from the old history
-    assert "comment on column writer_content.title" in out and "type percent, type ticket_state" in out, out
+    assert "comment on column writer_content.title" in out, out
     assert query(pg_case, "SELECT state_of(100), state_of(5)") == [("closed", "open")]
+    assert query(pg_case, "SELECT typname FROM pg_type WHERE typname IN ('even', 'task_pair') ORDER BY 1") == \
+        [("even",), ("task_pair",)]
+    assert query(pg_case, "SELECT convalidated FROM pg_constraint WHERE conname = 'small'") == [(False,)]
     # the enum a column uses is made before any table, by the first app's first migration
     assert "CREATE TYPE public.ticket_state AS ENUM ('open', 'closed')" in firsts["auth"]
     assert query(pg_case, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
