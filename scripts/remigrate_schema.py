@@ -533,8 +533,8 @@ def _pg_content(cursor, tables, upto, progress, algorithm):
 
 
 # Comments (COMMENT ON) of tables, columns, views, sequences of their own, routines, types,
-# collations and schemas: the SQL that makes each, quoted by the server. An index's or a constraint's name follows its
-# table's history, so theirs are not kept; a column's sequence's neither.
+# collations, indexes, triggers, table constraints and schemas: the SQL that makes each, quoted by
+# the server (a column's sequence's are not kept: its name follows its table's history).
 # Columns: kind, schema, name, table, text, text quoted, target (the statement's head).
 COMMENTS = (
     "SELECT CASE WHEN d.objsubid > 0 THEN 'column' ELSE lower(w.what) END, n.nspname,"
@@ -566,6 +566,24 @@ COMMENTS = (
     " 'COMMENT ON COLLATION ' || quote_ident(n.nspname) || '.' || quote_ident(co.collname) FROM pg_description d"
     " JOIN pg_collation co ON d.classoid = 'pg_collation'::regclass AND d.objoid = co.oid JOIN pg_namespace n ON"
     f" n.oid = co.collnamespace WHERE {USER_SCHEMAS} AND " + NOT_FROM_EXTENSION.format(oid="co.oid", catalog="pg_collation")
+    # an index's, a trigger's and a table constraint's (their tables' history may rename an index:
+    # then a comment made by hand on it is named lost by the verification)
+    + " UNION ALL SELECT 'index', n.nspname, t.relname || '.' || c.relname, t.relname, d.description, quote_literal(d.description),"
+    " 'COMMENT ON INDEX ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_description d JOIN pg_class c"
+    " ON d.classoid = 'pg_class'::regclass AND d.objoid = c.oid AND d.objsubid = 0 JOIN pg_index x ON x.indexrelid = c.oid"
+    " JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+    f" WHERE c.relkind IN ('i', 'I') AND {USER_SCHEMAS} AND " + NOT_FROM_EXTENSION.format(oid="t.oid", catalog="pg_class")
+    + " UNION ALL SELECT 'trigger', n.nspname, c.relname || '.' || g.tgname, c.relname, d.description,"
+    " quote_literal(d.description), 'COMMENT ON TRIGGER ' || quote_ident(g.tgname) || ' ON ' || quote_ident(n.nspname)"
+    " || '.' || quote_ident(c.relname) FROM pg_description d JOIN pg_trigger g ON d.classoid = 'pg_trigger'::regclass"
+    " AND d.objoid = g.oid JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+    f" WHERE NOT g.tgisinternal AND {USER_SCHEMAS}"
+    " UNION ALL SELECT 'constraint', n.nspname, c.relname || '.' || k.conname, c.relname, d.description,"
+    " quote_literal(d.description), 'COMMENT ON CONSTRAINT ' || quote_ident(k.conname) || ' ON ' ||"
+    " quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_description d JOIN pg_constraint k ON"
+    " d.classoid = 'pg_constraint'::regclass AND d.objoid = k.oid JOIN pg_class c ON c.oid = k.conrelid"
+    f" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMAS} AND "
+    + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class")
     + " UNION ALL SELECT 'schema', n.nspname, n.nspname, NULL, d.description, quote_literal(d.description),"
     " 'COMMENT ON SCHEMA ' || quote_ident(n.nspname)"
     " FROM pg_description d JOIN pg_namespace n ON d.classoid = 'pg_namespace'::regclass AND d.objoid = n.oid"

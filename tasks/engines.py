@@ -220,14 +220,15 @@ def as_tagged(name):
 COMMENTED = ("TABLE", "VIEW", "MATERIALIZED VIEW", "FOREIGN TABLE", "SEQUENCE")
 
 
-def after_load_toc(listing, relations, schemas, matviews=(), routines=(), types=(), collations=()):
+def after_load_toc(listing, relations, schemas, matviews=(), routines=(), types=(), collations=(), parts=()):
     """The archive's table-of-contents lines that a rebuilt database needs once its rows are in,
     beyond them: the access rules its rows do not carry (the privileges on the `schemas` it has,
     a REVOKE ... FROM PUBLIC on public included, on the columns of its `relations` (tables,
     views and sequences, as (schema, name) pairs), the default privileges from ALTER DEFAULT
     PRIVILEGES, for the whole database or a schema it has), the live database's comments on
     them, their columns, its `routines` ((schema, name, identity arguments as pg_dump prints
-    them)), `types` and `collations` ((schema, name)), whether the old
+    them)), `types` and `collations` ((schema, name)), and its indexes, triggers and table
+    constraints (`parts`: (kind, schema, name, table or None)), whether the old
     history made them or a hand did, and the refresh of the materialized views `matviews` that
     the backup had filled (the migrations made them over empty tables). pg_dump writes each
     relative to a new database's own, which a rebuilt one is."""
@@ -241,6 +242,8 @@ def after_load_toc(listing, relations, schemas, matviews=(), routines=(), types=
     wanted += tuple(f"COMMENT {schema} {kind} {tag} " for schema, name in types for tag in as_tagged(name)
                     for kind in ("TYPE", "DOMAIN"))
     wanted += tuple(f"COMMENT {schema} COLLATION {tag} " for schema, name in collations for tag in as_tagged(name))
+    wanted += tuple(f"COMMENT {schema} {kind} {tag}" + (f" ON {on} " if table else " ") for kind, schema, name, table in parts
+                    for tag in as_tagged(name) for on in (as_tagged(table) if table else [None]))
     wanted += tuple(f"MATERIALIZED VIEW DATA {schema} {name} " for schema, name in matviews)
     wanted += tuple(f"DEFAULT ACL {schema} " for schema in ("-", *schemas))
     out = [line for line, desc in toc_entries(listing) if desc.startswith(wanted)]
@@ -1225,6 +1228,10 @@ class Postgres(Engine):
             self.run_sql([[f"ANALYZE {tbl};" for tbl in sorted(tables["parents"])]], "load-analyze",
                          "analyzing the partitioned tables")
         took.append(f"{len(fks)} foreign keys checked and statistics {timer}")
+        # (read before the live database's comments come back: a key's or an index's is part of it)
+        again = json.loads(ask(keys_query([(s, n) for s, n, _ in keep]), "reading the new schema's keys and indexes"))
+        if again != parts:
+            raise RemigrateError("the keys, indexes and foreign keys of the new schema are not all back after the load")
         # read with pg_dump's own search path (none): a routine's arguments of a type outside
         # pg_catalog are written schema-qualified in the archive's tags, and so here
         ask("SELECT set_config('search_path', '', false)", "reading the routines as pg_dump names them")
@@ -1240,11 +1247,17 @@ class Postgres(Engine):
                               f"pg_namespace n ON n.oid = t.typnamespace WHERE {S.USER_SCHEMAS} AND {S.OWN_TYPES}), "
                               "'collations', (SELECT coalesce(json_agg(json_build_array(n.nspname, c.collname)), '[]') "
                               "FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace WHERE "
-                              f"{S.USER_SCHEMAS}))",
+                              f"{S.USER_SCHEMAS}), 'parts', (SELECT coalesce(json_agg(json_build_array(p.kind, n.nspname, "
+                              "p.name, p.tbl)), '[]') FROM (SELECT 'INDEX' AS kind, c.relnamespace AS nsp, c.relname AS "
+                              "name, NULL AS tbl FROM pg_class c WHERE c.relkind IN ('i', 'I') UNION ALL SELECT 'TRIGGER', "
+                              "c.relnamespace, g.tgname, c.relname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid "
+                              "WHERE NOT g.tgisinternal UNION ALL SELECT 'CONSTRAINT', c.relnamespace, k.conname, c.relname "
+                              "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid) p JOIN pg_namespace n ON "
+                              f"n.oid = p.nsp WHERE {S.USER_SCHEMAS}))",
                               "listing the new schemas, relations, routines and materialized views"))
         ask("RESET search_path", "reading the routines as pg_dump names them")
         after = after_load_toc(listing, made["relations"], made["schemas"], made["matviews"], made["routines"],
-                               made["types"], made["collations"])
+                               made["types"], made["collations"], made["parts"])
         if after:
             self.target.write_private(posixpath.join(work, "after-load-toc"), after, replace=True)
             script = ["pg_restore", f"--use-list={posixpath.join(work, 'after-load-toc')}", "--file=-", dump]
@@ -1265,9 +1278,6 @@ class Postgres(Engine):
             self.run_sql([[owners]], "load-owners", "taking away comments the live database did not have, giving back "
                          "the owners and the privileges on tables and sequences")
         say(f"    loaded by {jobs} sessions: {', '.join(took)}")
-        again = json.loads(ask(keys_query([(s, n) for s, n, _ in keep]), "reading the new schema's keys and indexes"))
-        if again != parts:
-            raise RemigrateError("the keys, indexes and foreign keys of the new schema are not all back after the load")
 
     def jobs(self, ask):
         """Sessions that load at once: --jobs, else the cores of the machine that runs the tools (at

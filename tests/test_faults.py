@@ -374,15 +374,18 @@ TYPES = ("CREATE TYPE ticket_state AS ENUM ('open', 'closed'); CREATE DOMAIN per
          "CREATE DOMAIN even AS integer CHECK (is_even(VALUE)); CREATE TYPE task_pair AS (a writer_task, b writer_task); "
          "ALTER DOMAIN percent ADD CONSTRAINT small CHECK (VALUE < 1000) NOT VALID")
 # every comment on a relation, a column, a routine or a schema other than public
-COMMENTED = ("SELECT coalesce(c.relname || coalesce('.' || a.attname, ''), p.proname, s.nspname, t.typname), d.description "
+COMMENTED = ("SELECT coalesce(c.relname || coalesce('.' || a.attname, ''), p.proname, s.nspname, t.typname, g.tgname, k.conname), "
+             "d.description "
              "FROM pg_description d LEFT JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND c.oid = d.objoid "
              "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid AND d.objsubid > 0 "
              "LEFT JOIN pg_proc p ON d.classoid = 'pg_proc'::regclass AND p.oid = d.objoid "
              "LEFT JOIN pg_namespace s ON d.classoid = 'pg_namespace'::regclass AND s.oid = d.objoid "
              "LEFT JOIN pg_type t ON d.classoid = 'pg_type'::regclass AND t.oid = d.objoid "
+             "LEFT JOIN pg_trigger g ON d.classoid = 'pg_trigger'::regclass AND g.oid = d.objoid "
+             "LEFT JOIN pg_constraint k ON d.classoid = 'pg_constraint'::regclass AND k.oid = d.objoid "
              "WHERE (c.oid IS NOT NULL AND c.relnamespace <> 'pg_catalog'::regnamespace) OR (p.oid IS NOT NULL AND "
              "p.pronamespace <> 'pg_catalog'::regnamespace) OR s.nspname NOT LIKE 'pg\\_%' AND s.nspname NOT IN ('public', 'information_schema') "
-             "OR t.typnamespace <> 'pg_catalog'::regnamespace "
+             "OR t.typnamespace <> 'pg_catalog'::regnamespace OR g.oid IS NOT NULL OR k.connamespace <> 'pg_catalog'::regnamespace "
              "EXCEPT SELECT coalesce(p.proname, c.relname), d.description FROM pg_description d JOIN pg_depend e ON "
              "e.objid = d.objoid AND e.deptype = 'e' LEFT JOIN pg_proc p ON p.oid = d.objoid "
              "LEFT JOIN pg_class c ON c.oid = d.objoid ORDER BY 1")
@@ -431,6 +434,9 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
                     """COMMENT ON TABLE "Reports"."Odd Table" IS 'odd'""",
                     """COMMENT ON FUNCTION "Reports".half("Reports".pct) IS 'rounds down'""",
                     """COMMENT ON DOMAIN "Reports".pct IS 'a share'""",
+                    "COMMENT ON INDEX writer_content_published_idx IS 'by date'",
+                    "COMMENT ON TRIGGER system_prompt_trim ON system_aiprompt IS 'trims names'",
+                    "COMMENT ON CONSTRAINT writer_task_pkey ON writer_task IS 'the key'",
                     # and one the history made, taken away by hand: not made again
                     "COMMENT ON TABLE planner_cluster IS NULL",
                     # and what the app's role has been given on it (gone if the owner were not given back first)
@@ -466,7 +472,7 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
                             f"has_sequence_privilege('{role}', pg_get_serial_sequence('planner_contentidea', 'id'), 'USAGE')")
     assert checks == [(True, True)]
     assert access_rules(pg_case) == kept_access(access)
-    assert query(pg_case, COMMENTED) == comments and len(comments) == 5, comments
+    assert query(pg_case, COMMENTED) == comments and len(comments) == 8, comments
     pg_case.damage([f'REVOKE SELECT ON planner_keyword FROM "{role}"',  # lost later: the later check names it
                     f'ALTER VIEW "Reports".keywords OWNER TO "{pg_case.pg_db.role}"', "COMMENT ON COLUMN planner_keyword.phrase IS 'x'",
                     "GRANT USAGE ON SCHEMA public TO PUBLIC", "ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO PUBLIC"])
