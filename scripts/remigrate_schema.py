@@ -910,8 +910,9 @@ def pg_beyond_reach(cursor):
                            f" AND {unreachable.format(role='n.nspowner')}",
         BEYOND["owners"]: f"SELECT o.owner FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
                           f" AND {unreachable.format(role='o.owner')} AND NOT {superuser.format(role='o.owner')}",
-        BEYOND["superuser"]: f"SELECT o.owner FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
-                             f" AND {superuser.format(role='o.owner')}",
+        BEYOND["superuser"]: "SELECT lower(o.what) || ' ' || quote_ident(n.nspname) || '.' || o.name || ' (' ||"  # named
+                             f" pg_get_userbyid(o.owner) || ')' FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp"
+                             f" WHERE {USER_SCHEMAS} AND {superuser.format(role='o.owner')}",
         BEYOND["create"]: f"SELECT o.owner FROM ({OWNED}) o JOIN pg_namespace n ON n.oid = o.nsp WHERE {USER_SCHEMAS}"
                           " AND o.owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)"
                           " AND NOT pg_has_role(o.owner, n.nspowner, 'USAGE')",
@@ -926,7 +927,8 @@ def pg_beyond_reach(cursor):
     }
     out = {}
     for why, query in queries.items():
-        cursor.execute(f"SELECT DISTINCT pg_get_userbyid(r) FROM ({query}) AS found(r) ORDER BY 1")
+        named = "r" if why == BEYOND["superuser"] else "pg_get_userbyid(r)"  # the objects themselves, else their roles
+        cursor.execute(f"SELECT DISTINCT {named} FROM ({query}) AS found(r) ORDER BY 1")
         roles = [role for (role,) in cursor.fetchall()]
         if roles:
             out[why] = roles
@@ -939,7 +941,7 @@ BEYOND = {
     "defaults": "default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE) of",
     "schemas": "schemas owned by",
     "owners": "tables, views, sequences, functions, types or collations owned by",
-    "superuser": "tables, views, sequences, functions, types or collations owned by the superuser",
+    "superuser": "what a superuser owns:",
     "create": "objects whose owner may create in their schema only by a GRANT (a restore gives owners before "
               "privileges), owned by",
     "grantors": "privileges granted on another role's objects (WITH GRANT OPTION) by",
@@ -948,7 +950,7 @@ BEYOND_WAYS = {
     BEYOND["defaults"]: "GRANT {roles} TO {role} for the reset's length",
     BEYOND["schemas"]: "GRANT {roles} TO {role} for the reset's length",
     BEYOND["owners"]: "GRANT {roles} TO {role} for the reset's length",
-    BEYOND["superuser"]: "give each to {role} first: ALTER ... OWNER TO {role}",
+    BEYOND["superuser"]: "a superuser gives each to {role} first: ALTER ... OWNER TO {role}",
     BEYOND["create"]: "only a superuser could give them back",
     BEYOND["grantors"]: "only a superuser could give them again",
 }

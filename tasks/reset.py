@@ -192,7 +192,8 @@ def show_strategies(project, engine, plan):
         reasons = []
         for why, roles in beyond.items():
             way = S.BEYOND_WAYS.get(why)
-            reasons.append(f"{why} {', '.join(roles)}" + (f" ({way.format(roles=', '.join(roles), role=role)})" if way else ""))
+            named = ", ".join(roles[:8]) + (f" and {len(roles) - 8} more" if len(roles) > 8 else "")
+            reasons.append(f"{why} {named}" + (f" ({way.format(roles=named, role=role)})" if way else ""))
         raise RemigrateError(f"the database holds what {role} cannot make again in a new database, nor restore from its "
                              "backup: " + "; ".join(reasons) + "; or run the reset as a superuser, or use --strategy "
                              "fake; nothing was changed")
