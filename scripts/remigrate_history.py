@@ -305,7 +305,7 @@ def to_carry(old, new, removed_tables, caches=()):
             post.append((f"trigger {name}", trigger["sql"]))
     for name, made in sorted(old.get("comments", {}).items()):  # COMMENT ON by a RunSQL (db_comment: made by the models)
         if made["table"] not in skip and new.get("comments", {}).get(name, {}).get("definition") != made["definition"]:
-            post.append((f"comment on {name}", made["sql"]))
+            post.append((f"comment on {name}", renamed_comment(made, name, new) or made["sql"]))
     for name, made in sorted(new.get("comments", {}).items()):  # one the old history took away again
         if made["table"] not in skip and name not in old.get("comments", {}):
             post.append((f"comment on {name}", f"{made['target']} IS NULL"))
@@ -314,6 +314,24 @@ def to_carry(old, new, removed_tables, caches=()):
             if name not in new[kind] and made["table"] not in skip:
                 post.append((f"{label} {name}", made["sql"]))
     return {"pre": pre, "post": post, "tables": sorted(new_tables), "cache_tables": cache}
+
+
+def renamed_comment(made, key, new):
+    """An index's or a constraint's comment (`made`, keyed by its definition and table: see
+    remigrate_schema.COMMENTS) made on the one of the new history of the same table and
+    definition, whose name may differ (a renamed model's); None for another kind."""
+    kind = key.split(" ", 1)[0]
+    if not made.get("name") or kind not in ("index", "constraint"):
+        return None
+    definition = key[len(kind) + 1:].rpartition(" on ")[0]
+    for obj_key, obj in new["indexes" if kind == "index" else "constraints"].items():
+        if obj["table"] == made["table"] and (obj["definition"] if kind == "index"
+                                             else obj["definition"].split(" ", 1)[1]) == definition:
+            schema, table = S.pg_key_parts(obj["table"])
+            target = (f"COMMENT ON INDEX {S.qident(S.pg_key_parts(obj_key)[0])}.{S.qident(obj['name'])}" if kind == "index"
+                      else f"COMMENT ON CONSTRAINT {S.qident(obj['name'])} ON {S.qident(schema)}.{S.qident(table)}")
+            return target + made["sql"][len(made["target"]):]
+    return None
 
 
 def table_sql(name, table):

@@ -535,14 +535,15 @@ def _pg_content(cursor, tables, upto, progress, algorithm):
 # Comments (COMMENT ON) of tables, columns, views, sequences of their own, routines, types,
 # collations, indexes, triggers, table constraints and schemas: the SQL that makes each, quoted by
 # the server (a column's sequence's are not kept: its name follows its table's history).
-# Columns: kind, schema, name, table, text, text quoted, target (the statement's head).
+# Columns: kind, schema, name (an index's or constraint's: its definition), table, text, text quoted,
+# target (the statement's head), the index's or constraint's name.
 COMMENTS = (
     "SELECT CASE WHEN d.objsubid > 0 THEN 'column' ELSE lower(w.what) END, n.nspname,"
     " c.relname || CASE WHEN d.objsubid > 0 THEN '.' || a.attname ELSE '' END, CASE WHEN c.relkind IN ('r', 'p')"
     " THEN c.relname END, d.description, quote_literal(d.description), 'COMMENT ON ' || CASE WHEN d.objsubid > 0 THEN 'COLUMN' ELSE w.what END"
     " || ' ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || CASE WHEN d.objsubid > 0 THEN '.' ||"
     " quote_ident(a.attname) ELSE '' END"
-    " FROM pg_description d JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND d.objoid = c.oid"
+    ", NULL FROM pg_description d JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND d.objoid = c.oid"
     " JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid"
     " CROSS JOIN LATERAL (SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN"
     " 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS what) w"
@@ -554,39 +555,40 @@ COMMENTS = (
     " p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', NULL, d.description, quote_literal(d.description),"
     " 'COMMENT ON ' || CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END || ' ' || quote_ident(n.nspname)"
     " || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')'"
-    " FROM pg_description d JOIN pg_proc p ON d.classoid = 'pg_proc'::regclass AND d.objoid = p.oid"
+    ", NULL FROM pg_description d JOIN pg_proc p ON d.classoid = 'pg_proc'::regclass AND d.objoid = p.oid"
     f" JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMAS} AND "
     + OWN_ROUTINE
     + " UNION ALL SELECT CASE t.typtype WHEN 'd' THEN 'domain' ELSE 'type' END, n.nspname, t.typname, NULL,"
     " d.description, quote_literal(d.description), 'COMMENT ON ' || CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE'"
-    " END || ' ' || quote_ident(n.nspname) || '.' || quote_ident(t.typname) FROM pg_description d JOIN pg_type t ON"
+    " END || ' ' || quote_ident(n.nspname) || '.' || quote_ident(t.typname), NULL FROM pg_description d JOIN pg_type t ON"
     f" d.classoid = 'pg_type'::regclass AND d.objoid = t.oid JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {USER_SCHEMAS}"
     f" AND {OWN_TYPES}"
     " UNION ALL SELECT 'collation', n.nspname, co.collname, NULL, d.description, quote_literal(d.description),"
-    " 'COMMENT ON COLLATION ' || quote_ident(n.nspname) || '.' || quote_ident(co.collname) FROM pg_description d"
+    " 'COMMENT ON COLLATION ' || quote_ident(n.nspname) || '.' || quote_ident(co.collname), NULL FROM pg_description d"
     " JOIN pg_collation co ON d.classoid = 'pg_collation'::regclass AND d.objoid = co.oid JOIN pg_namespace n ON"
     f" n.oid = co.collnamespace WHERE {USER_SCHEMAS} AND " + NOT_FROM_EXTENSION.format(oid="co.oid", catalog="pg_collation")
     # an index's, a trigger's and a table constraint's (their tables' history may rename an index:
     # then a comment made by hand on it is named lost by the verification)
-    + " UNION ALL SELECT 'index', n.nspname, t.relname || '.' || c.relname, t.relname, d.description, quote_literal(d.description),"
-    " 'COMMENT ON INDEX ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_description d JOIN pg_class c"
+    + " UNION ALL SELECT 'index', n.nspname, CASE WHEN x.indisunique THEN 'UNIQUE ' ELSE '' END ||"
+    " substring(pg_get_indexdef(c.oid) FROM ' USING (.*)$'), t.relname, d.description, quote_literal(d.description),"
+    " 'COMMENT ON INDEX ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relname FROM pg_description d JOIN pg_class c"
     " ON d.classoid = 'pg_class'::regclass AND d.objoid = c.oid AND d.objsubid = 0 JOIN pg_index x ON x.indexrelid = c.oid"
     " JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
     f" WHERE c.relkind IN ('i', 'I') AND {USER_SCHEMAS} AND " + NOT_FROM_EXTENSION.format(oid="t.oid", catalog="pg_class")
     + " UNION ALL SELECT 'trigger', n.nspname, c.relname || '.' || g.tgname, c.relname, d.description,"
     " quote_literal(d.description), 'COMMENT ON TRIGGER ' || quote_ident(g.tgname) || ' ON ' || quote_ident(n.nspname)"
-    " || '.' || quote_ident(c.relname) FROM pg_description d JOIN pg_trigger g ON d.classoid = 'pg_trigger'::regclass"
+    " || '.' || quote_ident(c.relname), NULL FROM pg_description d JOIN pg_trigger g ON d.classoid = 'pg_trigger'::regclass"
     " AND d.objoid = g.oid JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
     f" WHERE NOT g.tgisinternal AND {USER_SCHEMAS}"
-    " UNION ALL SELECT 'constraint', n.nspname, c.relname || '.' || k.conname, c.relname, d.description,"
+    " UNION ALL SELECT 'constraint', n.nspname, pg_get_constraintdef(k.oid), c.relname, d.description,"
     " quote_literal(d.description), 'COMMENT ON CONSTRAINT ' || quote_ident(k.conname) || ' ON ' ||"
-    " quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_description d JOIN pg_constraint k ON"
+    " quote_ident(n.nspname) || '.' || quote_ident(c.relname), k.conname FROM pg_description d JOIN pg_constraint k ON"
     " d.classoid = 'pg_constraint'::regclass AND d.objoid = k.oid JOIN pg_class c ON c.oid = k.conrelid"
     f" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMAS} AND "
     + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class")
     + " UNION ALL SELECT 'schema', n.nspname, n.nspname, NULL, d.description, quote_literal(d.description),"
     " 'COMMENT ON SCHEMA ' || quote_ident(n.nspname)"
-    " FROM pg_description d JOIN pg_namespace n ON d.classoid = 'pg_namespace'::regclass AND d.objoid = n.oid"
+    ", NULL FROM pg_description d JOIN pg_namespace n ON d.classoid = 'pg_namespace'::regclass AND d.objoid = n.oid"
     f" WHERE {USER_SCHEMAS} AND " + NOT_FROM_EXTENSION.format(oid="n.oid", catalog="pg_namespace")
 )
 
@@ -715,10 +717,13 @@ def pg_schema(cursor):
         out["policies"][f"{pg_key(schema, table)}.{name}"] = {"table": pg_key(schema, table), "definition": clauses.strip(),
                                                              "sql": f"CREATE POLICY {qname} ON {qtable}{clauses}"}
     cursor.execute(COMMENTS + " ORDER BY 1, 2, 3")
-    for kind, schema, name, table, text, quoted, target in cursor.fetchall():
-        key = f"{kind} {name if kind == 'schema' else pg_key(schema, name)}"
+    for kind, schema, name, table, text, quoted, target, obj in cursor.fetchall():
+        # an index's or a constraint's by its definition and table: its name follows the table's
+        # history (a renamed model's), like the index's own comparison
+        key = (f"{kind} {name} on {pg_key(schema, table)}" if obj else
+               f"{kind} {name if kind == 'schema' else pg_key(schema, name)}")
         out["comments"][key] = {"definition": text, "target": target, "sql": f"{target} IS {quoted}",
-                                "table": pg_key(schema, table) if table else None}
+                                "table": pg_key(schema, table) if table else None, **({"name": obj} if obj else {})}
     # Types of the project's own (a RunSQL CREATE TYPE ... AS ENUM, CREATE DOMAIN, a composite or a
     # range type), each after those it is made of (a domain's base, a range's subtype, a composite's
     # attributes; an array by its element)
@@ -754,8 +759,18 @@ def pg_schema(cursor):
         "  AND (SELECT c.relkind FROM pg_class c WHERE c.oid = u.typrelid) <> 'c') THEN 'tables'"
         " WHEN EXISTS (SELECT 1 FROM pg_depend d JOIN pg_proc p ON d.refclassid = 'pg_proc'::regclass AND p.oid = d.refobjid"
         "  JOIN pg_namespace pn ON pn.oid = p.pronamespace WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')"
+        # (an extension's in public is made first too; one in a schema of its own comes with the
+        # carried migration, before these)
+        "  AND NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = 'pg_proc'::regclass AND i.objid = p.oid"
+        "  AND i.deptype = 'i') AND NOT EXISTS (SELECT 1 FROM pg_depend e JOIN pg_extension x ON x.oid = e.refobjid"
+        "  WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e'"
+        "  AND x.extnamespace = 'public'::regnamespace)"
         "  AND ((d.classid = 'pg_type'::regclass AND d.objid = t.oid) OR (d.classid = 'pg_constraint'::regclass AND"
-        "  d.objid IN (SELECT k.oid FROM pg_constraint k WHERE k.contypid = t.oid)))) THEN 'functions' END"
+        "  d.objid IN (SELECT k.oid FROM pg_constraint k WHERE k.contypid = t.oid)))) THEN 'functions'"
+        # or a type of an extension in a schema of its own (the carried migration makes it)
+        " WHEN EXISTS (SELECT 1 FROM pg_depend e JOIN pg_extension x ON x.oid = e.refobjid WHERE e.classid ="
+        "  'pg_type'::regclass AND e.deptype = 'e' AND x.extnamespace <> 'public'::regnamespace AND e.objid IN"
+        "  (t.typbasetype, (SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = t.oid))) THEN 'functions' END"
         f" FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {USER_SCHEMAS} AND {OWN_TYPES}"
         " ORDER BY position(t.typtype IN 'erdc'), 1, 2")
     found = {oid: (schema, name, quoted, kind, body, set(uses), later, after)

@@ -234,7 +234,9 @@ def missing_objects(before, after, skip=()):
         kind, _, name = obj.partition(" ")
         if kind == "comment":  # "comment on column shop_order.total #digest" (see remigrate_schema.comment_key)
             what, _, name = name.removeprefix("on ").rpartition(" #")[0].partition(" ")
-            return (name.rsplit(".", 1)[0] if what in ("column", "index", "trigger", "constraint") else name) in skip
+            if what in ("index", "constraint"):  # "... on table": by its definition (remigrate_schema COMMENTS)
+                return name.rpartition(" on ")[2] in skip
+            return (name.rsplit(".", 1)[0] if what in ("column", "trigger") else name) in skip
         if kind in ("trigger", "policy"):
             return name.rsplit(".", 1)[0] in skip
         if kind == "row-security":

@@ -1272,7 +1272,7 @@ class Postgres(Engine):
             # taken away by hand since) is taken away again
             had = set(manifest["database"]["comments"])
             now = json.loads(ask(f"SELECT coalesce(json_agg(c.target), '[]') FROM ({S.COMMENTS}) AS c(kind, nsp, name, "
-                                 "tbl, text, quoted, target)", "reading the comments of the new database"))
+                                 "tbl, text, quoted, target, obj)", "reading the comments of the new database"))
             owners = "".join(f"{target} IS NULL;\n" for target in now if target not in had) + owners
         if owners:
             self.run_sql([[owners]], "load-owners", "taking away comments the live database did not have, giving back "

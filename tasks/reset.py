@@ -186,6 +186,27 @@ def show_strategies(project, engine, plan):
     if by_hand and plan.strategy != "fake":
         warn(f"{plan.strategy} gives these objects the new history's names; no migration gives their live names "
              f"(made or renamed by hand?): " + ", ".join(f"{r['kind']} {r['from']} -> {r['to']}" for r in by_hand[:6]))
+    # a comment made on an index or a key the new history names otherwise (a renamed model's)
+    # cannot be found again in a new database: said before anything changes, not after the drop
+    renamed = {(r["table"], r["from_name"]): r for r in (plan.fake or {}).get("renames", [])
+               if r["kind"] in ("index", "constraint")}
+    live_comments = (plan.history.live_schema or {}).get("comments", {}) if plan.history else {}
+    lost = [(c, renamed[(c["table"], c["name"])]) for c in live_comments.values() if (c["table"], c.get("name")) in renamed]
+    if lost and plan.strategy != "fake":
+        c, r = lost[0]
+        raise RemigrateError(f"the comment on {r['kind']} {r['from_name']} of {r['table']} would not come back: the new "
+                             f"history names it {r['to_name']}" + (f" (and {len(lost) - 1} more like it)" if len(lost) > 1
+                                                                  else "")
+                             + f"; take it away now ({c['target']} IS NULL) and make it again on {r['to_name']} after "
+                             "the reset, or use --strategy fake (which renames it, comment and all); nothing was changed")
+    # pg_restore --clean cannot restore a domain's NOT VALID constraint into a new database (its
+    # ALTER DOMAIN ... DROP CONSTRAINT IF EXISTS fails when the domain is not there): a rollback would
+    not_valid = sorted(name for name, t in (plan.history.live_schema or {}).get("types", {}).items()
+                       if " NOT VALID" in t.get("definition", "")) if plan.history else []
+    if not_valid and plan.strategy != "fake":
+        raise RemigrateError(f"domain {not_valid[0]} has a constraint left NOT VALID, which a rollback could not restore "
+                             f"into a new database; validate it first (ALTER DOMAIN {not_valid[0]} VALIDATE CONSTRAINT "
+                             "...), or drop it, or use --strategy fake; nothing was changed")
     beyond = plan.stats["properties"].get("beyond_reach")
     if beyond and plan.strategy != "fake":
         role = plan.stats["properties"]["connected_as"]

@@ -447,6 +447,25 @@ def test_what_the_role_could_not_make_again_stops_a_rebuild_in_its_plan(pg_case)
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
+def test_what_a_new_database_could_not_have_again_stops_a_rebuild_in_its_plan(pg_case):
+    """A comment made by hand on a renamed model's index, which the new history names otherwise
+    (a new database could not find it again: the verification would fail after the drop), and a
+    domain's constraint left NOT VALID (a rollback's restore into a new database cannot make it
+    again): refused before anything changes, with the way out; a fake keeps both as they are."""
+    pg_case.damage(["COMMENT ON INDEX planner_idea_cluster_id_f03e886c IS 'by cluster'"])
+    out = reset(pg_case, *REMOVE, "--dry-run")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert ("the comment on index planner_idea_cluster_id_f03e886c of planner_contentidea would not come back: the new "
+            "history names it planner_contentidea_cluster_id_503a14dc") in out.stderr, out.stderr
+    assert reset(pg_case, *REMOVE, "--strategy", "fake", "--dry-run").returncode == 0
+    pg_case.damage(["COMMENT ON INDEX planner_idea_cluster_id_f03e886c IS NULL"])
+    add_writer_migration(pg_case, "migrations.RunSQL('CREATE DOMAIN pos AS integer; ALTER DOMAIN pos ADD CONSTRAINT "
+                                  "positive CHECK (VALUE > 0) NOT VALID')")
+    out = reset(pg_case, *REMOVE, "--strategy", "swap", "--dry-run")
+    assert out.returncode == 1 and "domain pos has a constraint left NOT VALID" in out.stderr, out.stdout + out.stderr
+    assert reset(pg_case, *REMOVE, "--strategy", "fake", "--dry-run").returncode == 0
+
+
 def test_a_project_whose_start_up_leaves_threads_running_is_proven_all_the_same(pg_case):
     """A project that starts a thread in its settings cannot be forked after its start-up: each
     step then runs in a process of its own, and the SQLite install of the carried migration,
