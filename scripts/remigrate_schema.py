@@ -348,6 +348,9 @@ NOT_FROM_EXTENSION = ("NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = {oi
 # type's constructors, owned by the bootstrap superuser, made again with the type).
 OWN_ROUTINE = (NOT_FROM_EXTENSION.format(oid="p.oid", catalog="pg_proc") + " AND NOT EXISTS (SELECT 1 FROM pg_depend i"
                " WHERE i.classid = 'pg_proc'::regclass AND i.objid = p.oid AND i.deptype = 'i')")
+# A trigger of its own, not a partition's copy of its partitioned table's (PostgreSQL 13 and later
+# mark those by tgparentid only: made again with the parent's).
+OWN_TRIGGER = "coalesce((to_jsonb(g) ->> 'tgparentid')::oid, 0) = 0"
 # A routine's name and argument types, each type schema-qualified: the same whatever the
 # session's search path (pg_get_function_identity_arguments prints a type outside it qualified).
 SIGNATURE = ("p.proname || '(' || coalesce((SELECT string_agg(quote_ident(tn.nspname) || '.' || quote_ident(ty.typname),"
@@ -579,7 +582,7 @@ COMMENTS = (
     " quote_literal(d.description), 'COMMENT ON TRIGGER ' || quote_ident(g.tgname) || ' ON ' || quote_ident(n.nspname)"
     " || '.' || quote_ident(c.relname), NULL FROM pg_description d JOIN pg_trigger g ON d.classoid = 'pg_trigger'::regclass"
     " AND d.objoid = g.oid JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-    f" WHERE NOT g.tgisinternal AND {USER_SCHEMAS}"
+    f" WHERE NOT g.tgisinternal AND {OWN_TRIGGER} AND {USER_SCHEMAS}"
     " UNION ALL SELECT 'constraint', n.nspname, pg_get_constraintdef(k.oid), c.relname, d.description,"
     " quote_literal(d.description), 'COMMENT ON CONSTRAINT ' || quote_ident(k.conname) || ' ON ' ||"
     " quote_ident(n.nspname) || '.' || quote_ident(c.relname), k.conname FROM pg_description d JOIN pg_constraint k ON"
@@ -687,7 +690,7 @@ def pg_schema(cursor):
     cursor.execute(
         "SELECT n.nspname, c.relname, g.tgname, pg_get_triggerdef(g.oid)"
         " FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        f" WHERE NOT g.tgisinternal AND {USER_SCHEMAS}")
+        f" WHERE NOT g.tgisinternal AND {OWN_TRIGGER} AND {USER_SCHEMAS}")
     for schema, table, name, definition in cursor.fetchall():
         out["triggers"][f"{pg_key(schema, table)}.{name}"] = {"table": pg_key(schema, table),
                                                               "definition": definition, "sql": definition}

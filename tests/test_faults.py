@@ -565,7 +565,9 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
                                   "(at); CREATE TABLE billing.ledger_2024 PARTITION OF billing.ledger FOR VALUES FROM "
                                   "('2024-01-01') TO ('2025-01-01'); ALTER TABLE billing.ledger ADD PRIMARY KEY (id, at); "
                                   "CREATE INDEX ledger_at ON billing.ledger (at); INSERT INTO billing.ledger VALUES "
-                                  "(0, '2024-01-02')\"), "
+                                  "(0, '2024-01-02'); CREATE FUNCTION billing.stamp() RETURNS trigger LANGUAGE plpgsql "
+                                  "AS $$ BEGIN NEW.id := NEW.id + 1000; RETURN NEW; END $$; CREATE TRIGGER ledger_stamp "
+                                  "BEFORE INSERT ON billing.ledger FOR EACH ROW EXECUTE FUNCTION billing.stamp()\"), "
                                   # types of its own (an enum, a domain) that a function and a model's column use
                                   f"migrations.RunSQL({TYPES!r}), migrations.AddField('task', 'state', "
                                   "TicketStateField(default='open', max_length=10)), "
@@ -587,7 +589,7 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
         conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(SUPERUSER)))
     report = query(pg_case, "SELECT n, top FROM writer_report")
     assert report[0][0] > 0
-    pg_case.damage(["INSERT INTO billing.ledger VALUES (1, '2024-05-05'), (2, '2024-06-06')"])
+    pg_case.damage(["INSERT INTO billing.ledger VALUES (1, '2024-05-05'), (2, '2024-06-06')"])  # ids 1001, 1002
     taken = [query(pg_case, "SELECT nextval('invoice_no_seq')")[0][0] for _ in range(3)]
     left = [query(pg_case, "SELECT nextval('countdown_seq')")[0][0] for _ in range(3)]
     others = query(pg_case, """SELECT nextval('billing.invoice_no'), nextval('"inv.no"'), nextval('"inv.no"')""")
@@ -643,7 +645,9 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
                           "WHERE x.indrelid = c.oid) FROM pg_class c WHERE c.relname = 'ledger_2024'") == \
         [(True, "FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')", 2)]
     ledger = query(pg_case, "SELECT id, at::text FROM billing.ledger ORDER BY id")
-    assert ledger == [(0, "2024-01-02"), (1, "2024-05-05"), (2, "2024-06-06")]  # the first from the old history
+    assert ledger == [(0, "2024-01-02"), (1001, "2024-05-05"), (1002, "2024-06-06")]  # the first from the old history
+    # the partitioned table's row trigger is one (its partitions' copies come with it), and on
+    assert query(pg_case, "SELECT count(*) FROM pg_trigger WHERE tgname = 'ledger_stamp'") == [(2,)]
     assert "comment on column writer_content.title" in out, out
     assert query(pg_case, "SELECT state_of(100), state_of(5)") == [("closed", "open")]
     assert query(pg_case, "SELECT typname FROM pg_type WHERE typname IN ('even', 'task_pair') ORDER BY 1") == \
