@@ -589,6 +589,12 @@ COMMENTS = (
     " d.classoid = 'pg_constraint'::regclass AND d.objoid = k.oid JOIN pg_class c ON c.oid = k.conrelid"
     f" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMAS} AND "
     + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class")
+    # a domain's constraint (named by its domain: "constraint positive on domain pct")
+    + " UNION ALL SELECT 'constraint', n.nspname, k.conname || ' on domain ' || t.typname, NULL, d.description,"
+    " quote_literal(d.description), 'COMMENT ON CONSTRAINT ' || quote_ident(k.conname) || ' ON DOMAIN ' ||"
+    " quote_ident(n.nspname) || '.' || quote_ident(t.typname), NULL FROM pg_description d JOIN pg_constraint k ON"
+    " d.classoid = 'pg_constraint'::regclass AND d.objoid = k.oid JOIN pg_type t ON t.oid = k.contypid"
+    f" JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {USER_SCHEMAS} AND {OWN_TYPES}"
     + " UNION ALL SELECT 'schema', n.nspname, n.nspname, NULL, d.description, quote_literal(d.description),"
     " 'COMMENT ON SCHEMA ' || quote_ident(n.nspname)"
     ", NULL FROM pg_description d JOIN pg_namespace n ON d.classoid = 'pg_namespace'::regclass AND d.objoid = n.oid"

@@ -227,8 +227,8 @@ def after_load_toc(listing, relations, schemas, matviews=(), routines=(), types=
     views and sequences, as (schema, name) pairs), the default privileges from ALTER DEFAULT
     PRIVILEGES, for the whole database or a schema it has), the live database's comments on
     them, their columns, its `routines` ((schema, name, identity arguments as pg_dump prints
-    them)), `types` and `collations` ((schema, name)), and its indexes, triggers and table
-    constraints (`parts`: (kind, schema, name, table or None)), whether the old
+    them)), `types` and `collations` ((schema, name)), and its indexes, triggers, table and
+    domain constraints (`parts`: (kind, schema, name, table or domain or None)), whether the old
     history made them or a hand did, and the refresh of the materialized views `matviews` that
     the backup had filled (the migrations made them over empty tables). pg_dump writes each
     relative to a new database's own, which a rebuilt one is."""
@@ -242,8 +242,10 @@ def after_load_toc(listing, relations, schemas, matviews=(), routines=(), types=
     wanted += tuple(f"COMMENT {schema} {kind} {tag} " for schema, name in types for tag in as_tagged(name)
                     for kind in ("TYPE", "DOMAIN"))
     wanted += tuple(f"COMMENT {schema} COLLATION {tag} " for schema, name in collations for tag in as_tagged(name))
-    wanted += tuple(f"COMMENT {schema} {kind} {tag}" + (f" ON {on} " if table else " ") for kind, schema, name, table in parts
-                    for tag in as_tagged(name) for on in (as_tagged(table) if table else [None]))
+    wanted += tuple(f"COMMENT {schema} {kind.removeprefix('DOMAIN ')} {tag}" + (f" ON {'DOMAIN ' if kind.startswith('DOMAIN') else ''}"
+                                                                            f"{on} " if table else " ")
+                    for kind, schema, name, table in parts for tag in as_tagged(name)
+                    for on in (as_tagged(table) if table else [None]))
     wanted += tuple(f"MATERIALIZED VIEW DATA {schema} {name} " for schema, name in matviews)
     wanted += tuple(f"DEFAULT ACL {schema} " for schema in ("-", *schemas))
     out = [line for line, desc in toc_entries(listing) if desc.startswith(wanted)]
@@ -1252,7 +1254,9 @@ class Postgres(Engine):
                               "name, NULL AS tbl FROM pg_class c WHERE c.relkind IN ('i', 'I') UNION ALL SELECT 'TRIGGER', "
                               "c.relnamespace, g.tgname, c.relname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid "
                               "WHERE NOT g.tgisinternal UNION ALL SELECT 'CONSTRAINT', c.relnamespace, k.conname, c.relname "
-                              "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid) p JOIN pg_namespace n ON "
+                              "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid UNION ALL SELECT 'DOMAIN "
+                              "CONSTRAINT', t.typnamespace, k.conname, t.typname FROM pg_constraint k JOIN pg_type t ON "
+                              "t.oid = k.contypid) p JOIN pg_namespace n ON "
                               f"n.oid = p.nsp WHERE {S.USER_SCHEMAS}))",
                               "listing the new schemas, relations, routines and materialized views"))
         ask("RESET search_path", "reading the routines as pg_dump names them")

@@ -372,7 +372,8 @@ TYPES = ("CREATE TYPE ticket_state AS ENUM ('open', 'closed'); CREATE DOMAIN per
          # domain over an extension's type, with a CHECK calling the extension's function (made first)
          "CREATE FUNCTION is_even(n integer) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT n % 2 = 0'; "
          "CREATE DOMAIN even AS integer CHECK (is_even(VALUE)); CREATE TYPE task_pair AS (a writer_task, b writer_task); "
-         "CREATE EXTENSION IF NOT EXISTS citext; CREATE DOMAIN email AS citext CHECK (strpos(VALUE, '@') > 1)")
+         "CREATE EXTENSION IF NOT EXISTS citext; CREATE DOMAIN email AS citext CHECK (strpos(VALUE, '@') > 1); "
+         "COMMENT ON CONSTRAINT percent_check ON DOMAIN percent IS 'a whole share'")
 # every comment on a relation, a column, a routine or a schema other than public
 COMMENTED = ("SELECT coalesce(c.relname || coalesce('.' || a.attname, ''), p.proname, s.nspname, t.typname, g.tgname, k.conname), "
              "d.description "
@@ -437,6 +438,7 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
                     "COMMENT ON INDEX writer_content_published_idx IS 'by date'",
                     "COMMENT ON TRIGGER system_prompt_trim ON system_aiprompt IS 'trims names'",
                     "COMMENT ON CONSTRAINT writer_task_pkey ON writer_task IS 'the key'",
+                    """COMMENT ON CONSTRAINT pct_check ON DOMAIN "Reports".pct IS 'at most 100'""",
                     # and one the history made, taken away by hand: not made again
                     "COMMENT ON TABLE planner_cluster IS NULL",
                     # and what the app's role has been given on it (gone if the owner were not given back first)
@@ -472,7 +474,7 @@ def test_the_application_cannot_reach_a_half_built_postgresql_database(pg_case):
                             f"has_sequence_privilege('{role}', pg_get_serial_sequence('planner_contentidea', 'id'), 'USAGE')")
     assert checks == [(True, True)]
     assert access_rules(pg_case) == kept_access(access)
-    assert query(pg_case, COMMENTED) == comments and len(comments) == 8, comments
+    assert query(pg_case, COMMENTED) == comments and len(comments) == 9, comments
     pg_case.damage([f'REVOKE SELECT ON planner_keyword FROM "{role}"',  # lost later: the later check names it
                     f'ALTER VIEW "Reports".keywords OWNER TO "{pg_case.pg_db.role}"', "COMMENT ON COLUMN planner_keyword.phrase IS 'x'",
                     "GRANT USAGE ON SCHEMA public TO PUBLIC", "ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO PUBLIC"])
@@ -657,7 +659,8 @@ def test_what_the_old_history_made_beyond_the_models_is_carried_with_its_values(
     assert "CREATE TYPE public.ticket_state AS ENUM ('open', 'closed')" in firsts["auth"]
     assert query(pg_case, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
                           "'writer_task'::regclass AND attname = 'state'") == [("ticket_state",)]
-    assert query(pg_case, COMMENTED) == [("billing", "money"), ("invoice_no_seq", "invoices"), ("writer_content.title",
+    assert query(pg_case, COMMENTED) == [("billing", "money"), ("invoice_no_seq", "invoices"),
+                                         ("percent_check", "a whole share"), ("writer_content.title",
                                          "shown as C:\\path"), ("writer_report", "nightly"), ("writer_task", "the writers' queue")]
     assert data_rows(pg_case) == before
     carried = next(pg_case.project.rglob("*_remigrate_carried.json"))
