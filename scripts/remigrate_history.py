@@ -601,10 +601,9 @@ def make_first(loader, roots, extensions, statements=(), operations=()):
     CreateExtension of each of `extensions` (IF NOT EXISTS: whichever of them runs first makes
     them, the others do nothing; elsewhere than on PostgreSQL none does anything). The
     `statements` (first_objects: collations and types) are run by a function written into the
-    root that runs first (or, on a reset of another engine, the `operations`: CreateCollation), and
-    every other root depends on it: no cycle can come of it, since that
-    root depends on none of them. A field, an index or an operator class of any app's first
-    migration may need them. Written again by Django's own MigrationWriter, so the files stay as
+    root that runs first (on a reset of another engine, the `operations`: CreateCollation), and
+    every other root depends on it: no cycle can come of it, since that root depends on none of
+    them. A field, an index or an operator class of any app's first migration may need them. Written again by Django's own MigrationWriter, so the files stay as
     makemigrations writes them (no migration of its own that `__first__` could resolve to)."""
     from django.conf import settings
     from django.contrib.postgres.operations import CreateExtension

@@ -213,8 +213,7 @@ def pg_stats(cursor, count=True):
     user_schemas = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
     cursor.execute(
         "SELECT n.nspname, c.relname, c.relkind, quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_userbyid(c.relowner),"
-        " EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')"
-        " AND d.refobjsubid > 0)"  # a column's sequence (a partition depends on its table, not a column)
+        f" {schema_facts.COLUMN_OWNED}"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         f" WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {user_schemas} ORDER BY 1, 2"
     )

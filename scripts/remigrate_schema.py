@@ -344,10 +344,15 @@ USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspn
 NOT_FROM_EXTENSION = ("NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = {oid} AND e.deptype = 'e' "
                       "AND e.classid = '{catalog}'::regclass)")
 
-# A routine of the project's own: not an extension's, nor one the server made for a type (a range
-# type's constructors, owned by the bootstrap superuser, made again with the type).
-OWN_ROUTINE = (NOT_FROM_EXTENSION.format(oid="p.oid", catalog="pg_proc") + " AND NOT EXISTS (SELECT 1 FROM pg_depend i"
-               " WHERE i.classid = 'pg_proc'::regclass AND i.objid = p.oid AND i.deptype = 'i')")
+# A routine the server made for a type (a range type's constructors, owned by the bootstrap
+# superuser, made again with the type), and one of the project's own: neither that nor an extension's.
+SERVER_ROUTINE = ("EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = 'pg_proc'::regclass AND i.objid = p.oid"
+                  " AND i.deptype = 'i')")
+OWN_ROUTINE = NOT_FROM_EXTENSION.format(oid="p.oid", catalog="pg_proc") + f" AND NOT {SERVER_ROUTINE}"
+# A relation a column owns (a serial's or an identity's sequence): it follows its table (a
+# partition, which depends on its table too, depends on no column).
+COLUMN_OWNED = ("EXISTS (SELECT 1 FROM pg_depend o WHERE o.classid = 'pg_class'::regclass AND o.objid = c.oid"
+                " AND o.deptype IN ('a', 'i') AND o.refobjsubid > 0)")
 # A trigger of its own, not a partition's copy of its partitioned table's (PostgreSQL 13 and later
 # mark those by tgparentid only: made again with the parent's).
 OWN_TRIGGER = "coalesce((to_jsonb(g) ->> 'tgparentid')::oid, 0) = 0"
@@ -391,11 +396,6 @@ def dependency_order(items, needs):
     for key in items:
         place(key)
     return out
-
-
-def quote_text(text):
-    """A string constant of a name or a locale (no backslash in either: quotes doubled)."""
-    return "'" + str(text).replace("'", "''") + "'"
 
 
 def pg_key(schema, name):
@@ -552,8 +552,7 @@ COMMENTS = (
     " 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS what) w"
     f" WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {USER_SCHEMAS} AND "
     + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class")
-    + " AND NOT EXISTS (SELECT 1 FROM pg_depend o WHERE o.classid = 'pg_class'::regclass AND o.objid = c.oid"
-    " AND o.deptype IN ('a', 'i') AND o.refobjsubid > 0)"
+    + f" AND NOT {COLUMN_OWNED}"
     " UNION ALL SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END, n.nspname,"
     " p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', NULL, d.description, quote_literal(d.description),"
     " 'COMMENT ON ' || CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END || ' ' || quote_ident(n.nspname)"
@@ -603,9 +602,9 @@ COMMENTS = (
 
 
 def pg_schema(cursor):
-    """Tables with columns, indexes, constraints, views, functions, triggers, extensions,
-    sequences, row security and its policies of the user schemas, each with its definition as
-    the server prints it."""
+    """Tables with columns (partitioned ones with their partitions), indexes, constraints, views,
+    functions, triggers, extensions, sequences, row security and its policies, comments,
+    collations and types of the user schemas, each with its definition as the server prints it."""
     out = {"tables": {}, "indexes": {}, "constraints": {}, "views": {}, "triggers": {}, "functions": {},
            "extensions": {}, "sequences": {}, "row_security": {}, "policies": {}, "schemas": {}, "comments": {},
            "collations": {}, "types": {},
@@ -770,8 +769,7 @@ def pg_schema(cursor):
         "  JOIN pg_namespace pn ON pn.oid = p.pronamespace WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')"
         # (an extension's in public is made first too; one in a schema of its own comes with the
         # carried migration, before these)
-        "  AND NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = 'pg_proc'::regclass AND i.objid = p.oid"
-        "  AND i.deptype = 'i') AND NOT EXISTS (SELECT 1 FROM pg_depend e JOIN pg_extension x ON x.oid = e.refobjid"
+        f"  AND NOT {SERVER_ROUTINE} AND NOT EXISTS (SELECT 1 FROM pg_depend e JOIN pg_extension x ON x.oid = e.refobjid"
         "  WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e'"
         "  AND x.extnamespace = 'public'::regnamespace)"
         "  AND ((d.classid = 'pg_type'::regclass AND d.objid = t.oid) OR (d.classid = 'pg_constraint'::regclass AND"
@@ -796,13 +794,14 @@ def pg_schema(cursor):
     # say), read through to_jsonb: the locale's column is named differently from one version to another
     cursor.execute(
         "SELECT n.nspname, co.collname, quote_ident(n.nspname) || '.' || quote_ident(co.collname), co.collprovider,"
-        " coalesce(to_jsonb(co) ->> 'colliculocale', to_jsonb(co) ->> 'colllocale'), co.collcollate, co.collctype,"
+        " quote_literal(coalesce(to_jsonb(co) ->> 'colliculocale', to_jsonb(co) ->> 'colllocale')),"
+        " quote_literal(co.collcollate), quote_literal(co.collctype),"
         " co.collisdeterministic FROM pg_collation co JOIN pg_namespace n ON n.oid = co.collnamespace"
         f" WHERE {USER_SCHEMAS} AND " + NOT_FROM_EXTENSION.format(oid="co.oid", catalog="pg_collation"))
     for schema, name, quoted, provider, locale, collate, ctype, deterministic in cursor.fetchall():
         provider = {"i": "icu", "c": "libc", "b": "builtin"}.get(provider, "libc")
-        options = ([f"locale = {quote_text(locale)}"] if provider != "libc" and locale is not None
-                   else [f"lc_collate = {quote_text(collate)}", f"lc_ctype = {quote_text(ctype)}"])
+        options = ([f"locale = {locale}"] if provider != "libc" and locale is not None
+                   else [f"lc_collate = {collate}", f"lc_ctype = {ctype}"])
         options = [f"provider = {provider}", *options, f"deterministic = {'true' if deterministic else 'false'}"]
         out["collations"][pg_key(schema, name)] = {"definition": ", ".join(options),
                                                    "sql": f"CREATE COLLATION IF NOT EXISTS {quoted} ({', '.join(options)})"}
@@ -842,13 +841,11 @@ GRANTEE = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)
 # The relations, routines, types and collations of the user schemas, with their owners, as (nsp,
 # name, what, owner, signature): `what` is the word ALTER ... OWNER TO takes, `signature` what
 # finds the object again in another database (a routine by its arguments' types). A sequence a
-# column owns follows its table (a partition, which depends on its table too, does not), and an
-# extension's objects are the extension's.
+# column owns follows its table, and an extension's objects are the extension's.
 OWNED = (
     "SELECT c.relnamespace AS nsp, c.relname AS name, CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN"
     " 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS what, c.relowner AS owner, c.relname AS sig"
-    " FROM pg_class c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE"
-    " d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0) AND "
+    f" FROM pg_class c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND NOT {COLUMN_OWNED} AND "
     + NOT_FROM_EXTENSION.format(oid="c.oid", catalog="pg_class")
     + " UNION ALL SELECT p.pronamespace, p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',"
     f" CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, p.proowner, {SIGNATURE} FROM pg_proc p"
@@ -863,11 +860,11 @@ def pg_grants(cursor):
     """Privileges the migrations do not make, so a rebuild must give them again: on tables, views
     and sequences (kind TABLE, SEQUENCE) and on columns (COLUMN) to roles other than the owner,
     on schemas to roles other than the owner (SCHEMA: a REVOKE ... FROM PUBLIC shows as the
-    absence of PUBLIC's USAGE), the owners of relations, routines, types and collations other than the connected role
-    (OWNER: `detail` says which kind; the migrations make everything the connected role's) and
-    the default privileges (DEFAULT, from ALTER DEFAULT
-    PRIVILEGES: `role` is whose new objects get them, `objects` which kind, `schema` None for
-    the whole database; a role-wide entry holds its full list, the owner's own included)."""
+    absence of PUBLIC's USAGE), the owners of relations, routines, types and collations other
+    than the connected role (OWNER: `detail` says which kind; the migrations make everything the
+    connected role's) and the default privileges (DEFAULT, from ALTER DEFAULT PRIVILEGES: `role`
+    is whose new objects get them, `objects` which kind, `schema` None for the whole database; a
+    role-wide entry holds its full list, the owner's own included)."""
     cursor.execute(
         "SELECT n.nspname, c.relname, CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, NULL,"
         f" {GRANTEE}, a.privilege_type, a.is_grantable,"
