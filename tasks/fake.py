@@ -48,7 +48,8 @@ def show(fake):
         return
     renames = fake["renames"]
     say("fake       possible: the live schema equals the new history's"
-        + (f" once {len(renames)} objects are renamed (named after a table's or column's old name)" if renames
+        + (f" once {len(renames)} {'object is' if len(renames) == 1 else 'objects are'} renamed (named after a table's or "
+           "column's old name)" if renames
            else ", names included"))
     for r in renames[:12]:
         say(f"             rename {r['kind']} {r['from']} -> {r['to']}"
